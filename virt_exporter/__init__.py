@@ -1,0 +1,3 @@
+"""virt_exporter: a Prometheus exporter for libvirt/KVM hosts."""
+
+__version__ = "0.1.0"

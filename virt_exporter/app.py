@@ -1,0 +1,71 @@
+"""Wiring: from parsed flags to a running exporter (connection, sampler, collectors, HTTP server).
+
+Everything that can be wrong in the operator's input is checked in ``App.__init__`` and raised as a
+UsageError (one line, exit 2); ``start()`` only starts threads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import logging
+import threading
+from typing import Any, Dict, List
+
+from prometheus_client import CollectorRegistry, ProcessCollector
+
+from .cli import UsageError, collector_options, enabled_collectors
+from .exporter import Exporter
+from .sampler import Sampler, SamplerOptions
+from .server import ExporterHTTPServer
+from .source.connection import Connection
+from .source.domxml import DomainXMLCache
+
+log = logging.getLogger(__name__)
+
+
+class App:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.collectors = enabled_collectors(args)
+        self.options = collector_options(args)
+        groups: List[str] = ["state"]
+        for spec in self.collectors:
+            groups += [g for g in spec.stats_groups if g not in groups]
+        web_config = None
+        if args.web_config_file:
+            from .webconfig import WebConfigError, load_web_config
+
+            try:
+                web_config = load_web_config(args.web_config_file)
+            except WebConfigError as e:
+                raise UsageError(str(e))
+        self.extras: Dict[str, Any] = {}
+        self.connection = Connection(args.uri, read_only=True)
+        self.xml_cache = DomainXMLCache()
+        self.sampler = Sampler(self.connection, self.xml_cache, SamplerOptions(
+            groups=groups, backing=args.backing, min_interval_s=args.min_interval_s, timeout_s=args.timeout_s))
+        static = CollectorRegistry(auto_describe=False)
+        ProcessCollector(registry=static)
+        self.exporter = Exporter(self.sampler, self.collectors, self.options, self.extras, static)
+        try:
+            self.server = ExporterHTTPServer(args.listen_address, self.exporter, args.telemetry_path,
+                                             web_config, args.max_requests)
+        except ValueError as e:
+            raise UsageError(str(e))
+        except OSError as e:
+            why = "address already in use" if e.errno == errno.EADDRINUSE else (e.strerror or str(e))
+            raise UsageError("cannot listen on %s: %s" % (args.listen_address, why))
+        self._threads: List[threading.Thread] = []
+
+    def start(self) -> None:
+        # Not waiting for libvirtd: when it is down we serve libvirt_up 0 and keep reconnecting.
+        self.connection.start(wait_s=2.0)
+        t = threading.Thread(target=self.server.serve_forever, name="http", daemon=True)
+        t.start()
+        self._threads.append(t)
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.connection.stop()

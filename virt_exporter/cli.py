@@ -1,0 +1,191 @@
+"""Command line: flags in node_exporter's style, start-up validation, wiring, clean shutdown.
+
+Bad input at start-up (an unknown flag, a malformed URI, a listen address that is taken, a broken
+web-config or perfmon file) is one readable line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import re
+import signal
+import sys
+import threading
+import time
+from typing import Any, Dict, List, NoReturn, Optional, Sequence
+
+from . import __version__
+from .collectors import base, load_all
+from .exporter import Exporter
+
+log = logging.getLogger("virt_exporter")
+
+EXIT_USAGE = 2
+_URI_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://[^\s]*$")
+
+
+class UsageError(Exception):
+    """A start-up problem the operator must fix; str() is the one line we print."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # One line, not argparse's usage block: operators grep logs for it.
+        raise UsageError(message)
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("not a number: %r" % text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be > 0: %r" % text)
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("not an integer: %r" % text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be >= 0: %r" % text)
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="virt-exporter", description="Prometheus exporter for libvirt/KVM hosts.",
+                allow_abbrev=False)
+    p.add_argument("--version", action="version", version="virt_exporter " + __version__)
+    web = p.add_argument_group("web")
+    web.add_argument("--web.listen-address", dest="listen_address", default=":9177",
+                     help="[host]:port to listen on (default :9177, the port registered for libvirt exporters)")
+    web.add_argument("--web.telemetry-path", dest="telemetry_path", default="/metrics",
+                     help="path under which to expose metrics (default /metrics)")
+    web.add_argument("--web.config.file", dest="web_config_file", default=None,
+                     help="exporter-toolkit web config (TLS, basic auth), as node_exporter's")
+    web.add_argument("--web.max-requests", dest="max_requests", type=_non_negative_int, default=40,
+                     help="maximum scrapes rendered at once, 0 for no limit; excess gets 503 (default 40)")
+    lv = p.add_argument_group("libvirt")
+    lv.add_argument("--libvirt.uri", dest="uri", default="qemu:///system",
+                    help="libvirt connection URI (default qemu:///system)")
+    lv.add_argument("--libvirt.timeout", dest="timeout_s", type=_positive_float, default=5.0,
+                    help="upper bound of the libvirt part of a scrape, seconds; lowered to Prometheus's "
+                         "X-Prometheus-Scrape-Timeout-Seconds when a scrape carries it (default 5)")
+    lv.add_argument("--libvirt.min-interval", dest="min_interval_s", type=float, default=1.0,
+                    help="a scrape within this many seconds of the last sample reuses it (default 1)")
+    lv.add_argument("--libvirt.backing-chain", dest="backing", action=argparse.BooleanOptionalAction,
+                    default=True, help="ask for every backing layer of each disk (default on)")
+    lg = p.add_argument_group("logging")
+    lg.add_argument("--log.level", dest="log_level", default="info", choices=["debug", "info", "warn", "error"])
+    lg.add_argument("--log.format", dest="log_format", default="logfmt", choices=["logfmt", "json"])
+    col = p.add_argument_group("collectors")
+    for spec in sorted(base.REGISTRY.values(), key=lambda s: s.name):
+        state = "enabled" if spec.default_enabled else "disabled"
+        col.add_argument("--collector." + spec.name, dest="collector_" + spec.name, action="store_true",
+                         default=None, help="enable the %s collector: %s (default %s)" % (spec.name, spec.help, state))
+        col.add_argument("--no-collector." + spec.name, dest="collector_" + spec.name, action="store_false",
+                         default=None, help=argparse.SUPPRESS)
+        for opt in spec.options:
+            flag = "--collector.%s.%s" % (spec.name, opt.name)
+            dest = "opt_%s_%s" % (spec.name, opt.name.replace("-", "_"))
+            if opt.type is bool:
+                col.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=opt.default,
+                                 help=opt.help)
+            else:
+                col.add_argument(flag, dest=dest, type=opt.type, default=opt.default,
+                                 help="%s (default %s)" % (opt.help, opt.default))
+    return p
+
+
+def enabled_collectors(args: argparse.Namespace) -> List[base.CollectorSpec]:
+    out = []
+    for spec in sorted(base.REGISTRY.values(), key=lambda s: s.name):
+        flag = getattr(args, "collector_" + spec.name)
+        if flag if flag is not None else spec.default_enabled:
+            out.append(spec)
+    return out
+
+
+def collector_options(args: argparse.Namespace) -> Dict[str, Dict[str, Any]]:
+    return {spec.name: {opt.name: getattr(args, "opt_%s_%s" % (spec.name, opt.name.replace("-", "_")))
+                        for opt in spec.options}
+            for spec in base.REGISTRY.values()}
+
+
+class LogfmtFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        msg = record.getMessage()
+        if record.exc_info:
+            # Tracebacks stay in the exporter's log, one record; never in an HTTP response.
+            msg += " | " + self.formatException(record.exc_info).replace("\n", " | ")
+        ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + ".%03dZ" % record.msecs
+        level = {"WARNING": "warn"}.get(record.levelname, record.levelname.lower())
+        return 'ts=%s level=%s caller=%s msg=%s' % (ts, level, record.name, json.dumps(msg))
+
+
+class JSONFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        out = {"ts": record.created, "level": record.levelname.lower(), "caller": record.name,
+               "msg": record.getMessage()}
+        if record.exc_info:
+            out["error"] = self.formatException(record.exc_info)
+        return json.dumps(out)
+
+
+def setup_logging(level: str, fmt: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JSONFormatter() if fmt == "json" else LogfmtFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel({"warn": logging.WARNING}.get(level, getattr(logging, level.upper(), logging.INFO)))
+
+
+def _fail(message: str) -> int:
+    print("virt-exporter: error: " + " ".join(str(message).split()), file=sys.stderr)
+    return EXIT_USAGE
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in ("perfmon-check", "perfmon-rules"):
+        from .perfmon import cli as perfmon_cli
+
+        entry = perfmon_cli.perfmon_check_main if argv[0] == "perfmon-check" else perfmon_cli.perfmon_rules_main
+        return entry(argv[1:])
+    load_all()
+    try:
+        args = build_parser().parse_args(argv)
+        if not _URI_RE.match(args.uri):
+            raise UsageError("--libvirt.uri %r is not a libvirt URI (want e.g. qemu:///system, "
+                             "qemu+ssh://host/system)" % args.uri)
+        if not args.telemetry_path.startswith("/"):
+            raise UsageError("--web.telemetry-path must start with /: %r" % args.telemetry_path)
+        from .app import App
+
+        app = App(args)
+    except UsageError as e:
+        return _fail(str(e))
+    setup_logging(args.log_level, args.log_format)
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: Any) -> None:
+        log.info("received %s, shutting down", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    app.start()
+    log.info("listening on %s (libvirt %s, collectors: %s)", args.listen_address, args.uri,
+             ",".join(c.name for c in app.collectors))
+    while not stop.wait(1.0):
+        pass
+    app.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,19 @@
+"""Collectors, one module per metric group; importing a module registers it (see base.REGISTRY)."""
+
+import importlib
+
+# Every collector module, in the order their families appear in the output.
+MODULES = (
+    "host",
+    "domain",
+    "cpu",
+    "vcpu",
+    "memory",
+    "block",
+    "interface",
+)
+
+
+def load_all() -> None:
+    for name in MODULES:
+        importlib.import_module(__name__ + "." + name)

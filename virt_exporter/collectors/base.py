@@ -1,0 +1,73 @@
+"""What every collector gets and how collectors are registered (node_exporter's small registry).
+
+A collector is a thin translator: given one ScrapeContext it yields client_python metric families.
+It keeps no state between scrapes and never talks to libvirt or /proc; the sampler did that.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Tuple
+
+from prometheus_client.metrics_core import Metric
+
+from ..sample import Sample
+
+
+@dataclasses.dataclass(frozen=True)
+class ScrapeContext:
+    """Inputs of one scrape.
+
+    ``current`` is the sample this scrape serves; ``previous`` the sample before it (None on the first
+    sample after start), for rates. ``domain_info`` maps UUID → the cached, parsed domain XML
+    (``source.domxml.DomainInfo``). ``options`` holds this collector's ``--collector.<name>.<option>``
+    values. ``extras`` carries objects other subsystems expose to their collectors (e.g. the perfmon
+    engine) by name.
+    """
+
+    current: Sample
+    previous: Optional[Sample]
+    domain_info: Mapping[str, Any]
+    options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    extras: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class Option:
+    """A ``--collector.<collector>.<name>`` flag: ``type`` converts the string (int, float, str, or
+    bool for a switch that takes no value), ``default`` is used when the flag is absent."""
+
+    name: str
+    type: Callable[[str], Any]
+    default: Any
+    help: str
+
+
+@dataclasses.dataclass(frozen=True)
+class CollectorSpec:
+    """A registered collector: its flag name, whether it is on by default, the libvirt stats groups it
+    needs (so the sampler asks only for those) and the function that yields its families."""
+
+    name: str
+    collect: Callable[[ScrapeContext], Iterable[Metric]]
+    default_enabled: bool = True
+    stats_groups: Tuple[str, ...] = ()
+    help: str = ""
+    options: Tuple[Option, ...] = ()
+
+
+REGISTRY: Dict[str, CollectorSpec] = {}
+
+
+def register(name: str, *, default_enabled: bool = True, stats_groups: Tuple[str, ...] = (),
+             help: str = "", options: Tuple[Option, ...] = ()) -> Callable[[Callable[[ScrapeContext], Iterable[Metric]]],
+                                         Callable[[ScrapeContext], Iterable[Metric]]]:
+    """Decorator: register ``collect(ctx)`` under ``name`` (the ``--collector.<name>`` flag)."""
+
+    def wrap(fn: Callable[[ScrapeContext], Iterable[Metric]]) -> Callable[[ScrapeContext], Iterable[Metric]]:
+        if name in REGISTRY:
+            raise ValueError("collector registered twice: " + name)
+        REGISTRY[name] = CollectorSpec(name, fn, default_enabled, tuple(stats_groups), help, tuple(options))
+        return fn
+
+    return wrap

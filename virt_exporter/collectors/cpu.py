@@ -1,0 +1,29 @@
+"""Domain CPU time counters (cpu-total group)."""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+from prometheus_client.metrics_core import Metric
+
+from .base import ScrapeContext, register
+from .families import NS_PER_S, counter
+
+
+@register("cpu", stats_groups=("cpu-total",), help="domain CPU time (cpu.time, cpu.user, cpu.system)")
+def collect(ctx: ScrapeContext) -> Iterable[Metric]:
+    total = counter("libvirt_domain_cpu_seconds_total",
+                    "CPU time used by the domain's QEMU process, seconds (cpu.time).")
+    user = counter("libvirt_domain_cpu_user_seconds_total", "User CPU time of the domain, seconds (cpu.user).")
+    system = counter("libvirt_domain_cpu_system_seconds_total",
+                     "System CPU time of the domain, seconds (cpu.system).")
+    for dom in ctx.current.domains.values():
+        s = dom.stats
+        labels = [dom.name]
+        if "cpu.time" in s:
+            total.add_metric(labels, s["cpu.time"] / NS_PER_S)
+        if "cpu.user" in s:
+            user.add_metric(labels, s["cpu.user"] / NS_PER_S)
+        if "cpu.system" in s:
+            system.add_metric(labels, s["cpu.system"] / NS_PER_S)
+    yield from (total, user, system)

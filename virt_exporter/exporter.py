@@ -1,0 +1,145 @@
+"""One scrape: take (or share) a sample, run every enabled collector on it, add the exporter's health.
+
+A collector that raises is reported as ``libvirt_exporter_collector_success 0`` and logged; the scrape
+goes on (node_exporter's habit). Nothing here raises into the HTTP layer.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import time
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
+
+import libvirt
+import prometheus_client
+from prometheus_client.metrics_core import Metric
+
+from . import __version__
+from .collectors import base
+from .collectors.families import counter, gauge, info
+from .sampler import SamplePair, Sampler
+
+log = logging.getLogger(__name__)
+
+
+class Exporter:
+    """Builds the metric families of one scrape. ``scrape(timeout_s)`` returns an object with
+    ``collect()`` that client_python's encoders accept in place of a registry."""
+
+    def __init__(self, sampler: Sampler, collectors: Sequence[base.CollectorSpec],
+                 options: Mapping[str, Mapping[str, Any]], extras: Optional[Mapping[str, Any]] = None,
+                 static_registry: Optional[Any] = None) -> None:
+        self.sampler = sampler
+        self.collectors = list(collectors)
+        self.options = options
+        self.extras = dict(extras or {})
+        self.static_registry = static_registry  # process collector and other always-there metrics
+        self.scrapes_total = 0
+        self.collector_errors_total: Dict[str, int] = {c.name: 0 for c in self.collectors}
+        self._build_labels = [__version__, platform.python_version(), _libvirt_python_version(),
+                              _prometheus_client_version()]
+
+    def scrape(self, timeout_s: Optional[float] = None) -> "Scrape":
+        return Scrape(self, timeout_s)
+
+    def families(self, pair: SamplePair) -> List[Metric]:
+        self.scrapes_total += 1
+        previous, current = pair
+        ctx_base = dict(current=current, previous=previous, domain_info=self.sampler.xml_cache.snapshot(),
+                        extras=self.extras)
+        out: List[Metric] = []
+        up = gauge("libvirt_up", "1 when this scrape's libvirt calls succeeded, 0 otherwise.", [])
+        up.add_metric([], 1 if current.up else 0)
+        out.append(up)
+        durations = gauge("libvirt_exporter_collector_duration_seconds",
+                          "Time each collector took to build its metrics in this scrape, seconds.", ["collector"])
+        success = gauge("libvirt_exporter_collector_success",
+                        "1 when the collector succeeded in this scrape, 0 when it failed.", ["collector"])
+        for spec in self.collectors:
+            started = time.perf_counter()
+            ok = 1
+            if current.up or spec.name in ("host",):
+                ctx = base.ScrapeContext(options=self.options.get(spec.name, {}), **ctx_base)
+                try:
+                    out.extend(spec.collect(ctx))
+                except Exception:
+                    ok = 0
+                    self.collector_errors_total[spec.name] += 1
+                    log.exception("collector %s failed", spec.name)
+            else:
+                ok = 0
+            durations.add_metric([spec.name], time.perf_counter() - started)
+            success.add_metric([spec.name], ok)
+        out.extend([durations, success])
+        out.extend(self._health(current))
+        if self.static_registry is not None:
+            out.extend(self.static_registry.collect())
+        return out
+
+    def _health(self, current: Any) -> Iterable[Metric]:
+        build = info("libvirt_exporter_build_info", "Versions of the exporter and what it runs on (value 1).",
+                     ["version", "python_version", "libvirt_python_version", "prometheus_client_version"])
+        build.add_metric(self._build_labels, {})
+        yield build
+        bulk = gauge("libvirt_exporter_bulk_stats_duration_seconds",
+                     "Wall time of the bare libvirt bulk stats call(s) behind this scrape's sample, seconds.", [])
+        bulk.add_metric([], current.bulk_duration_s)
+        yield bulk
+        age = gauge("libvirt_exporter_sample_age_seconds",
+                    "Age of the sample this scrape served (0 when taken for it; >0 when shared or reused).", [])
+        age.add_metric([], max(0.0, time.monotonic() - current.monotonic_s))
+        yield age
+        unresponsive = gauge("libvirt_exporter_domain_unresponsive",
+                             "1 for each domain left out of or incomplete in this scrape because it did not answer.")
+        for uuid in sorted(current.unresponsive):
+            dom = current.domains.get(uuid)
+            unresponsive.add_metric([dom.name if dom is not None else uuid], 1)
+        yield unresponsive
+        conn = self.sampler.connection
+        reconnects = counter("libvirt_exporter_libvirt_reconnects_total",
+                             "Times the exporter reconnected to libvirtd after losing the connection.", [])
+        reconnects.add_metric([], conn.reconnects_total)
+        yield reconnects
+        errors = counter("libvirt_exporter_collector_errors_total",
+                         "Scrapes in which the collector raised an error.", ["collector"])
+        for name, n in sorted(self.collector_errors_total.items()):
+            errors.add_metric([name], n)
+        yield errors
+
+
+class Scrape:
+    """Adapter: client_python's generate_latest() wants an object with collect()."""
+
+    def __init__(self, exporter: Exporter, timeout_s: Optional[float]) -> None:
+        self.exporter = exporter
+        self.timeout_s = timeout_s
+        self._pair: Optional[SamplePair] = None
+
+    def prefetch(self) -> None:
+        """Take (or wait for, or reuse) the sample; the libvirt part of the scrape."""
+        if self._pair is None:
+            self._pair = self.exporter.sampler.get(self.timeout_s)
+
+    def collect(self) -> Iterable[Metric]:
+        self.prefetch()
+        assert self._pair is not None
+        return self.exporter.families(self._pair)
+
+
+def _libvirt_python_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("libvirt-python")
+    except Exception:
+        return str(libvirt.getVersion())
+
+
+def _prometheus_client_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("prometheus-client")
+    except Exception:
+        return getattr(prometheus_client, "__version__", "")

@@ -1,0 +1,155 @@
+"""The Sample: everything one round of the source layer read, timestamped before the reads.
+
+A Sample is plain data. The source layer builds it, the calculators (``calc``) compare two of them,
+and the collectors translate one into metric families. Nothing here talks to libvirt or /proc.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Dict, FrozenSet, List, Mapping, Optional, Tuple
+
+# The first seven columns of a /proc/stat cpu line, in kernel order (Neat reads exactly these).
+PROC_STAT_COLUMNS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq")
+
+
+@dataclasses.dataclass(frozen=True)
+class CpuTimes:
+    """Jiffies of one /proc/stat cpu line, first seven columns (user nice system idle iowait irq softirq)."""
+
+    user: int
+    nice: int
+    system: int
+    idle: int
+    iowait: int
+    irq: int
+    softirq: int
+
+    @property
+    def busy(self) -> int:
+        """user + nice + system, Neat's busy time (guest time is already inside user/system)."""
+        return self.user + self.nice + self.system
+
+    @property
+    def total(self) -> int:
+        return self.user + self.nice + self.system + self.idle + self.iowait + self.irq + self.softirq
+
+
+@dataclasses.dataclass(frozen=True)
+class HostCpu:
+    """The aggregate and per-CPU lines of /proc/stat."""
+
+    aggregate: CpuTimes
+    per_cpu: Mapping[int, CpuTimes]
+
+
+@dataclasses.dataclass(frozen=True)
+class NodeInfo:
+    """virNodeGetInfo: logical CPUs and nominal core MHz (its memory figure is not trusted)."""
+
+    cpus: int
+    core_mhz: int
+    model: str
+    numa_cells: int
+
+
+@dataclasses.dataclass(frozen=True)
+class DomainStats:
+    """One domain's entry of a bulk stats call.
+
+    ``stats`` is libvirt's flat dict as returned (``"cpu.time"``, ``"block.0.rd.bytes"`` …), kept raw
+    so nothing is lost and no time is spent restructuring keys a collector does not read.
+    ``complete`` is False when groups that were asked for came back missing (a stuck QEMU).
+    """
+
+    uuid: str
+    name: str
+    stats: Mapping[str, Any]
+    complete: bool = True
+
+    @property
+    def state(self) -> int:
+        return int(self.stats.get("state.state", 0))
+
+    @property
+    def reason(self) -> int:
+        return int(self.stats.get("state.reason", 0))
+
+    @property
+    def active(self) -> bool:
+        # 5 = VIR_DOMAIN_SHUTOFF, 0 = NOSTATE; both have no running QEMU and no stats groups.
+        return self.state not in (0, 5)
+
+    def devices(self, group: str) -> List[Dict[str, Any]]:
+        """The ``group.N.*`` entries of a device group ("block", "net", "vcpu") as one dict per index.
+
+        Keys lose their ``group.N.`` prefix; each dict gets ``"index"`` = N. Ordered by N.
+        """
+        return indexed_devices(self.stats, group)
+
+
+def indexed_devices(stats: Mapping[str, Any], group: str) -> List[Dict[str, Any]]:
+    """Split libvirt's flat ``group.N.key`` entries into a list of per-device dicts (see DomainStats.devices)."""
+    count = stats.get(group + ".count")
+    if count is None:
+        # vcpu has "vcpu.current" / "vcpu.maximum" and indexes up to maximum - 1.
+        count = stats.get(group + ".maximum", 0)
+    devices: List[Dict[str, Any]] = [{"index": i} for i in range(int(count))]
+    prefix = group + "."
+    plen = len(prefix)
+    for key, value in stats.items():
+        if not key.startswith(prefix):
+            continue
+        rest = key[plen:]
+        dot = rest.find(".")
+        if dot <= 0 or not rest[:dot].isdigit():
+            continue
+        i = int(rest[:dot])
+        if i < len(devices):
+            devices[i][rest[dot + 1:]] = value
+    return devices
+
+
+@dataclasses.dataclass(frozen=True)
+class HostMemory:
+    """getMemoryStats(-1) or (cell): total and free, KiB as libvirt reports them."""
+
+    total_kib: int
+    free_kib: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Sample:
+    """One consistent read of the host.
+
+    ``wall_time_s`` / ``monotonic_s`` are taken *before* the libvirt call, so a rate over two samples
+    covers the time the counters actually moved in. Rates use ``monotonic_s``; ``wall_time_s`` is
+    for timestamps shown to users (perfmon's "now").
+    ``domains`` is keyed by UUID: names can be reused by a new domain, UUIDs tell a restart apart.
+    """
+
+    wall_time_s: float
+    monotonic_s: float
+    up: bool
+    domains: Mapping[str, DomainStats] = dataclasses.field(default_factory=dict)
+    node: Optional[NodeInfo] = None
+    host_cpu: Optional[HostCpu] = None
+    host_memory: Optional[HostMemory] = None
+    # libvirt stats time of this sample's bulk call(s), wall clock seconds.
+    bulk_duration_s: float = 0.0
+    # UUIDs of domains left out of (or incomplete in) this sample because they did not answer.
+    unresponsive: FrozenSet[str] = frozenset()
+    # Why the sample is not complete, one short line, or "" when it is.
+    error: str = ""
+    # Extra readings a source attached (NUMA, net dev …), by name; collectors ignore what they do not know.
+    extras: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    def domain_by_name(self, name: str) -> Optional[DomainStats]:
+        for dom in self.domains.values():
+            if dom.name == name:
+                return dom
+        return None
+
+
+# libvirt stats group names, as getAllDomainStats takes them (VIR_DOMAIN_STATS_*).
+STATS_GROUPS: Tuple[str, ...] = ("state", "cpu-total", "balloon", "vcpu", "interface", "block")

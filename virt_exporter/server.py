@@ -1,0 +1,177 @@
+"""The HTTP side: /metrics (text or OpenMetrics by content negotiation), a landing page, /-/healthy.
+
+Threaded standard-library server. TLS handshakes run in the request thread (a slow or plain-HTTP
+client must not block accept()). Every failure inside a scrape has already become a metric; anything
+unexpected here is logged and answered with a short 500 body, never a traceback.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import socket
+import ssl
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Optional, Tuple
+
+from prometheus_client.exposition import choose_encoder
+
+from . import __version__
+from .exporter import Exporter
+
+log = logging.getLogger(__name__)
+
+# A scrape request has no body and a few short headers; anything bigger is not a scrape.
+MAX_REQUEST_LINE_BYTES = 8192
+MAX_HEADERS = 64
+# Subtracted from Prometheus's scrape timeout so the answer is on the wire before it gives up.
+SCRAPE_TIMEOUT_MARGIN_S = 0.5
+
+
+def parse_listen_address(address: str) -> Tuple[str, int]:
+    """node_exporter's ``[host]:port``: ``:9177`` (all interfaces), ``127.0.0.1:9177``, ``[::1]:9177``."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError("listen address %r: want [host]:port, e.g. :9177 or 127.0.0.1:9177" % address)
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return host, int(port)
+
+
+class ExporterHTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 64
+
+    def __init__(self, address: str, exporter: Exporter, telemetry_path: str = "/metrics",
+                 web_config: Any = None, max_requests: int = 40) -> None:
+        host, port = parse_listen_address(address)
+        self.address_family = socket.AF_INET6 if ":" in host or host == "" else socket.AF_INET
+        self.exporter = exporter
+        self.telemetry_path = telemetry_path
+        self.web_config = web_config
+        self.ssl_context: Optional[ssl.SSLContext] = web_config.ssl_context() if web_config else None
+        # 0 disables the cap, as node_exporter's --web.max-requests.
+        self.scrape_slots = threading.BoundedSemaphore(max_requests) if max_requests > 0 else None
+        super().__init__((host, port), ExporterRequestHandler)
+
+    def server_bind(self) -> None:
+        if self.address_family == socket.AF_INET6:
+            # ":port" means every interface, IPv4 included.
+            self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        super().server_bind()
+
+    def finish_request(self, request: socket.socket, client_address: Any) -> None:
+        if self.ssl_context is not None:
+            request.settimeout(10.0)
+            try:
+                request = self.ssl_context.wrap_socket(request, server_side=True, do_handshake_on_connect=False)
+                request.do_handshake()
+            except (ssl.SSLError, OSError) as e:
+                log.debug("TLS handshake with %s failed: %s", client_address[0], e)
+                return
+        super().finish_request(request, client_address)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        log.warning("error serving %s", client_address[0], exc_info=log.isEnabledFor(logging.DEBUG))
+
+
+class ExporterRequestHandler(BaseHTTPRequestHandler):
+    server: ExporterHTTPServer
+    server_version = "virt_exporter/" + __version__
+    protocol_version = "HTTP/1.1"
+    timeout = 30  # idle clients (slowloris) lose their thread after this
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("%s %s", self.address_string(), format % args)
+
+    def parse_request(self) -> bool:
+        if len(self.raw_requestline) > MAX_REQUEST_LINE_BYTES:
+            self.send_error(414)
+            return False
+        ok = super().parse_request()
+        if ok and len(self.headers) > MAX_HEADERS:
+            self.send_error(431)
+            return False
+        if ok and int(self.headers.get("Content-Length") or 0) > 0:
+            self.send_error(413, "request bodies are not accepted")
+            return False
+        return ok
+
+    def do_GET(self) -> None:
+        try:
+            self._route()
+        except (BrokenPipeError, ConnectionResetError, socket.timeout):
+            pass
+        except Exception:
+            log.exception("unexpected error serving %s", self.path)
+            try:
+                self._send(500, "text/plain; charset=utf-8", b"internal error, see the exporter's log\n")
+            except OSError:
+                pass
+
+    def do_HEAD(self) -> None:
+        self.do_GET()
+
+    def _route(self) -> None:
+        cfg = self.server.web_config
+        if cfg is not None:
+            if not cfg.allow_request():
+                self._send(429, "text/plain; charset=utf-8", b"too many requests\n")
+                return
+            if not cfg.check_basic_auth(self.headers.get("Authorization")):
+                self._send(401, "text/plain; charset=utf-8", b"Unauthorized\n",
+                           {"WWW-Authenticate": 'Basic realm="virt_exporter"'})
+                return
+        path = self.path.split("?", 1)[0]
+        if path == self.server.telemetry_path:
+            self._metrics()
+        elif path == "/":
+            self._send(200, "text/html; charset=utf-8", _landing_page(self.server.telemetry_path))
+        elif path == "/-/healthy":
+            self._send(200, "text/plain; charset=utf-8", b"Healthy\n")
+        else:
+            self._send(404, "text/plain; charset=utf-8", b"not found\n")
+
+    def _metrics(self) -> None:
+        timeout_s = None
+        header = self.headers.get("X-Prometheus-Scrape-Timeout-Seconds")
+        if header:
+            try:
+                timeout_s = max(0.1, float(header) - SCRAPE_TIMEOUT_MARGIN_S)
+            except ValueError:
+                pass
+        encoder, content_type = choose_encoder(self.headers.get("Accept"))
+        scrape = self.server.exporter.scrape(timeout_s)
+        # Waiting for a shared in-flight sample does not count against the cap: take it first.
+        scrape.prefetch()
+        slots = self.server.scrape_slots
+        if slots is not None and not slots.acquire(blocking=False):
+            self._send(503, "text/plain; charset=utf-8",
+                       b"too many concurrent scrapes (--web.max-requests), try again\n")
+            return
+        try:
+            body = encoder(scrape)
+        finally:
+            if slots is not None:
+                slots.release()
+        self._send(200, content_type, body)
+
+    def _send(self, code: int, content_type: str, body: bytes, headers: Optional[dict] = None) -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        cfg = self.server.web_config
+        for k, v in list((cfg.extra_headers if cfg is not None else {}).items()) + list((headers or {}).items()):
+            self.send_header(k, v)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+
+def _landing_page(telemetry_path: str) -> bytes:
+    path = html.escape(telemetry_path)
+    return ("<!DOCTYPE html><html><head><title>virt_exporter</title></head><body>"
+            "<h1>virt_exporter %s</h1><p>Prometheus exporter for libvirt/KVM hosts.</p>"
+            "<ul><li><a href=\"%s\">Metrics</a></li><li><a href=\"/-/healthy\">Health</a></li></ul>"
+            "</body></html>\n" % (html.escape(__version__), path, )).encode("utf-8")

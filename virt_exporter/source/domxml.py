@@ -1,0 +1,260 @@
+"""Domain XML, parsed once per domain and again only when an event says it changed.
+
+Seed 004 (libvirt maintainer): never poll the domain XML. The cache fetches XMLDesc for a domain it
+has not seen, and again only after a lifecycle, device-added/removed or metadata-change event for it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+from typing import Callable, Dict, Iterable, List, Mapping, Optional, Tuple
+
+import libvirt
+from lxml import etree
+
+from ..namespaces import PERFMON_METADATA_NS
+
+log = logging.getLogger(__name__)
+
+NOVA_NS_PREFIX = "http://openstack.org/xmlns/libvirt/nova/"
+
+# No entities, no network, no huge trees: domain XML comes from libvirtd, but metadata inside it
+# is whatever a user put there.
+_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=False, remove_comments=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class DiskInfo:
+    target: str                 # vda, sdb … (bulk stats' block.N.name)
+    device: str                 # disk, cdrom, floppy, lun
+    source_type: Optional[str]  # file, block, network, volume, dir, nvme …
+    path: str                   # file or device path, or "protocol:name" for network disks, "" when empty
+    bus: str
+    driver_type: Optional[str]  # image format: qcow2, raw …
+    serial: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class InterfaceInfo:
+    target: str       # host-side device (vnet0, tap…), bulk stats' net.N.name
+    mac: str
+    type: str         # ethernet, bridge, network, direct …
+    source: str       # bridge / network / dev it is attached to
+    model: str
+
+
+@dataclasses.dataclass(frozen=True)
+class NovaInfo:
+    instance_name: str
+    instance_uuid: str
+    project_name: str
+    project_uuid: str
+    user_name: str
+    user_uuid: str
+    flavor: str
+
+
+@dataclasses.dataclass(frozen=True)
+class DomainInfo:
+    uuid: str
+    name: str
+    os_type: str
+    arch: str
+    machine: str
+    domain_type: str           # kvm, qemu …
+    vcpus: int
+    memory_kib: int
+    disks: Tuple[DiskInfo, ...] = ()
+    interfaces: Tuple[InterfaceInfo, ...] = ()
+    nova: Optional[NovaInfo] = None
+    numatune: Optional[Tuple[str, str]] = None   # (mode, nodeset) of <numatune><memory>
+    perfmon_xml: Optional[str] = None            # the perfmon <config> in our metadata namespace
+
+
+def _attr(el: Optional[etree._Element], name: str, default: str = "") -> str:
+    if el is None:
+        return default
+    return el.get(name, default)
+
+
+def _text(el: Optional[etree._Element], default: str = "") -> str:
+    if el is None or el.text is None:
+        return default
+    return el.text.strip()
+
+
+def _disk_path(disk: etree._Element, source_type: Optional[str]) -> str:
+    src = disk.find("source")
+    if src is None:
+        return ""
+    if source_type == "network":
+        proto, name = src.get("protocol", ""), src.get("name", "")
+        return "%s:%s" % (proto, name) if proto else name
+    if source_type == "volume":
+        return "%s/%s" % (src.get("pool", ""), src.get("volume", ""))
+    return src.get("file") or src.get("dev") or src.get("dir") or src.get("name") or ""
+
+
+def parse_domain_xml(xml: str) -> DomainInfo:
+    """Parse what the exporter needs out of a domain's XML (``XMLDesc(0)``)."""
+    root = etree.fromstring(xml.encode("utf-8"), _PARSER)
+    os_type_el = root.find("os/type")
+    disks: List[DiskInfo] = []
+    for disk in root.iterfind("devices/disk"):
+        source_type = disk.get("type")
+        driver = disk.find("driver")
+        disks.append(DiskInfo(
+            target=_attr(disk.find("target"), "dev"),
+            device=disk.get("device", "disk"),
+            source_type=source_type,
+            path=_disk_path(disk, source_type),
+            bus=_attr(disk.find("target"), "bus"),
+            driver_type=driver.get("type") if driver is not None else None,
+            serial=_text(disk.find("serial")),
+        ))
+    interfaces: List[InterfaceInfo] = []
+    for iface in root.iterfind("devices/interface"):
+        src = iface.find("source")
+        source = ""
+        if src is not None:
+            source = src.get("bridge") or src.get("network") or src.get("dev") or ""
+        interfaces.append(InterfaceInfo(
+            target=_attr(iface.find("target"), "dev"),
+            mac=_attr(iface.find("mac"), "address"),
+            type=iface.get("type", ""),
+            source=source,
+            model=_attr(iface.find("model"), "type"),
+        ))
+    memory_el = root.find("numatune/memory")
+    numatune = None
+    if memory_el is not None:
+        numatune = (memory_el.get("mode", "strict"), memory_el.get("nodeset", ""))
+    vcpu_el = root.find("vcpu")
+    vcpus = int(vcpu_el.get("current") or _text(vcpu_el, "0") or 0) if vcpu_el is not None else 0
+    memory_kib = int(_text(root.find("currentMemory"), "") or _text(root.find("memory"), "0") or 0)
+    nova = None
+    perfmon_xml = None
+    metadata = root.find("metadata")
+    if metadata is not None:
+        for child in metadata:
+            if not isinstance(child.tag, str):
+                continue
+            ns = etree.QName(child).namespace or ""
+            if ns.startswith(NOVA_NS_PREFIX):
+                nova = _parse_nova(child, ns)
+            elif ns == PERFMON_METADATA_NS:
+                perfmon_xml = etree.tostring(child, encoding="unicode")
+    return DomainInfo(
+        uuid=_text(root.find("uuid")),
+        name=_text(root.find("name")),
+        os_type=_text(os_type_el),
+        arch=_attr(os_type_el, "arch"),
+        machine=_attr(os_type_el, "machine"),
+        domain_type=root.get("type", ""),
+        vcpus=vcpus,
+        memory_kib=memory_kib,
+        disks=tuple(disks),
+        interfaces=tuple(interfaces),
+        nova=nova,
+        numatune=numatune,
+        perfmon_xml=perfmon_xml,
+    )
+
+
+def _parse_nova(instance: etree._Element, ns: str) -> NovaInfo:
+    def q(path: str) -> str:
+        return "/".join("{%s}%s" % (ns, p) for p in path.split("/"))
+
+    owner_user = instance.find(q("owner/user"))
+    owner_project = instance.find(q("owner/project"))
+    return NovaInfo(
+        instance_name=_text(instance.find(q("name"))),
+        instance_uuid="",  # nova's metadata has no instance uuid element: it is the domain uuid
+        project_name=_text(owner_project),
+        project_uuid=_attr(owner_project, "uuid"),
+        user_name=_text(owner_user),
+        user_uuid=_attr(owner_user, "uuid"),
+        flavor=_attr(instance.find(q("flavor")), "name"),
+    )
+
+
+# Events after which a domain's XML may have changed.
+INVALIDATING_EVENTS = (
+    libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE,
+    libvirt.VIR_DOMAIN_EVENT_ID_DEVICE_ADDED,
+    libvirt.VIR_DOMAIN_EVENT_ID_DEVICE_REMOVED,
+    libvirt.VIR_DOMAIN_EVENT_ID_METADATA_CHANGE,
+)
+
+
+class DomainXMLCache:
+    """UUID → DomainInfo, fetched on first sight and re-fetched only after an invalidating event.
+
+    ``fetch(uuid)`` is called (by the sampler, through the connection's call budget) for entries the
+    cache lacks; events only mark entries stale, so no libvirt call runs on the event-loop thread.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._infos: Dict[str, DomainInfo] = {}
+        self._stale: set = set()
+        self._listeners: List[Callable[[str, int, int], None]] = []
+
+    def subscribe(self, on_lifecycle: Callable[[str, int, int], None]) -> None:
+        """Call ``on_lifecycle(uuid, event, detail)`` for every lifecycle event (after invalidation)."""
+        self._listeners.append(on_lifecycle)
+
+    def register_events(self, register: Callable[[int, Callable[..., None]], None]) -> None:
+        """Hook the cache to a Connection.on_event."""
+        register(libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._on_lifecycle)
+        for event_id in INVALIDATING_EVENTS[1:]:
+            register(event_id, self._on_change)
+
+    def _on_lifecycle(self, conn: libvirt.virConnect, dom: libvirt.virDomain, event: int, detail: int) -> None:
+        uuid = dom.UUIDString()
+        with self._lock:
+            if event == libvirt.VIR_DOMAIN_EVENT_UNDEFINED:
+                self._infos.pop(uuid, None)
+                self._stale.discard(uuid)
+            else:
+                self._stale.add(uuid)
+        for listener in self._listeners:
+            listener(uuid, event, detail)
+
+    def _on_change(self, conn: libvirt.virConnect, dom: libvirt.virDomain, *args: object) -> None:
+        with self._lock:
+            self._stale.add(dom.UUIDString())
+
+    def invalidate_all(self) -> None:
+        """After a reconnect we may have missed events: re-read everything once."""
+        with self._lock:
+            self._stale.update(self._infos)
+
+    def missing(self, uuids: Iterable[str]) -> List[str]:
+        """UUIDs among ``uuids`` that need (re)fetching."""
+        with self._lock:
+            return [u for u in uuids if u not in self._infos or u in self._stale]
+
+    def store(self, uuid: str, xml: str) -> None:
+        try:
+            info = parse_domain_xml(xml)
+        except (etree.XMLSyntaxError, ValueError) as e:
+            log.warning("cannot parse domain XML of %s: %s", uuid, e)
+            return
+        with self._lock:
+            self._infos[uuid] = info
+            self._stale.discard(uuid)
+
+    def forget_except(self, uuids: Iterable[str]) -> None:
+        """Drop entries of domains that no longer exist (undefined while we were disconnected)."""
+        keep = set(uuids)
+        with self._lock:
+            for uuid in [u for u in self._infos if u not in keep]:
+                del self._infos[uuid]
+            self._stale &= keep
+
+    def snapshot(self) -> Mapping[str, DomainInfo]:
+        with self._lock:
+            return dict(self._infos)
