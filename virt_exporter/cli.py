@@ -77,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "X-Prometheus-Scrape-Timeout-Seconds when a scrape carries it (default 5)")
     lv.add_argument("--libvirt.min-interval", dest="min_interval_s", type=float, default=1.0,
                     help="a scrape within this many seconds of the last sample reuses it (default 1)")
+    lv.add_argument("--libvirt.concurrency", dest="concurrency", type=_non_negative_int, default=0,
+                    help="concurrent bulk stats calls the domain list is split across; 0 picks from the "
+                         "host's CPU count (default 0)")
     lv.add_argument("--libvirt.backing-chain", dest="backing", action=argparse.BooleanOptionalAction,
                     default=True, help="ask for every backing layer of each disk (default on)")
     lg = p.add_argument_group("logging")

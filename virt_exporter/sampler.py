@@ -12,6 +12,8 @@ import dataclasses
 import logging
 import threading
 import time
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FuturesTimeout
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import libvirt
@@ -20,11 +22,15 @@ from .sample import DomainStats, HostMemory, NodeInfo, Sample
 from .source import bulk, host
 from .source.connection import CallTimeout, Connection, LibvirtUnavailable
 from .source.domxml import DomainXMLCache
+from .source.stuck import StuckAwareStats
 from .source.topology import cells_from_capabilities
 
 log = logging.getLogger(__name__)
 
 SamplePair = Tuple[Optional[Sample], Sample]
+
+# How long after the stats calls a host call (memory) running beside them is still waited for.
+HOST_CALL_GRACE_S = 0.1
 
 
 @dataclasses.dataclass
@@ -34,6 +40,7 @@ class SamplerOptions:
     min_interval_s: float = 1.0
     timeout_s: float = 5.0
     host_root: str = "/"
+    concurrency: int = 1
     read_qemu_pids: bool = False
     run_dir: str = "/run/libvirt/qemu"
 
@@ -57,6 +64,8 @@ class Sampler:
         self._cell_cpus: Dict[int, List[int]] = {}
         self._host_info: Dict[str, str] = {}
         self.samples_total = 0
+        self._last_memory: Optional[Tuple[HostMemory, Dict[int, HostMemory], float]] = None
+        self.stats = StuckAwareStats(connection, options.groups, options.backing, options.concurrency, clock)
         connection.on_connect(self._on_connect)
         xml_cache.register_events(connection.on_event)
         xml_cache.subscribe(self._on_lifecycle)
@@ -83,6 +92,7 @@ class Sampler:
         # domain that is gone may be served from the cache).
         if event not in (libvirt.VIR_DOMAIN_EVENT_STOPPED, libvirt.VIR_DOMAIN_EVENT_UNDEFINED):
             return
+        self.stats.forget(uuid)
         with self._cond:
             cur = self._current
             if cur is not None and uuid in cur.domains:
@@ -151,38 +161,56 @@ class Sampler:
         extras: Dict[str, Any] = {"net_dev": host.read_net_dev(opts.host_root),
                                   "numa_cell_cpus": self._cell_cpus,
                                   "host_info": self._host_info}
-        bulk_time = [0.0]
-
-        def stats_call(conn: libvirt.virConnect) -> bulk.RawStats:
-            t0 = time.monotonic()
-            try:
-                return bulk.get_all_domain_stats(conn, opts.groups, opts.backing)
-            finally:
-                bulk_time[0] = time.monotonic() - t0
-
         try:
-            raw = self.connection.call(stats_call, deadline - self._clock())
-            memory = self.connection.call(_memory_stats(list(self._cell_cpus)), deadline - self._clock())
+            # Host memory runs beside the stats calls. Measured: while a QEMU is stopped, per-cell
+            # getMemoryStats can stall for up to seconds (until other traffic on the client wakes
+            # it), so a late answer is not waited for: the last one stands, marked by its age.
+            memory_future = self.connection.submit(_memory_stats(list(self._cell_cpus)))
+            result = self.stats.collect(deadline)
         except (LibvirtUnavailable, CallTimeout, libvirt.libvirtError) as e:
             why = _one_line(e)
             log.warning("libvirt sample failed: %s", why)
             return Sample(wall_time_s=wall, monotonic_s=started, up=False, node=self._node,
-                          host_cpu=host_cpu, error=why, extras=extras, bulk_duration_s=bulk_time[0])
-        host_memory, cells = memory
+                          host_cpu=host_cpu, error=why, extras=extras)
+        raw = result.raw
+        host_memory, cells, memory_age_s = self._host_memory(memory_future, deadline)
         extras["numa_cells"] = cells
+        extras["host_memory_age_s"] = memory_age_s
         domains: Dict[str, DomainStats] = {}
-        unresponsive = []
+        unresponsive = set(result.unresponsive)
         for dom, uuid, name, stats in raw:
-            missing = bulk.incomplete_groups(stats, opts.groups)
-            if missing:
-                unresponsive.append(uuid)
-            domains[uuid] = DomainStats(uuid=uuid, name=name, stats=stats, complete=not missing)
+            complete = uuid not in unresponsive and not bulk.incomplete_groups(stats, opts.groups)
+            if not complete:
+                unresponsive.add(uuid)
+            domains[uuid] = DomainStats(uuid=uuid, name=name, stats=stats, complete=complete)
         self._refresh_xml([(dom, uuid) for dom, uuid, _n, _s in raw], deadline)
         if opts.read_qemu_pids:
             extras["qemu_pids"] = _qemu_pids(opts.run_dir, domains.values())
         return Sample(wall_time_s=wall, monotonic_s=started, up=True, domains=domains, node=self._node,
-                      host_cpu=host_cpu, host_memory=host_memory, bulk_duration_s=bulk_time[0],
+                      host_cpu=host_cpu, host_memory=host_memory, bulk_duration_s=result.duration_s,
                       unresponsive=frozenset(unresponsive), extras=extras)
+
+    def _host_memory(self, future: "Future[Any]",
+                     deadline: float) -> Tuple[Optional[HostMemory], Dict[int, HostMemory], float]:
+        """This sample's host memory if it came in time, else the last one and its age."""
+        grace_end = min(deadline, self._clock() + HOST_CALL_GRACE_S)
+        try:
+            host_memory, cells = future.result(timeout=max(0.0, grace_end - self._clock()))
+            self._last_memory = (host_memory, cells, self._clock())
+        except FuturesTimeout:
+            self.connection.abandon(future)
+
+            def late(f: "Future[Any]") -> None:
+                if f.exception() is None:
+                    self._last_memory = f.result() + (self._clock(),)
+
+            future.add_done_callback(late)
+        except (libvirt.libvirtError, LibvirtUnavailable) as e:
+            log.warning("host memory stats failed: %s", _one_line(e))
+        if self._last_memory is None:
+            return None, {}, 0.0
+        host_memory, cells, taken = self._last_memory
+        return host_memory, cells, max(0.0, self._clock() - taken)
 
     def _refresh_xml(self, domains: List[Tuple[libvirt.virDomain, str]], deadline: float) -> None:
         """Fetch the XML of domains the cache lacks (new, or changed per an event)."""

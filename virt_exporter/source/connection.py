@@ -1,10 +1,16 @@
-"""The one persistent libvirt connection: event loop, close callback, reconnect with backoff, events
-registered again after every reconnect, and a budget of requests in flight with a deadline per call.
+"""The persistent libvirt connection: event loop, close callback, reconnect with backoff, events
+registered again after every reconnect, and calls with a deadline that a stuck QEMU cannot stall.
 
-libvirtd serves at most 5 requests in flight per client connection by default
-(``max_client_requests``). A call we stopped waiting for (a hung QEMU) keeps its slot until libvirtd
-answers, so every call takes a slot from a semaphore that is released only when the call really
-returns, and a call that finds no free slot before its deadline fails fast instead of queueing.
+Two measured facts shape it (testbed.md and our own measurement):
+
+* libvirtd serves at most 5 requests in flight per client connection (``max_client_requests``);
+* while one call on a connection is blocked on a stopped QEMU, *other* calls on the same connection
+  can stall for seconds (``getMemoryStats(cell)`` waited 5 s, the client keepalive interval, every
+  time), while the same calls on a second connection answer in a millisecond.
+
+So the connection is a small set of *lanes*, each its own ``virConnect`` to the same URI. The primary
+lane carries events and the close callback. A call we stopped waiting for marks its lane tainted until
+it really returns; new calls go to clean lanes only, and a new lane is opened when none is free.
 """
 
 from __future__ import annotations
@@ -12,7 +18,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FuturesTimeout
 from typing import Any, Callable, List, Optional, Tuple, TypeVar
 
 import libvirt
@@ -21,8 +28,11 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-# One request slot is kept free for event (re)registration and keepalive-driven traffic.
-DEFAULT_MAX_IN_FLIGHT = 4
+# Calls in flight per lane: one below libvirtd's default of 5, keeping room for event traffic.
+PER_LANE_IN_FLIGHT = 4
+# Lanes at most: each stuck QEMU can taint one; more than this many stuck at once and calls fail
+# fast with "no free libvirt connection" (libvirt_up 0) rather than queueing.
+MAX_LANES = 8
 
 _event_loop_lock = threading.Lock()
 _event_loop_started = False
@@ -38,6 +48,8 @@ def start_event_loop() -> None:
     with _event_loop_lock:
         if _event_loop_started:
             return
+        # libvirt prints every error to stderr by default; we log what matters ourselves.
+        libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
         libvirt.virEventRegisterDefaultImpl()
 
         def run() -> None:
@@ -53,48 +65,57 @@ def start_event_loop() -> None:
 
 
 class LibvirtUnavailable(Exception):
-    """No usable connection right now (libvirtd down, reconnecting, or no request slot free)."""
+    """No usable connection right now (libvirtd down, reconnecting, or every lane busy or tainted)."""
 
 
 class CallTimeout(Exception):
     """A libvirt call did not answer before its deadline; it keeps running in the background."""
 
 
-class Connection:
-    """A libvirt connection that survives libvirtd restarts.
+class _Lane:
+    __slots__ = ("conn", "primary", "in_flight", "abandoned")
 
-    ``call(fn, timeout_s)`` runs ``fn(virConnect)`` on a worker thread and waits at most
-    ``timeout_s``. A libvirtError is re-raised after probing the connection with a cheap call
-    (getLibVersion, as vdsm does): only when the probe fails too is the connection declared broken
-    and a reconnect started. The error code alone never decides it: after a libvirtd restart the
-    first call fails with a broken pipe (38) while isAlive() still says 1, later ones with
-    "client socket is closed" (1).
+    def __init__(self, conn: libvirt.virConnect, primary: bool) -> None:
+        self.conn = conn
+        self.primary = primary
+        self.in_flight = 0
+        self.abandoned = 0  # calls we stopped waiting for that have not returned yet
+
+
+class Connection:
+    """A libvirt connection that survives libvirtd restarts and stuck domains.
+
+    ``submit(fn, timeout_s)`` runs ``fn(virConnect)`` on a worker thread over a clean lane and returns
+    a Future; ``abandon(future)`` says we stopped waiting for it (its lane is then avoided until it
+    returns); ``call(fn, timeout_s)`` does both. A libvirtError is re-raised after probing the lane with
+    a cheap call (getLibVersion, as vdsm does): only when the probe fails too is the lane declared
+    broken (the primary lane: reconnect everything). The error code alone never decides it: after a
+    libvirtd restart the first call fails with a broken pipe (38) while isAlive() still says 1, later
+    ones with "client socket is closed" (1).
     """
 
-    def __init__(self, uri: str, read_only: bool = True, *,
-                 max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+    def __init__(self, uri: str, read_only: bool = True, *, lanes: int = 1, max_lanes: int = MAX_LANES,
                  backoff_initial_s: float = 0.5, backoff_max_s: float = 30.0,
                  keepalive_interval_s: int = 5, keepalive_count: int = 3) -> None:
         self.uri = uri
         self.read_only = read_only
-        self.max_in_flight = max_in_flight
+        self.base_lanes = max(1, lanes)
+        self.max_lanes = max(self.base_lanes, max_lanes)
         self._backoff_initial_s = backoff_initial_s
         self._backoff_max_s = backoff_max_s
         self._keepalive = (keepalive_interval_s, keepalive_count)
         self._lock = threading.Lock()
-        self._conn: Optional[libvirt.virConnect] = None
+        self._lanes: List[_Lane] = []
         self._event_handlers: List[Tuple[int, Callable[..., Any]]] = []
         self._connect_hooks: List[Callable[[libvirt.virConnect], None]] = []
-        self._slots = threading.BoundedSemaphore(max_in_flight)
-        # Worker threads: one per slot, plus room for calls abandoned past their deadline.
-        self._pool = ThreadPoolExecutor(max_workers=max_in_flight + 2, thread_name_prefix="libvirt-call")
+        self._pool = ThreadPoolExecutor(max_workers=self.max_lanes * PER_LANE_IN_FLIGHT,
+                                        thread_name_prefix="libvirt-call")
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
         self.reconnects_total = 0
         self.connects_total = 0
         self.last_error = ""
-        self.in_flight = 0
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -112,21 +133,33 @@ class Connection:
         self._stop.set()
         self._wake.set()
         with self._lock:
-            conn, self._conn = self._conn, None
-        if conn is not None:
-            self._teardown(conn)
+            lanes, self._lanes = self._lanes, []
+        for lane in lanes:
+            self._teardown(lane.conn)
         self._pool.shutdown(wait=False)
 
     @property
     def up(self) -> bool:
-        return self._conn is not None
+        return bool(self._lanes)
+
+    @property
+    def in_flight(self) -> int:
+        return sum(lane.in_flight for lane in list(self._lanes))
+
+    @property
+    def lanes(self) -> int:
+        return len(self._lanes)
+
+    @property
+    def tainted_lanes(self) -> int:
+        return sum(1 for lane in list(self._lanes) if lane.abandoned)
 
     def on_event(self, event_id: int, callback: Callable[..., Any]) -> None:
         """Register a domain event callback (``domainEventRegisterAny`` signature without the opaque);
         it is registered on the current connection and again after every reconnect."""
         with self._lock:
             self._event_handlers.append((event_id, callback))
-            conn = self._conn
+            conn = self._lanes[0].conn if self._lanes else None
         if conn is not None:
             self._register_event(conn, event_id, callback)
 
@@ -134,58 +167,122 @@ class Connection:
         """Run ``hook(conn)`` after every successful (re)connect (on the connect thread)."""
         with self._lock:
             self._connect_hooks.append(hook)
-            conn = self._conn
+            conn = self._lanes[0].conn if self._lanes else None
         if conn is not None:
             self._run_hook(hook, conn)
 
     # --- calls -----------------------------------------------------------------------------------
 
-    def call(self, fn: Callable[[libvirt.virConnect], T], timeout_s: float) -> T:
-        """Run ``fn(conn)`` with a deadline. Raises LibvirtUnavailable, CallTimeout or libvirtError."""
-        conn = self._conn
-        if conn is None:
-            raise LibvirtUnavailable(self.last_error or "not connected")
-        deadline = time.monotonic() + max(0.0, timeout_s)
-        if not self._slots.acquire(timeout=max(0.0, timeout_s)):
-            raise LibvirtUnavailable("all %d libvirt request slots busy" % self.max_in_flight)
+    def _pick_lane(self) -> _Lane:
         with self._lock:
-            self.in_flight += 1
+            if not self._lanes:
+                raise LibvirtUnavailable(self.last_error or "not connected")
+            clean = [lane for lane in self._lanes if not lane.abandoned and lane.in_flight < PER_LANE_IN_FLIGHT]
+            best = min(clean, key=lambda lane: lane.in_flight) if clean else None
+            if best is not None and best.in_flight == 0:
+                best.in_flight += 1
+                return best
+            can_open = len(self._lanes) < self.max_lanes
+        if can_open:
+            # Concurrent calls each get a lane of their own: one of them blocking cannot stall the rest.
+            try:
+                lane = self._open_extra_lane()
+                return lane
+            except libvirt.libvirtError as e:
+                log.debug("cannot open another libvirt connection: %s", e.get_error_message())
+        with self._lock:
+            if best is None or best.abandoned or best.in_flight >= PER_LANE_IN_FLIGHT or best not in self._lanes:
+                raise LibvirtUnavailable("no free libvirt connection: %d calls stuck" %
+                                         sum(lane.abandoned for lane in self._lanes))
+            best.in_flight += 1
+            return best
+
+    def _open_extra_lane(self) -> _Lane:
+        conn = self._open()
+        lane = _Lane(conn, primary=False)
+        lane.in_flight = 1
+        try:
+            conn.registerCloseCallback(lambda c, reason, opaque: self._drop_lane(lane, "closed"), None)
+        except libvirt.libvirtError:
+            pass
+        with self._lock:
+            if not self._lanes or len(self._lanes) >= self.max_lanes:
+                extra = True
+            else:
+                self._lanes.append(lane)
+                extra = False
+        if extra:  # lost a race with a reconnect or another opener
+            self._teardown(conn)
+            raise LibvirtUnavailable("no free libvirt connection")
+        return lane
+
+    def submit(self, fn: Callable[[libvirt.virConnect], T], timeout_s: float = 0.0) -> "Future[T]":
+        """Start ``fn(conn)`` on a clean lane; the caller decides how long to wait for the Future.
+
+        Raises LibvirtUnavailable when not connected or every lane is busy or tainted. A libvirtError
+        inside ``fn`` probes the lane before it reaches the Future, so a dead connection is noticed
+        even when nobody waits for the answer any more.
+        """
+        lane = self._pick_lane()
 
         def run() -> T:
             try:
-                return fn(conn)
+                return fn(lane.conn)
+            except libvirt.libvirtError as e:
+                self._check_broken(lane, e)
+                raise
             finally:
                 with self._lock:
-                    self.in_flight -= 1
-                self._slots.release()
+                    lane.in_flight -= 1
 
         try:
             future = self._pool.submit(run)
         except RuntimeError as e:  # pool shut down: we are stopping
             with self._lock:
-                self.in_flight -= 1
-            self._slots.release()
+                lane.in_flight -= 1
             raise LibvirtUnavailable(str(e))
+        future.lane = lane  # type: ignore[attr-defined]
+        return future
+
+    def abandon(self, future: "Future[Any]") -> None:
+        """We stopped waiting for ``future``: keep new calls off its lane until it returns."""
+        lane = getattr(future, "lane", None)
+        if lane is None or future.done():
+            return
+        with self._lock:
+            lane.abandoned += 1
+
+        def returned(_f: "Future[Any]") -> None:
+            with self._lock:
+                lane.abandoned -= 1
+
+        future.add_done_callback(returned)
+
+    def call(self, fn: Callable[[libvirt.virConnect], T], timeout_s: float) -> T:
+        """Run ``fn(conn)`` with a deadline. Raises LibvirtUnavailable, CallTimeout or libvirtError."""
+        future = self.submit(fn, timeout_s)
         try:
-            return future.result(timeout=max(0.0, deadline - time.monotonic()))
-        except libvirt.libvirtError as e:
-            self._check_broken(conn, e)
-            raise
-        except TimeoutError:
+            return future.result(timeout=max(0.0, timeout_s))
+        except FuturesTimeout:
+            self.abandon(future)
             raise CallTimeout("libvirt call did not answer within %.2fs" % timeout_s) from None
 
-    def _check_broken(self, conn: libvirt.virConnect, error: libvirt.libvirtError) -> None:
+    def _check_broken(self, lane: _Lane, error: libvirt.libvirtError) -> None:
         try:
-            conn.getLibVersion()
+            lane.conn.getLibVersion()
         except libvirt.libvirtError as probe_error:
-            self._mark_broken(conn, "libvirt connection lost: %s" % (probe_error.get_error_message() or error))
+            why = "libvirt connection lost: %s" % (probe_error.get_error_message() or error)
+            if lane.primary:
+                self._mark_broken(lane.conn, why)
+            else:
+                self._drop_lane(lane, why)
 
     # --- connect loop ----------------------------------------------------------------------------
 
     def _run(self) -> None:
         backoff_s = self._backoff_initial_s
         while not self._stop.is_set():
-            if self._conn is not None:
+            if self._lanes:
                 self._wake.wait(1.0)
                 self._wake.clear()
                 continue
@@ -200,16 +297,30 @@ class Connection:
                 self._stop.wait(backoff_s)
                 backoff_s = min(backoff_s * 2, self._backoff_max_s)
 
-    def _connect(self) -> None:
+    def _open(self) -> libvirt.virConnect:
         conn = libvirt.openReadOnly(self.uri) if self.read_only else libvirt.open(self.uri)
         try:
             conn.setKeepAlive(*self._keepalive)
         except libvirt.libvirtError:
             pass  # some drivers (test://) have no keepalive
+        return conn
+
+    def _connect(self) -> None:
+        conn = self._open()
+        primary = _Lane(conn, primary=True)
         try:
             conn.registerCloseCallback(self._on_close, None)
         except libvirt.libvirtError:
             pass  # in-process drivers have no close callback
+        extra = []
+        try:
+            for _ in range(self.base_lanes - 1):
+                extra.append(_Lane(self._open(), primary=False))
+        except libvirt.libvirtError:
+            for lane in extra:
+                self._teardown(lane.conn)
+            self._teardown(conn)
+            raise
         with self._lock:
             handlers = list(self._event_handlers)
             hooks = list(self._connect_hooks)
@@ -218,7 +329,7 @@ class Connection:
         for hook in hooks:
             self._run_hook(hook, conn)
         with self._lock:
-            self._conn = conn
+            self._lanes = [primary] + extra
             if self.connects_total:
                 self.reconnects_total += 1
             self.connects_total += 1
@@ -254,14 +365,26 @@ class Connection:
 
     def _mark_broken(self, conn: libvirt.virConnect, why: str) -> None:
         with self._lock:
-            if self._conn is not conn:
+            if not self._lanes or self._lanes[0].conn is not conn:
                 return  # already replaced
-            self._conn = None
+            lanes, self._lanes = self._lanes, []
         self.last_error = why
         log.warning("%s; reconnecting", why)
         # Closing from the event-loop thread (close callback) must not block it: do it elsewhere.
-        threading.Thread(target=self._teardown, args=(conn,), daemon=True).start()
+        for lane in lanes:
+            threading.Thread(target=self._teardown, args=(lane.conn,), daemon=True).start()
         self._wake.set()
+
+    def _drop_lane(self, lane: _Lane, why: str) -> None:
+        if lane.primary:
+            self._mark_broken(lane.conn, why)
+            return
+        with self._lock:
+            if lane not in self._lanes:
+                return
+            self._lanes.remove(lane)
+        log.debug("extra libvirt connection dropped: %s", why)
+        threading.Thread(target=self._teardown, args=(lane.conn,), daemon=True).start()
 
     def _teardown(self, conn: libvirt.virConnect) -> None:
         for callback_id in conn.__dict__.get("_vexp_event_ids", []):
