@@ -15,10 +15,10 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Optional, Tuple
 
-from prometheus_client.exposition import choose_encoder
 
 from . import __version__
 from .exporter import Exporter
+from .exposition import negotiate
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +141,7 @@ class ExporterRequestHandler(BaseHTTPRequestHandler):
                 timeout_s = max(0.1, float(header) - SCRAPE_TIMEOUT_MARGIN_S)
             except ValueError:
                 pass
-        encoder, content_type = choose_encoder(self.headers.get("Accept"))
+        encode, content_type = negotiate(self.headers.get("Accept"))
         scrape = self.server.exporter.scrape(timeout_s)
         # Waiting for a shared in-flight sample does not count against the cap: take it first.
         scrape.prefetch()
@@ -151,7 +151,7 @@ class ExporterRequestHandler(BaseHTTPRequestHandler):
                        b"too many concurrent scrapes (--web.max-requests), try again\n")
             return
         try:
-            body = encoder(scrape)
+            body = encode(scrape.collect())
         finally:
             if slots is not None:
                 slots.release()

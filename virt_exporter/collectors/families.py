@@ -1,27 +1,27 @@
-"""Small helpers shared by collectors: family constructors with the label names fixed up front."""
+"""Family constructors shared by collectors: client_python-compatible, rendered by the fast path."""
 
 from __future__ import annotations
 
 from typing import Sequence
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
+from ..exposition import FastFamily
 
 NS_PER_S = 1e9
 
 
-def gauge(name: str, documentation: str, labels: Sequence[str] = ("domain",)) -> GaugeMetricFamily:
-    return GaugeMetricFamily(name, documentation, labels=list(labels))
+def gauge(name: str, documentation: str, labels: Sequence[str] = ("domain",)) -> FastFamily:
+    return FastFamily(name, documentation, "gauge", labels)
 
 
-def counter(name: str, documentation: str, labels: Sequence[str] = ("domain",)) -> CounterMetricFamily:
-    # client_python appends _total itself; pass the name without it.
+def counter(name: str, documentation: str, labels: Sequence[str] = ("domain",)) -> FastFamily:
+    # The family is named without _total; its samples get it (as client_python's counters).
     if name.endswith("_total"):
         name = name[:-6]
-    return CounterMetricFamily(name, documentation, labels=list(labels))
+    return FastFamily(name, documentation, "counter", labels)
 
 
-def info(name: str, documentation: str, labels: Sequence[str]) -> InfoMetricFamily:
-    # InfoMetricFamily appends _info; pass the name without it.
+def info(name: str, documentation: str, labels: Sequence[str]) -> FastFamily:
+    # The family is named without _info; its samples get it (as client_python's info families).
     if name.endswith("_info"):
         name = name[:-5]
-    return InfoMetricFamily(name, documentation, labels=list(labels))
+    return FastFamily(name, documentation, "info", labels)
