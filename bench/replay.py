@@ -1,0 +1,163 @@
+"""Record real bulk stats from the test bed and replay them, scaled to N domains, through the
+exporter's own code path (connection → sampler → collectors → exposition).
+
+Only the libvirt connection object is replaced: ``libvirt.openReadOnly`` answers ``replay:`` URIs
+with a ReplayConnection that serves the recorded dicts. Used by the scale and idle benchmarks; not
+part of the product.
+
+    python bench/replay.py record FILE            # from qemu:///system
+    python bench/replay.py serve FILE N [exporter flags…]
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import sys
+import uuid as uuidlib
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import libvirt
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+GROUPS = (libvirt.VIR_DOMAIN_STATS_STATE | libvirt.VIR_DOMAIN_STATS_CPU_TOTAL | libvirt.VIR_DOMAIN_STATS_BALLOON
+          | libvirt.VIR_DOMAIN_STATS_VCPU | libvirt.VIR_DOMAIN_STATS_INTERFACE | libvirt.VIR_DOMAIN_STATS_BLOCK)
+
+
+def record(path: str, uri: str = "qemu:///system") -> None:
+    conn = libvirt.openReadOnly(uri)
+    flags = libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_BACKING | libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_ACTIVE
+    entries = []
+    for dom, stats in conn.getAllDomainStats(GROUPS, flags):
+        entries.append({"name": dom.name(), "uuid": dom.UUIDString(), "xml": dom.XMLDesc(0), "stats": stats})
+    doc = {
+        "info": conn.getInfo(),
+        "capabilities": conn.getCapabilities(),
+        "memory": conn.getMemoryStats(-1, 0),
+        "cells": {str(c): conn.getMemoryStats(c, 0) for c in range(conn.getInfo()[4])},
+        "domains": entries,
+    }
+    Path(path).write_text(json.dumps(doc))
+    print("recorded %d running domains into %s" % (len(entries), path))
+
+
+class ReplayDomain:
+    def __init__(self, name: str, uuid: str, xml: str, stats: Dict[str, Any]) -> None:
+        self._name, self._uuid, self._xml, self.stats = name, uuid, xml, stats
+
+    def name(self) -> str:
+        return self._name
+
+    def UUIDString(self) -> str:
+        return self._uuid
+
+    def XMLDesc(self, flags: int = 0) -> str:
+        return self._xml
+
+
+class ReplayConnection:
+    """Serves N copies of the recorded domains; counters advance on every call like a running host."""
+
+    def __init__(self, doc: Dict[str, Any], n_domains: int) -> None:
+        self.doc = doc
+        self.calls = 0
+        recorded = doc["domains"]
+        self.domains: List[ReplayDomain] = []
+        for i in range(n_domains):
+            src = recorded[i % len(recorded)]
+            name = "replay-%05d" % i
+            uuid = str(uuidlib.UUID(int=i + 1))
+            xml = src["xml"].replace(src["name"], name).replace(src["uuid"], uuid)
+            self.domains.append(ReplayDomain(name, uuid, xml, copy.deepcopy(src["stats"])))
+
+    def _advance(self, doms: List[ReplayDomain]) -> List[tuple]:
+        self.calls += 1
+        out = []
+        for d in doms:
+            s = d.stats
+            # Counters move as on a busy host, so rates and exposition see changing values.
+            for key in ("cpu.time", "cpu.user", "cpu.system"):
+                if key in s:
+                    s[key] += 10_000_000
+            out.append((d, dict(s)))
+        return out
+
+    def getAllDomainStats(self, stats: int = 0, flags: int = 0) -> List[tuple]:
+        return self._advance(self.domains)
+
+    def domainListGetStats(self, doms: List[ReplayDomain], stats: int = 0, flags: int = 0) -> List[tuple]:
+        return self._advance(doms)
+
+    def listAllDomains(self, flags: int = 0) -> List[ReplayDomain]:
+        return list(self.domains)
+
+    def getMemoryStats(self, cell: int, flags: int = 0) -> Dict[str, int]:
+        return dict(self.doc["memory"] if cell == -1 else self.doc["cells"].get(str(cell), self.doc["memory"]))
+
+    def getInfo(self) -> List[Any]:
+        return list(self.doc["info"])
+
+    def getCapabilities(self) -> str:
+        return self.doc["capabilities"]
+
+    def getLibVersion(self) -> int:
+        return 9000000
+
+    def getVersion(self) -> int:
+        return 7002000
+
+    def getHostname(self) -> str:
+        return "replay"
+
+    def setKeepAlive(self, *a: Any) -> None:
+        pass
+
+    def registerCloseCallback(self, *a: Any) -> None:
+        pass
+
+    def unregisterCloseCallback(self) -> None:
+        pass
+
+    def domainEventRegisterAny(self, *a: Any) -> int:
+        return 1
+
+    def domainEventDeregisterAny(self, *a: Any) -> None:
+        pass
+
+    def close(self) -> int:
+        return 0
+
+
+def install(path: str, n_domains: int) -> ReplayConnection:
+    """Make libvirt.openReadOnly('replay:///…') return one shared ReplayConnection."""
+    doc = json.loads(Path(path).read_text())
+    replay = ReplayConnection(doc, n_domains)
+    real_open = libvirt.openReadOnly
+
+    def open_read_only(uri: Optional[str] = None) -> Any:
+        if uri and uri.startswith("replay:"):
+            return replay
+        return real_open(uri)
+
+    libvirt.openReadOnly = open_read_only
+    return replay
+
+
+def main(argv: List[str]) -> int:
+    if argv[:1] == ["record"]:
+        record(argv[1])
+        return 0
+    if argv[:1] == ["serve"]:
+        install(argv[1], int(argv[2]))
+        from virt_exporter.cli import main as exporter_main
+
+        return exporter_main(["--libvirt.uri", "replay:///bench"] + argv[3:])
+    print(__doc__, file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
