@@ -56,6 +56,18 @@ class App:
         self.sampler = Sampler(self.connection, self.xml_cache, SamplerOptions(
             groups=groups, backing=args.backing, min_interval_s=args.min_interval_s, timeout_s=args.timeout_s,
             concurrency=concurrency))
+        self.perfmon = None
+        if args.perfmon_config:
+            from .perfmon.config import PerfmonConfigError, load_perfmon_file
+            from .perfmon.engine import PerfmonEngine
+
+            try:
+                file_config = load_perfmon_file(args.perfmon_config)
+                self.perfmon = PerfmonEngine(self.sampler.get, self.xml_cache.snapshot, file_config,
+                                             args.perfmon_step, fs_path=args.perfmon_fs_path)
+            except (PerfmonConfigError, ValueError) as e:
+                raise UsageError(str(e))
+            self.extras["perfmon"] = self.perfmon
         static = CollectorRegistry(auto_describe=False)
         ProcessCollector(registry=static)
         self.exporter = Exporter(self.sampler, self.collectors, self.options, self.extras, static)
@@ -72,11 +84,15 @@ class App:
     def start(self) -> None:
         # Not waiting for libvirtd: when it is down we serve libvirt_up 0 and keep reconnecting.
         self.connection.start(wait_s=2.0)
+        if self.perfmon is not None:
+            self.perfmon.start()
         t = threading.Thread(target=self.server.serve_forever, name="http", daemon=True)
         t.start()
         self._threads.append(t)
 
     def stop(self) -> None:
+        if self.perfmon is not None:
+            self.perfmon.stop()
         self.server.shutdown()
         self.server.server_close()
         self.sampler.stats.stop()

@@ -82,6 +82,14 @@ def build_parser() -> argparse.ArgumentParser:
                          "host's CPU count (default 0)")
     lv.add_argument("--libvirt.backing-chain", dest="backing", action=argparse.BooleanOptionalAction,
                     default=True, help="ask for every backing layer of each disk (default on)")
+    pm = p.add_argument_group("perfmon")
+    pm.add_argument("--perfmon.config", dest="perfmon_config", default=None,
+                    help="perfmon XML (<perfmon><host><config>…</config></host><vm><config>…</config></vm>"
+                         "</perfmon>); enables the perfmon alarm engine")
+    pm.add_argument("--perfmon.step", dest="perfmon_step", type=int, default=60,
+                    help="seconds between perfmon engine steps, perfmon's rrd_step (default 60; 5 allowed)")
+    pm.add_argument("--perfmon.fs-path", dest="perfmon_fs_path", default="/",
+                    help="path whose filesystem fs_usage measures (default /)")
     lg = p.add_argument_group("logging")
     lg.add_argument("--log.level", dest="log_level", default="info", choices=["debug", "info", "warn", "error"])
     lg.add_argument("--log.format", dest="log_format", default="logfmt", choices=["logfmt", "json"])

@@ -11,6 +11,7 @@ MODULES = (
     "memory",
     "block",
     "interface",
+    "perfmon",
 )
 
 

@@ -1,0 +1,50 @@
+"""The perfmon collector renders the engine's snapshot as the libvirt_perfmon_* families."""
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from virt_exporter.collectors import perfmon as perfmon_collector
+from virt_exporter.collectors.base import ScrapeContext
+from virt_exporter.sample import Sample
+
+from .harness import T0_S, Pair, config_xml
+
+
+class _Adapter:
+    def __init__(self, ctx):
+        self.ctx = ctx
+
+    def collect(self):
+        return perfmon_collector.collect(self.ctx)
+
+
+def render(engine):
+    ctx = ScrapeContext(current=Sample(wall_time_s=0.0, monotonic_s=0.0, up=True), previous=None, domain_info={},
+                        extras={"perfmon": engine} if engine is not None else {})
+    reg = CollectorRegistry()
+    reg.register(_Adapter(ctx))
+    return generate_latest(reg).decode()
+
+
+def test_series_after_an_alarm_and_an_inhibited_attempt():
+    pair = Pair(5, vm_xml=config_xml([{"name": "cpu_usage", "alarm_trigger_level": "0.5",
+                                       "alarm_trigger_period": "5", "alarm_auto_inhibit_period": "60",
+                                       "alarm_priority": "2"}]))
+    pair.step({"cpu0": 0.75})
+    pair.step({"cpu0": 0.75})
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for fam in text_string_to_metric_families(render(pair.engine)) for s in fam.samples}
+    lbl = (("domain", "guest-a"), ("object", "vm"), ("variable", "cpu_usage"))
+    prio = tuple(sorted(lbl + (("priority", "2"),)))
+    assert samples[("libvirt_perfmon_value", lbl)] == 0.75
+    assert samples[("libvirt_perfmon_trigger_level", lbl)] == 0.5
+    assert samples[("libvirt_perfmon_trigger_countdown_seconds", lbl)] == 5
+    assert samples[("libvirt_perfmon_alarms_total", prio)] == 1
+    assert samples[("libvirt_perfmon_alarms_inhibited_total", prio)] == 1
+    assert samples[("libvirt_perfmon_last_alarm_timestamp_seconds", prio)] == T0_S + 5
+    assert samples[("libvirt_perfmon_config_errors", ())] == 0
+    assert samples[("libvirt_perfmon_steps_total", ())] == 3
+
+
+def test_nothing_without_an_engine():
+    assert "libvirt_perfmon" not in render(None)

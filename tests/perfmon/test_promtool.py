@@ -1,0 +1,289 @@
+"""promtool ``test rules`` cases generated from the seed model:
+
+- ``PerfmonAlarm`` (alerts/perfmon.rules.yml) over the engine's last-alarm series fires once per model
+  alarm (an episode of 30 s that starts at the alarm) and never otherwise, checked at every evaluation;
+- the native rules of ``perfmon-rules`` over raw counters fire exactly while the model is in a bad
+  spell that has reached an alarm attempt — i.e. their onsets are the model's first attempt of each
+  spell, which is where perfmon.md says native rules can match (re-arming and inhibit are Alertmanager's).
+"""
+
+import random
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from virt_exporter.perfmon.config import parse_object_config, severity_of_priority
+from virt_exporter.perfmon.rules import native_rules
+
+from .harness import config_xml
+from .seed_model import ObjectMonitor, SeedModel
+
+pytestmark = pytest.mark.prometheus
+
+REPO = Path(__file__).resolve().parents[2]
+RULES = REPO / "alerts" / "perfmon.rules.yml"
+PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
+EVAL_S = 5           # PerfmonAlarm's pinned evaluation interval
+EPISODE_S = 30       # 15 s window + keep_firing_for 15 s, at 5 s evaluations
+INSTANCE = {"instance": "host-a:9177", "job": "virt"}
+
+
+def run_promtool(tmp_path, name, doc):
+    run_promtool_files(tmp_path, [(name, doc)])
+
+
+def run_promtool_files(tmp_path, named_docs):
+    """One promtool process over several test files (each names its own rule files)."""
+    paths = []
+    for name, doc in named_docs:
+        path = tmp_path / name
+        path.write_text(yaml.safe_dump(doc, sort_keys=False, width=10_000))
+        paths.append(str(path))
+    p = subprocess.run([PROMTOOL, "test", "rules", *paths], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, (p.stdout + p.stderr)[-6000:]
+
+
+def series(name, labels):
+    return "%s{%s}" % (name, ",".join('%s="%s"' % kv for kv in sorted(labels.items())))
+
+
+def go_float(v):
+    """Go's %v for the floats used here (shortest digits; Go switches to exponents from 1e6 up)."""
+    assert v == 0 or 1e-4 <= abs(v) < 1e6, v
+    text = repr(float(v))
+    return text[:-2] if text.endswith(".0") else text
+
+
+# --- the model, run on per-step values --------------------------------------------------------------
+
+def run_model(step_s, xml, values_per_step):
+    """Seed model over ``values_per_step`` (steps 1..n at k × step). Returns (alarms, bad) where bad
+    maps variable → list of per-step bad flags (index k-1)."""
+    model = SeedModel(step_s)
+    model.now = 0
+    mon = ObjectMonitor(model, "VM", "u", xml)
+    assert not mon.errors, mon.errors
+    bad = {v.name: [] for v in mon.variables}
+    for k, values in enumerate(values_per_step, start=1):
+        model.now = k * step_s
+        model.process(mon, values)
+        for v in mon.variables:
+            bad[v.name].append(v.value is not None and v.test_level())
+    return model.alarms, bad
+
+
+def random_values(rng, n):
+    out, cur = [], None
+    for _ in range(n):
+        if cur is None or rng.random() < 0.25:
+            cur = {"cpu0": rng.randint(0, 16) / 16, "cpu1": rng.randint(0, 16) / 16,
+                   "vif_0_rx": rng.randint(0, 1000), "vif_0_tx": rng.randint(0, 1000),
+                   "vbd_vda_read": rng.randint(0, 1000), "vbd_vda_write": rng.randint(0, 1000)}
+        out.append(dict(cur))
+    return out
+
+
+def random_vars(rng, step_s, min_inhibit_s=0):
+    variables = []
+    for i in range(rng.randint(1, 3)):
+        kind = rng.choice(["cpu", "net", "disk"])
+        var = {"name": "%s_%d" % (kind, i)}
+        if kind == "cpu":
+            var.update(rrd_regex=rng.choice(["cpu[0-9]+", "cpu1"]), consolidation_fn=rng.choice(["average", "max"]),
+                       alarm_trigger_level=str((rng.randint(0, 15) + rng.choice([0, 0.5])) / 16))
+        elif kind == "net":
+            var.update(rrd_regex=rng.choice(["vif_[0-9]+_[rt]x", "_tx$"]), consolidation_fn=rng.choice(["sum", "max"]),
+                       alarm_trigger_level=str(rng.randint(0, 1500)))
+        else:
+            var.update(rrd_regex=rng.choice(["vbd_(xvd|hd|vd|sd)[a-z]+_(read|write)", "vbd_vda_write"]),
+                       consolidation_fn=rng.choice(["sum", "average", "max"]), alarm_trigger_level=str(rng.randint(0, 1500)))
+        var.update(alarm_trigger_sense=rng.choice(["high", "low"]),
+                   alarm_trigger_period=str(rng.choice([0, step_s, rng.randint(1, 6 * step_s)])),
+                   alarm_auto_inhibit_period=str(max(min_inhibit_s, rng.randint(0, 30) * step_s)),
+                   alarm_priority=str(rng.randint(1, 5)))
+        variables.append(var)
+    return variables
+
+
+# --- PerfmonAlarm -------------------------------------------------------------------------------------
+
+def perfmon_alarm_case(step_s, variables, values):
+    """One promtool test group from the model's alarms for ``variables``; returns (group, sent count)."""
+    xml = config_xml(variables)
+    alarms, _bad = run_model(step_s, xml, values)
+    end_s = len(values) * step_s + EPISODE_S + 10
+    sent = [(t, name, prio) for (t, _o, _u, name, prio, _v, ok) in alarms if ok]
+    inputs, checks = [], []
+    for var in variables:
+        times = [t for (t, n, _p) in sent if n == var["name"]]
+        assert all(b - a >= 60 for a, b in zip(times, times[1:])), "inhibit < 60 s would merge episodes"
+        labels = dict(INSTANCE, object="vm", domain="guest-a", variable=var["name"], priority=var["alarm_priority"])
+        tokens = []
+        for s in range(0, end_s + 1, EVAL_S):
+            seen = [t for t in times if t <= s]
+            tokens.append(str(seen[-1]) if seen else "_")
+        inputs.append({"series": series("libvirt_perfmon_last_alarm_timestamp_seconds", labels),
+                       "values": " ".join(tokens)})
+    for e in range(0, end_s + 1, EVAL_S):
+        exp = []
+        for var in variables:
+            times = [t for (t, n, _p) in sent if n == var["name"] and t <= e]
+            if times and e - times[-1] < EPISODE_S:
+                prio = int(var["alarm_priority"])
+                exp.append({"exp_labels": dict(INSTANCE, object="vm", domain="guest-a", variable=var["name"],
+                                               priority=str(prio), severity=severity_of_priority(prio)),
+                            "exp_annotations": {
+                                "summary": "perfmon alarm: vm guest-a %s (priority %d)" % (var["name"], prio),
+                                "alarm_timestamp": str(times[-1])}})
+        checks.append({"eval_time": "%ds" % e, "alertname": "PerfmonAlarm", "exp_alerts": exp})
+    return {"interval": "%ds" % EVAL_S, "input_series": inputs, "alert_rule_test": checks}, len(sent)
+
+
+def test_perfmon_alarm_fires_once_per_model_alarm(tmp_path):
+    rng = random.Random(2024)
+    groups, total = [], 0
+    # Hand-written: the end-to-end shape (period 10 s, step 5 s, inhibit 60 s, always bad) → alarms
+    # at 10, 70, 130 s; and a host-style 60 s step.
+    cases = [(5, [{"name": "cpu_usage", "rrd_regex": "cpu[0-9]+", "consolidation_fn": "average",
+                   "alarm_trigger_level": "0.5", "alarm_trigger_period": "10", "alarm_auto_inhibit_period": "60",
+                   "alarm_priority": "3"}], [{"cpu0": 1.0, "cpu1": 1.0}] * 30)]
+    for _ in range(40):
+        step_s = rng.choice([5, 60])
+        n = rng.randint(20, 80) if step_s == 5 else rng.randint(5, 15)
+        cases.append((step_s, random_vars(rng, step_s, min_inhibit_s=60), random_values(rng, n)))
+    for step_s, variables, values in cases:
+        group, sent = perfmon_alarm_case(step_s, variables, values)
+        groups.append(group)
+        total += sent
+    first = groups[0]["alert_rule_test"]
+    assert [c["eval_time"] for c in first if c["exp_alerts"]][:1] == ["10s"]  # the e2e shape's first alarm
+    assert total > 60
+    run_promtool(tmp_path, "perfmon_alarm.test.yml",
+                 {"rule_files": [str(RULES)], "evaluation_interval": "%ds" % EVAL_S, "tests": groups})
+
+
+# --- native rules -------------------------------------------------------------------------------------
+
+COUNTERS = [  # (engine data source, raw metric, labels, unit divisor)
+    ("cpu0", "libvirt_domain_vcpu_seconds_total", {"vcpu": "0"}),
+    ("cpu1", "libvirt_domain_vcpu_seconds_total", {"vcpu": "1"}),
+    ("vif_0_rx", "libvirt_domain_interface_receive_bytes_total", {"interface": "vnet0"}),
+    ("vif_0_tx", "libvirt_domain_interface_transmit_bytes_total", {"interface": "vnet0"}),
+    ("vbd_vda_read", "libvirt_domain_block_read_bytes_total", {"target": "vda"}),
+    ("vbd_vda_write", "libvirt_domain_block_write_bytes_total", {"target": "vda"}),
+]
+
+
+def native_case(step_s, variables, values, rules_by_name, domain="guest-a"):
+    """Expected native firing from the model: at step k a variable's alert fires iff the model is in a
+    bad spell at k that already made an alarm attempt (sent or inhibited)."""
+    xml = config_xml(variables)
+    alarms, bad = run_model(step_s, xml, values)
+    attempts = {(t // step_s, name) for (t, _o, _u, name, _p, _v, _ok) in alarms}
+    inputs = []
+    for ds, metric, extra in COUNTERS:
+        total, tokens = 0.0, ["0"]
+        for v in values:
+            total += v[ds] * step_s
+            tokens.append(repr(total))
+        inputs.append({"series": series(metric, dict(INSTANCE, domain=domain, **extra)), "values": " ".join(tokens)})
+    firing = {v["name"]: [False] * (len(values) + 1) for v in variables}
+    onsets, first_attempts = set(), set()
+    for var in variables:
+        name, in_alarm = var["name"], False
+        for k in range(1, len(values) + 1):
+            if not bad[name][k - 1]:
+                in_alarm = False
+            elif (k, name) in attempts and not in_alarm:
+                in_alarm = True
+                first_attempts.add((k, name))
+            firing[name][k] = in_alarm
+            if in_alarm and not firing[name][k - 1]:
+                onsets.add((k, name))
+    assert onsets == first_attempts
+    cfg = {v.name: v for v in parse_object_config(xml, "vm").variables}
+    model_values = {}
+    model = SeedModel(step_s)
+    mon = ObjectMonitor(model, "VM", "u", xml)
+    for k, vals in enumerate(values, start=1):
+        model.now = k * step_s
+        model.process(mon, vals)
+        for v in mon.variables:
+            model_values[(k, v.name)] = v.value
+    checks = []
+    for k in range(0, len(values) + 1):
+        exp = []
+        for var in variables:
+            name = var["name"]
+            if not firing[name][k]:
+                continue
+            c = cfg[name]
+            rule = rules_by_name[name]
+            exp.append({"exp_labels": dict(INSTANCE, domain=domain, **rule["labels"]),
+                        "exp_annotations": {"summary": rule["annotations"]["summary"].replace(
+                            "{{ $labels.domain }}", domain), "value": go_float(model_values[(k, name)])}})
+            assert c.name == name
+        checks.append({"eval_time": "%ds" % (k * step_s), "alertname": "PerfmonNative", "exp_alerts": exp})
+    sent = [(t // step_s, n) for (t, _o, _u, n, _p, _v, ok) in alarms if ok]
+    return ({"interval": "%ds" % step_s, "input_series": inputs, "alert_rule_test": checks},
+            onsets, sent, len(attempts))
+
+
+@pytest.mark.parametrize("step_s,sequences", [(5, 40), (60, 25)])
+def test_native_rules_match_the_model_where_they_can(tmp_path, step_s, sequences):
+    rng = random.Random(step_s)
+    files = []
+    stats = {"onsets": 0, "sent_first_in_spell": 0, "inhibited_onsets": 0, "rearmed_alarms": 0}
+    for i in range(sequences):
+        variables = random_vars(rng, step_s)
+        xml = config_xml(variables)
+        domain = "guest-%d" % i  # generated with --domain, as for a domain's own metadata config
+        rules, warnings = native_rules([(parse_object_config(xml, "vm"), domain)], step_s)
+        assert warnings == []
+        by_name = {r["labels"]["variable"]: r for g in rules["groups"] for r in g["rules"] if "alert" in r}
+        values = random_values(rng, rng.randint(20, 60))
+        group, onsets, sent, _attempts = native_case(step_s, variables, values, by_name, domain)
+        # Where native rules match perfmon: every alarm that opens a bad spell is an onset at the same step.
+        first_sent = {a for a in sent if a in onsets}
+        stats["onsets"] += len(onsets)
+        stats["sent_first_in_spell"] += len(first_sent)
+        stats["inhibited_onsets"] += len(onsets - set(sent))     # deviation: inhibit across clear-and-return
+        stats["rearmed_alarms"] += len(set(sent) - onsets)       # deviation: re-arming within a spell
+        for g in rules["groups"]:
+            g.pop("interval", None)  # promtool evaluates every group at the test's evaluation_interval
+        rules_path = tmp_path / ("native-%d.rules.yml" % i)
+        rules_path.write_text(yaml.safe_dump(rules, sort_keys=False, width=10_000))
+        files.append(("native-%d.test.yml" % i, {"rule_files": [str(rules_path)],
+                                                  "evaluation_interval": "%ds" % step_s, "tests": [group]}))
+    assert stats["onsets"] > 30 and stats["sent_first_in_spell"] > 20
+    assert stats["inhibited_onsets"] > 0 and stats["rearmed_alarms"] > 0  # both deviations are exercised
+    run_promtool_files(tmp_path, files)
+
+
+def test_native_sum_over_nothing_is_no_series_unlike_perfmon(tmp_path):
+    """Documented deviation: perfmon's sum([]) is 0, so a low-sense variable over nothing alarms; the
+    native rule has no series to compare and stays silent."""
+    variables = [{"name": "none", "rrd_regex": "^nothing$", "consolidation_fn": "sum", "alarm_trigger_level": "1",
+                  "alarm_trigger_sense": "low", "alarm_trigger_period": "5", "alarm_auto_inhibit_period": "0",
+                  "alarm_priority": "5"}]
+    values = [{"cpu0": 0.5, "cpu1": 0.5, "vif_0_rx": 1, "vif_0_tx": 1, "vbd_vda_read": 1, "vbd_vda_write": 1}] * 4
+    alarms, _ = run_model(5, config_xml(variables), values)
+    assert [(t, ok) for (t, *_rest, ok) in alarms] == [(5, True), (10, True), (15, True), (20, True)]
+    rules, _ = native_rules([(parse_object_config(config_xml(variables), "vm"), None)], 5)
+    by_name = {r["labels"]["variable"]: r for g in rules["groups"] for r in g["rules"] if "alert" in r}
+    group, *_ = native_case(5, variables, values, by_name)
+    for check in group["alert_rule_test"]:
+        check["exp_alerts"] = []
+    for g in rules["groups"]:
+        g.pop("interval", None)
+    (tmp_path / "none.rules.yml").write_text(yaml.safe_dump(rules, sort_keys=False, width=10_000))
+    run_promtool(tmp_path, "none.test.yml", {"rule_files": [str(tmp_path / "none.rules.yml")],
+                                            "evaluation_interval": "5s", "tests": [group]})
+
+
+def test_shipped_rules_pass_promtool_check():
+    p = subprocess.run([PROMTOOL, "check", "rules", str(RULES)], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stdout + p.stderr

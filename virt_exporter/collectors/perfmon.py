@@ -1,0 +1,61 @@
+"""The perfmon engine's state (``--perfmon.config``): values, levels, countdowns, alarms.
+
+The engine steps on its own timer; this collector only reads its snapshot from ``ctx.extras["perfmon"]``
+and yields nothing when perfmon is not configured. ``domain`` is empty on host series.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+from prometheus_client.metrics_core import Metric
+
+from .base import ScrapeContext, register
+from .families import counter, gauge
+
+VAR_LABELS = ["object", "domain", "variable"]
+
+
+# The groups the engine's VM data sources need from the shared sampler (cpuN, vif, vbd, memory).
+@register("perfmon", stats_groups=("vcpu", "interface", "block", "balloon"),
+          help="perfmon engine: consolidated values, levels, countdowns and alarms (needs --perfmon.config)")
+def collect(ctx: ScrapeContext) -> Iterable[Metric]:
+    engine = ctx.extras.get("perfmon")
+    if engine is None:
+        return
+    snap = engine.snapshot()
+    value = gauge("libvirt_perfmon_value", "Last consolidated value of a perfmon variable (its unit is the data "
+                  "sources', e.g. a CPU share or bytes/s), one per step.", VAR_LABELS)
+    level = gauge("libvirt_perfmon_trigger_level", "alarm_trigger_level of the variable.", VAR_LABELS)
+    countdown = gauge("libvirt_perfmon_trigger_countdown_seconds", "perfmon's trigger_down_counter: seconds of bad "
+                      "values still needed before the next alarm attempt.", VAR_LABELS)
+    alarms = counter("libvirt_perfmon_alarms_total", "Alarms sent by the perfmon engine.",
+                     VAR_LABELS + ["priority"])
+    inhibited = counter("libvirt_perfmon_alarms_inhibited_total",
+                        "Alarm attempts dropped by alarm_auto_inhibit_period.", VAR_LABELS + ["priority"])
+    last = gauge("libvirt_perfmon_last_alarm_timestamp_seconds", "Time of the variable's last sent alarm (the "
+                 "step's sample time, Unix seconds); absent before the first. PerfmonAlarm fires on it.",
+                 VAR_LABELS + ["priority"])
+    for row in snap.rows:
+        labels = [row.object_type, row.domain, row.variable]
+        prio = labels + [str(row.priority)]
+        if row.value is not None:
+            value.add_metric(labels, row.value)
+        level.add_metric(labels, row.level)
+        countdown.add_metric(labels, row.countdown_s)
+        alarms.add_metric(prio, row.alarms_total)
+        inhibited.add_metric(prio, row.inhibited_total)
+        if row.last_alarm_s is not None:
+            last.add_metric(prio, row.last_alarm_s)
+    errors = gauge("libvirt_perfmon_config_errors", "Objects (host, domains) whose perfmon XML was rejected; the "
+                   "last valid config stays in force.", [])
+    errors.add_metric([], snap.config_errors)
+    rejections = counter("libvirt_perfmon_config_rejections_total", "Perfmon XML documents rejected since start.", [])
+    rejections.add_metric([], snap.config_rejections_total)
+    steps = counter("libvirt_perfmon_steps_total", "Steps the perfmon engine has run.", [])
+    steps.add_metric([], snap.steps_total)
+    failures = counter("libvirt_perfmon_step_failures_total", "Steps that failed (no sample); state kept.", [])
+    failures.add_metric([], snap.step_failures_total)
+    step = gauge("libvirt_perfmon_step_seconds", "The engine's step (perfmon's rrd_step).", [])
+    step.add_metric([], snap.step_s)
+    yield from (value, level, countdown, alarms, inhibited, last, errors, rejections, steps, failures, step)
