@@ -82,7 +82,8 @@ class ReplayConnection:
             for key in ("cpu.time", "cpu.user", "cpu.system"):
                 if key in s:
                     s[key] += 10_000_000
-            out.append((d, dict(s)))
+            # Fresh key strings and values per call, as libvirt-python builds them.
+            out.append((d, {(k + ".")[:-1]: (v + 0 if isinstance(v, int) else v) for k, v in s.items()}))
         return out
 
     def getAllDomainStats(self, stats: int = 0, flags: int = 0) -> List[tuple]:

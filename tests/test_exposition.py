@@ -116,4 +116,4 @@ def test_negotiation_matches_client_python_content_types():
     _encode, ctype = negotiate("application/openmetrics-text;version=1.0.0,text/plain;q=0.5")
     assert ctype.startswith("application/openmetrics-text; version=1.0.0")
     body = _encode([])
-    assert body == b"# EOF\n"
+    assert b"".join(body) == b"# EOF\n"

@@ -148,30 +148,41 @@ def render(metrics: Iterable[Metric], openmetrics: bool,
 
     ``fallback`` is the client_python encoder for other Metric types (defaults to the plain one).
     """
+    return b"".join(render_chunks(metrics, openmetrics, fallback))
+
+
+def render_chunks(metrics: Iterable[Metric], openmetrics: bool,
+                  fallback: Optional[Callable[[Any], bytes]] = None) -> List[bytes]:
+    """render(), as one bytes chunk per family: the server writes them one after the other, so the
+    whole output never exists twice in memory (str and bytes, or chunks and their join)."""
     if fallback is None:
         fallback = om_generate_latest if openmetrics else text_generate_latest
     cache = _LabelCache()
-    out: List[str] = []
+    # Encoded family by family: the whole output never exists twice as str and bytes.
+    chunks: List[bytes] = []
     for m in metrics:
         if isinstance(m, FastFamily):
+            out: List[str] = []
             _render_fast(m, openmetrics, cache, out)
+            chunks.append("".join(out).encode("utf-8"))
         else:
-            text = fallback(_One(m)).decode("utf-8")
-            if openmetrics and text.endswith("# EOF\n"):
+            text = fallback(_One(m))
+            if openmetrics and text.endswith(b"# EOF\n"):
                 text = text[:-6]
-            out.append(text)
+            chunks.append(text)
     if openmetrics:
-        out.append("# EOF\n")
-    return "".join(out).encode("utf-8")
+        chunks.append(b"# EOF\n")
+    return chunks
 
 
-def negotiate(accept_header: Optional[str]) -> Tuple[Callable[[Iterable[Metric]], bytes], str]:
-    """Content negotiation exactly as client_python's choose_encoder, returning our renderer."""
+def negotiate(accept_header: Optional[str]) -> Tuple[Callable[[Iterable[Metric]], List[bytes]], str]:
+    """Content negotiation exactly as client_python's choose_encoder, returning our renderer (which
+    gives the body as chunks)."""
     encoder, content_type = choose_encoder(accept_header or "")
     openmetrics = content_type.startswith("application/openmetrics-text")
 
-    def encode(metrics: Iterable[Metric]) -> bytes:
-        return render(metrics, openmetrics, encoder)
+    def encode(metrics: Iterable[Metric]) -> List[bytes]:
+        return render_chunks(metrics, openmetrics, encoder)
 
     return encode, content_type
 

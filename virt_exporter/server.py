@@ -13,7 +13,7 @@ import socket
 import ssl
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Optional, Tuple
+from typing import Any, List, Optional, Tuple, Union
 
 
 from . import __version__
@@ -151,22 +151,25 @@ class ExporterRequestHandler(BaseHTTPRequestHandler):
                        b"too many concurrent scrapes (--web.max-requests), try again\n")
             return
         try:
-            body = encode(scrape.collect())
+            chunks = encode(scrape.collect())
         finally:
             if slots is not None:
                 slots.release()
-        self._send(200, content_type, body)
+        self._send(200, content_type, chunks)
 
-    def _send(self, code: int, content_type: str, body: bytes, headers: Optional[dict] = None) -> None:
+    def _send(self, code: int, content_type: str, body: Union[bytes, List[bytes]],
+              headers: Optional[dict] = None) -> None:
+        chunks = [body] if isinstance(body, bytes) else body
         self.send_response(code)
         self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Content-Length", str(sum(len(c) for c in chunks)))
         cfg = self.server.web_config
         for k, v in list((cfg.extra_headers if cfg is not None else {}).items()) + list((headers or {}).items()):
             self.send_header(k, v)
         self.end_headers()
         if self.command != "HEAD":
-            self.wfile.write(body)
+            for chunk in chunks:
+                self.wfile.write(chunk)
 
 
 def _landing_page(telemetry_path: str) -> bytes:

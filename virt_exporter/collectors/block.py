@@ -71,12 +71,12 @@ def collect(ctx: ScrapeContext) -> Iterable[Metric]:
             # The families zip label names with values: leaving backing_index off the list leaves the
             # label off the top layer's series.
             target = str(dev.get("name", ""))
-            labels = [dom.name, target] + ([] if backing_index is None else [backing_index])
+            labels = (dom.name, target) if backing_index is None else (dom.name, target, backing_index)
             disk = disks.get(target) if backing_index is None else None
             block_info.add_metric(
-                labels[:2] + [str(dev.get("path", "")), disk.bus if disk else "",
+                labels[:2] + (str(dev.get("path", "")), disk.bus if disk else "",
                               (disk.driver_type or "") if disk else "", (disk.source_type or "") if disk else "",
-                              disk.device if disk else ""] + labels[2:], {})
+                              disk.device if disk else "") + labels[2:], {})
             if backing_index is None:
                 for key, family, scale in counters:
                     value = dev.get(key)

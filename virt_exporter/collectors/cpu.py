@@ -19,7 +19,7 @@ def collect(ctx: ScrapeContext) -> Iterable[Metric]:
                      "System CPU time of the domain, seconds (cpu.system).")
     for dom in ctx.current.domains.values():
         s = dom.stats
-        labels = [dom.name]
+        labels = (dom.name,)  # one tuple shared by every family's row
         if "cpu.time" in s:
             total.add_metric(labels, s["cpu.time"] / NS_PER_S)
         if "cpu.user" in s:

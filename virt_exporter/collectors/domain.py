@@ -31,8 +31,9 @@ def collect(ctx: ScrapeContext) -> Iterable[Metric]:
     reason = gauge("libvirt_domain_state_reason", REASON_HELP)
     for uuid, dom in ctx.current.domains.items():
         name = dom.name
-        state.add_metric([name], dom.state)
-        reason.add_metric([name], dom.reason)
+        key = (name,)
+        state.add_metric(key, dom.state)
+        reason.add_metric(key, dom.reason)
         meta = ctx.domain_info.get(uuid)
         if meta is None:
             continue

@@ -35,7 +35,7 @@ def collect(ctx: ScrapeContext) -> Iterable[Metric]:
         known = {i.target: i for i in meta.interfaces} if meta is not None else {}
         for dev in dom.devices("net"):
             target = str(dev.get("name", ""))
-            labels = [dom.name, target]
+            labels = (dom.name, target)
             iface = known.get(target)
             if iface is not None:
                 iface_info.add_metric([dom.name, target, iface.mac, iface.type, iface.source, iface.model], {})

@@ -37,7 +37,7 @@ def collect(ctx: ScrapeContext) -> Iterable[Metric]:
                 for key, name, doc, is_counter, scale in BALLOON_FIELDS]
     for dom in ctx.current.domains.values():
         s = dom.stats
-        labels = [dom.name]
+        labels = (dom.name,)  # one tuple shared by every family's row
         for key, family, scale in families:
             value = s.get("balloon." + key)
             if value is not None:

@@ -29,11 +29,12 @@ def collect(ctx: ScrapeContext) -> Iterable[Metric]:
         if "vcpu.current" not in s:
             continue
         name = dom.name
-        current.add_metric([name], s["vcpu.current"])
-        maximum.add_metric([name], s["vcpu.maximum"])
+        key = (name,)
+        current.add_metric(key, s["vcpu.current"])
+        maximum.add_metric(key, s["vcpu.maximum"])
         for i in range(int(s["vcpu.maximum"])):
             p = "vcpu.%d." % i
-            labels = [name, str(i)]
+            labels = (name, str(i))
             if p + "state" in s:
                 state.add_metric(labels, s[p + "state"])
             if p + "time" in s:
