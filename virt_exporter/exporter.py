@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import platform
 import time
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import libvirt
 import prometheus_client
@@ -18,6 +18,7 @@ from prometheus_client.metrics_core import Metric
 from . import __version__
 from .collectors import base
 from .collectors.families import counter, gauge, info
+from .sample import Sample
 from .sampler import SamplePair, Sampler
 
 log = logging.getLogger(__name__)
@@ -49,63 +50,64 @@ class Exporter:
         ctx_base = dict(current=current, previous=previous, domain_info=self.sampler.xml_cache.snapshot(),
                         extras=self.extras)
         out: List[Metric] = []
-        up = gauge("libvirt_up", "1 when this scrape's libvirt calls succeeded, 0 otherwise.", [])
-        up.add_metric([], 1 if current.up else 0)
-        out.append(up)
-        durations = gauge("libvirt_exporter_collector_duration_seconds",
-                          "Time each collector took to build its metrics in this scrape, seconds.", ["collector"])
-        success = gauge("libvirt_exporter_collector_success",
-                        "1 when the collector succeeded in this scrape, 0 when it failed.", ["collector"])
+        timings: List[Tuple[str, float, bool]] = []
         for spec in self.collectors:
             started = time.perf_counter()
-            ok = 1
-            if current.up or spec.name in ("host",):
+            ok = False
+            # Without libvirt only the host collector has something true to say.
+            if current.up or spec.name == "host":
                 ctx = base.ScrapeContext(options=self.options.get(spec.name, {}), **ctx_base)
                 try:
                     out.extend(spec.collect(ctx))
+                    ok = True
                 except Exception:
-                    ok = 0
                     self.collector_errors_total[spec.name] += 1
                     log.exception("collector %s failed", spec.name)
-            else:
-                ok = 0
-            durations.add_metric([spec.name], time.perf_counter() - started)
-            success.add_metric([spec.name], ok)
-        out.extend([durations, success])
-        out.extend(self._health(current))
+            timings.append((spec.name, time.perf_counter() - started, ok))
+        out[:0] = health_families(current, timings, self.sampler.connection.reconnects_total,
+                                  self.collector_errors_total, self._build_labels)
         if self.static_registry is not None:
             out.extend(self.static_registry.collect())
         return out
 
-    def _health(self, current: Any) -> Iterable[Metric]:
-        build = info("libvirt_exporter_build_info", "Versions of the exporter and what it runs on (value 1).",
-                     ["version", "python_version", "libvirt_python_version", "prometheus_client_version"])
-        build.add_metric(self._build_labels, {})
-        yield build
-        bulk = gauge("libvirt_exporter_bulk_stats_duration_seconds",
-                     "Wall time of the bare libvirt bulk stats call(s) behind this scrape's sample, seconds.", [])
-        bulk.add_metric([], current.bulk_duration_s)
-        yield bulk
-        age = gauge("libvirt_exporter_sample_age_seconds",
-                    "Age of the sample this scrape served (0 when taken for it; >0 when shared or reused).", [])
-        age.add_metric([], max(0.0, time.monotonic() - current.monotonic_s))
-        yield age
-        unresponsive = gauge("libvirt_exporter_domain_unresponsive",
-                             "1 for each domain left out of or incomplete in this scrape because it did not answer.")
-        for uuid in sorted(current.unresponsive):
-            dom = current.domains.get(uuid)
-            unresponsive.add_metric([dom.name if dom is not None else uuid], 1)
-        yield unresponsive
-        conn = self.sampler.connection
-        reconnects = counter("libvirt_exporter_libvirt_reconnects_total",
-                             "Times the exporter reconnected to libvirtd after losing the connection.", [])
-        reconnects.add_metric([], conn.reconnects_total)
-        yield reconnects
-        errors = counter("libvirt_exporter_collector_errors_total",
-                         "Scrapes in which the collector raised an error.", ["collector"])
-        for name, n in sorted(self.collector_errors_total.items()):
-            errors.add_metric([name], n)
-        yield errors
+
+def health_families(current: Sample, timings: Sequence[Tuple[str, float, bool]] = (), reconnects_total: int = 0,
+                    collector_errors: Optional[Mapping[str, int]] = None,
+                    build_labels: Optional[Sequence[str]] = None) -> List[Metric]:
+    """libvirt_up and the exporter's own health families for one scrape."""
+    up = gauge("libvirt_up", "1 when this scrape's libvirt calls succeeded, 0 otherwise.", [])
+    up.add_metric([], 1 if current.up else 0)
+    durations = gauge("libvirt_exporter_collector_duration_seconds",
+                      "Time each collector took to build its metrics in this scrape, seconds.", ["collector"])
+    success = gauge("libvirt_exporter_collector_success",
+                    "1 when the collector succeeded in this scrape, 0 when it failed or had no libvirt data.",
+                    ["collector"])
+    for name, seconds, ok in timings:
+        durations.add_metric([name], seconds)
+        success.add_metric([name], 1 if ok else 0)
+    build = info("libvirt_exporter_build_info", "Versions of the exporter and what it runs on (value 1).",
+                 ["version", "python_version", "libvirt_python_version", "prometheus_client_version"])
+    if build_labels:
+        build.add_metric(list(build_labels), {})
+    bulk = gauge("libvirt_exporter_bulk_stats_duration_seconds",
+                 "Wall time of the bare libvirt bulk stats call(s) behind this scrape's sample, seconds.", [])
+    bulk.add_metric([], current.bulk_duration_s)
+    age = gauge("libvirt_exporter_sample_age_seconds",
+                "Age of the sample this scrape served (0 when taken for it; >0 when shared or reused).", [])
+    age.add_metric([], max(0.0, time.monotonic() - current.monotonic_s) if current.monotonic_s else 0.0)
+    unresponsive = gauge("libvirt_exporter_domain_unresponsive",
+                         "1 for each domain left out of or incomplete in this scrape because it did not answer.")
+    for uuid in sorted(current.unresponsive):
+        dom = current.domains.get(uuid)
+        unresponsive.add_metric([dom.name if dom is not None else uuid], 1)
+    reconnects = counter("libvirt_exporter_libvirt_reconnects_total",
+                         "Times the exporter reconnected to libvirtd after losing the connection.", [])
+    reconnects.add_metric([], reconnects_total)
+    errors = counter("libvirt_exporter_collector_errors_total",
+                     "Scrapes in which the collector raised an error.", ["collector"])
+    for name, n in sorted((collector_errors or {}).items()):
+        errors.add_metric([name], n)
+    return [up, durations, success, build, bulk, age, unresponsive, reconnects, errors]
 
 
 class Scrape:

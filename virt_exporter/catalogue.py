@@ -1,0 +1,123 @@
+"""The README's metric and flag tables, generated from the code so they cannot drift.
+
+    python -m virt_exporter.catalogue            # print both tables (Markdown)
+    python -m virt_exporter.catalogue --update README.md
+
+Metric families are listed by running every collector (and the exporter's own health part) on an
+empty sample: collectors yield their families even when they have no rows, with name, type, labels
+and HELP text. tests/test_readme.py checks the README holds exactly this output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from typing import Dict, Iterable, List, Tuple
+
+from .collectors import base, load_all
+
+BEGIN_METRICS, END_METRICS = "<!-- metrics:begin -->", "<!-- metrics:end -->"
+BEGIN_FLAGS, END_FLAGS = "<!-- flags:begin -->", "<!-- flags:end -->"
+
+
+
+
+def _idle_subsystems(empty: object) -> Dict[str, object]:
+    """Subsystems some collectors read from ctx.extras, constructed but never started."""
+    from .perfmon.config import parse_perfmon_file
+    from .perfmon.engine import PerfmonEngine
+
+    return {"perfmon": PerfmonEngine(lambda: empty, dict, parse_perfmon_file("<perfmon/>", "catalogue"), 60)}
+
+
+def metric_rows() -> List[Tuple[str, str, str, str, str]]:
+    """(collector, name as exposed, type, labels, help) for every family."""
+    from .exposition import FastFamily
+    from .sample import Sample
+
+    load_all()
+    empty = Sample(wall_time_s=0.0, monotonic_s=0.0, up=True)
+    rows: List[Tuple[str, str, str, str, str]] = []
+    seen = set()
+
+    def add(collector: str, families: Iterable[object]) -> None:
+        for fam in families:
+            name = getattr(fam, "name")
+            typ = getattr(fam, "type")
+            exposed = name + {"counter": "_total", "info": "_info"}.get(typ, "")
+            if exposed in seen:
+                continue
+            seen.add(exposed)
+            labels = ", ".join(getattr(fam, "labelnames", ())) if isinstance(fam, FastFamily) else ""
+            rows.append((collector, exposed, typ, labels, " ".join(getattr(fam, "documentation").split())))
+
+    for spec in sorted(base.REGISTRY.values(), key=lambda s: s.name):
+        ctx = base.ScrapeContext(current=empty, previous=None, domain_info={},
+                                 options={o.name: o.default for o in spec.options}, extras=_idle_subsystems(empty))
+        try:
+            add(spec.name, spec.collect(ctx))
+        except Exception as e:  # a collector that needs extras it did not get
+            print("catalogue: collector %s yields nothing without its subsystem (%s)" % (spec.name, e),
+                  file=sys.stderr)
+    from .exporter import health_families
+
+    add("(always)", health_families(empty))
+    return rows
+
+
+def metrics_markdown() -> str:
+    lines = ["| metric | type | labels | collector | meaning |", "|---|---|---|---|---|"]
+    for collector, name, typ, labels, doc in metric_rows():
+        lines.append("| `%s` | %s | %s | %s | %s |" % (name, typ, labels, collector, doc.replace("|", "\\|")))
+    return "\n".join(lines)
+
+
+def flags_markdown() -> str:
+    from .cli import build_parser
+
+    load_all()
+    parser = build_parser()
+    lines = ["| flag | meaning |", "|---|---|"]
+    for action in parser._actions:  # argparse has no public listing of its actions
+        if not action.option_strings or action.help == argparse.SUPPRESS or "--help" in action.option_strings:
+            continue
+        flags = " / ".join("`%s`" % o for o in action.option_strings)
+        if action.dest.startswith("collector_"):
+            flags = "`--collector.%s` / `--no-collector.%s`" % ((action.dest[len("collector_"):],) * 2)
+        lines.append("| %s | %s |" % (flags, " ".join((action.help or "").split()).replace("|", "\\|")))
+    return "\n".join(lines)
+
+
+def _replace_block(text: str, begin: str, end: str, body: str) -> str:
+    pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.S)
+    if not pattern.search(text):
+        raise SystemExit("markers %s … %s not found" % (begin, end))
+    return pattern.sub(lambda _m: begin + "\n" + body + "\n" + end, text)
+
+
+def updated_readme(text: str) -> str:
+    text = _replace_block(text, BEGIN_METRICS, END_METRICS, metrics_markdown())
+    return _replace_block(text, BEGIN_FLAGS, END_FLAGS, flags_markdown())
+
+
+def main(argv: List[str]) -> int:
+    ap = argparse.ArgumentParser(prog="python -m virt_exporter.catalogue")
+    ap.add_argument("--update", metavar="README", help="rewrite the generated blocks of this file")
+    args = ap.parse_args(argv)
+    if args.update:
+        with open(args.update, encoding="utf-8") as f:
+            text = f.read()
+        new = updated_readme(text)
+        if new != text:
+            with open(args.update, "w", encoding="utf-8") as f:
+                f.write(new)
+        return 0
+    print(metrics_markdown())
+    print()
+    print(flags_markdown())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
