@@ -25,10 +25,13 @@ BEGIN_FLAGS, END_FLAGS = "<!-- flags:begin -->", "<!-- flags:end -->"
 
 def _idle_subsystems(empty: object) -> Dict[str, object]:
     """Subsystems some collectors read from ctx.extras, constructed but never started."""
+    from .calc.watermark import WatermarkPolicy
     from .perfmon.config import parse_perfmon_file
     from .perfmon.engine import PerfmonEngine
+    from .source.block_events import BlockEvents
 
-    return {"perfmon": PerfmonEngine(lambda: empty, dict, parse_perfmon_file("<perfmon/>", "catalogue"), 60)}
+    return {"perfmon": PerfmonEngine(lambda: empty, dict, parse_perfmon_file("<perfmon/>", "catalogue"), 60),
+            "block_events": BlockEvents(None, None, WatermarkPolicy())}
 
 
 def metric_rows() -> List[Tuple[str, str, str, str, str]]:

@@ -26,6 +26,16 @@ _PARSER = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=Fal
 
 
 @dataclasses.dataclass(frozen=True)
+class BackingLayer:
+    """One ``<backingStore>`` below a disk's top image (live XML numbers them: ``index``)."""
+
+    index: Optional[int]        # libvirt's index, the N of vda[N] and of block stats' backingIndex
+    source_type: Optional[str]  # file, block, network …
+    driver_type: Optional[str]  # image format of this layer
+    path: str
+
+
+@dataclasses.dataclass(frozen=True)
 class DiskInfo:
     target: str                 # vda, sdb … (bulk stats' block.N.name)
     device: str                 # disk, cdrom, floppy, lun
@@ -34,6 +44,8 @@ class DiskInfo:
     bus: str
     driver_type: Optional[str]  # image format: qcow2, raw …
     serial: str = ""
+    alias: str = ""             # device alias (virtio-disk0), what I/O error events name a disk by
+    backing: Tuple[BackingLayer, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,6 +109,21 @@ def _disk_path(disk: etree._Element, source_type: Optional[str]) -> str:
     return src.get("file") or src.get("dev") or src.get("dir") or src.get("name") or ""
 
 
+def _backing_chain(disk: etree._Element) -> Tuple[BackingLayer, ...]:
+    layers: List[BackingLayer] = []
+    store = disk.find("backingStore")
+    while store is not None and store.get("type"):  # an empty <backingStore/> ends the chain
+        index = store.get("index")
+        layers.append(BackingLayer(
+            index=int(index) if index and index.isdigit() else None,
+            source_type=store.get("type"),
+            driver_type=_attr(store.find("format"), "type") or None,
+            path=_disk_path(store, store.get("type")),
+        ))
+        store = store.find("backingStore")
+    return tuple(layers)
+
+
 def parse_domain_xml(xml: str) -> DomainInfo:
     """Parse what the exporter needs out of a domain's XML (``XMLDesc(0)``)."""
     root = etree.fromstring(xml.encode("utf-8"), _PARSER)
@@ -113,6 +140,8 @@ def parse_domain_xml(xml: str) -> DomainInfo:
             bus=_attr(disk.find("target"), "bus"),
             driver_type=driver.get("type") if driver is not None else None,
             serial=_text(disk.find("serial")),
+            alias=_attr(disk.find("alias"), "name"),
+            backing=_backing_chain(disk),
         ))
     interfaces: List[InterfaceInfo] = []
     for iface in root.iterfind("devices/interface"):

@@ -1,0 +1,247 @@
+"""Test-bed helpers for the watermark tests: the exporter with the watermark collector wired as the CLI
+must wire it, thin volumes that grow (a loop device extended in place), backing chains on block
+devices, and the independent references (virsh, qemu-img, blockdev, virt-admin)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import socket
+import time
+import urllib.request
+from pathlib import Path
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
+
+from prometheus_client.parser import text_string_to_metric_families
+
+import testbed as tb
+from virt_exporter import app as app_module
+from virt_exporter import cli
+from virt_exporter.collectors import load_all
+from virt_exporter.collectors import watermark as watermark_collector
+from virt_exporter.source.block_events import BlockEvents
+
+MIB = 1024 * 1024
+SCRAPE_TIMEOUT_S = 30
+
+Series = Dict[Tuple[str, Tuple[Tuple[str, str], ...]], float]
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Exporter:
+    def __init__(self, app, port: int) -> None:
+        self.app = app
+        self.url = "http://127.0.0.1:%d/metrics" % port
+
+    def scrape(self) -> Series:
+        with urllib.request.urlopen(self.url, timeout=SCRAPE_TIMEOUT_S) as r:
+            text = r.read().decode()
+        out: Series = {}
+        for fam in text_string_to_metric_families(text):
+            for s in fam.samples:
+                out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+        return out
+
+
+@contextlib.contextmanager
+def running_exporter(*flags: str) -> Iterator[Exporter]:
+    """The exporter in this process (App from CLI flags), listening on 127.0.0.1.
+
+    Until the CLI wires the watermark collector itself, this does the wiring the report asks for:
+    read-write libvirt exactly when ``watermark.arms_thresholds`` says so, a BlockEvents in
+    ``extras["block_events"]`` started before the connection.
+    """
+    load_all()
+    port = free_port()
+    args = cli.build_parser().parse_args(
+        ["--web.listen-address", "127.0.0.1:%d" % port, "--libvirt.min-interval", "0.5",
+         "--libvirt.timeout", "20", *flags])
+    enabled = [s.name for s in cli.enabled_collectors(args)]
+    options = cli.collector_options(args)
+    read_write = watermark_collector.arms_thresholds(enabled, options)
+    real_connection = app_module.Connection
+
+    def connection(uri, read_only=True, **kw):
+        return real_connection(uri, read_only=read_only and not read_write, **kw)
+
+    app_module.Connection = connection
+    try:
+        app = app_module.App(args)
+    finally:
+        app_module.Connection = real_connection
+    events = None
+    if "watermark" in enabled and "block_events" not in app.exporter.extras:
+        events = BlockEvents(app.connection, app.xml_cache,
+                             watermark_collector.policy_from_options(options["watermark"]),
+                             arm_thresholds=read_write)
+        app.exporter.extras["block_events"] = events
+        events.start()
+    app.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not app.connection.up and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert app.connection.up, "exporter did not connect to libvirtd within 30 s"
+        yield Exporter(app, port)
+    finally:
+        if events is not None:
+            events.stop()
+        app.stop()
+
+
+def value(series: Series, name: str, **labels: str) -> Optional[float]:
+    return series.get((name, tuple(sorted(labels.items()))))
+
+
+def series_of(series: Series, name: str, **where: str) -> Dict[Tuple[Tuple[str, str], ...], float]:
+    """{labels: value} of ``name`` whose labels include ``where``."""
+    return {labels: v for (n, labels), v in series.items()
+            if n == name and all(dict(labels).get(k) == w for k, w in where.items())}
+
+
+def wait_for(what: str, cond: Callable[[], object], timeout_s: float, interval_s: float = 0.3):
+    """Poll ``cond`` until it returns something truthy (returned); fail after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        got = cond()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out after %.0f s waiting for %s" % (timeout_s, what))
+        time.sleep(interval_s)
+
+
+# --- storage --------------------------------------------------------------------------------------
+
+def loop_backing_file(dev: str) -> Path:
+    """The file behind a loop device (from losetup)."""
+    out = tb._run(["losetup", "--list", "--json", "--output", "NAME,BACK-FILE", dev]).stdout
+    return Path(json.loads(out)["loopdevices"][0]["back-file"].split(" (deleted)")[0])
+
+
+def grow_loop_device(dev: str, size_bytes: int) -> None:
+    """Extend a loop device in place, as lvextend extends an LV: the file grows, the kernel is told.
+    libvirt reports the new physical size at once (measured)."""
+    os.truncate(loop_backing_file(dev), size_bytes)
+    tb._run(["losetup", "--set-capacity", dev])
+    assert blockdev_size(dev) == size_bytes
+
+
+def blockdev_size(dev: str) -> int:
+    return int(tb._run(["blockdev", "--getsize64", dev]).stdout.strip())
+
+
+def make_loop_device(directory: Path, name: str, size_bytes: int) -> str:
+    """A sparse file in the guest's directory on a loop device (Guest.remove detaches it)."""
+    backing = directory / name
+    with open(backing, "wb") as f:
+        f.truncate(size_bytes)
+    return tb._run(["losetup", "--find", "--show", str(backing)]).stdout.strip()
+
+
+def qemu_img_info(path: str, backing_chain: bool = False) -> List[dict]:
+    """`qemu-img info -U --output=json` (force-share: the image is open by a running QEMU)."""
+    argv = ["qemu-img", "info", "-U", "--output=json"] + (["--backing-chain"] if backing_chain else []) + [path]
+    out = json.loads(tb._run(argv).stdout)
+    return out if isinstance(out, list) else [out]
+
+
+def domblkinfo(name: str, target: str) -> Dict[str, int]:
+    """`virsh domblkinfo` → {"capacity", "allocation", "physical"}."""
+    out = {}
+    for line in tb.virsh("domblkinfo", name, target).splitlines():
+        key, _, val = line.partition(":")
+        if val.strip():
+            out[key.strip().lower()] = int(val.strip())
+    return out
+
+
+def layer_stats(name: str) -> Dict[Tuple[str, Optional[str]], Dict[str, object]]:
+    """`virsh domstats --block --backing` as {(target, backing_index label or None): {key: value}} with
+    the metric label convention: the first entry of a name is the top layer (no label)."""
+    stats = tb.virsh_domstats(name, "block", backing=True)
+    out: Dict[Tuple[str, Optional[str]], Dict[str, object]] = {}
+    seen = set()
+    for i in range(int(stats["block.count"])):
+        prefix = "block.%d." % i
+        entry = {k[len(prefix):]: v for k, v in stats.items() if k.startswith(prefix)}
+        target = str(entry["name"])
+        label = None if target not in seen else str(entry.get("backingIndex"))
+        seen.add(target)
+        out[(target, label)] = entry
+    return out
+
+
+def libvirt_clients(pid: int) -> Dict[str, bool]:
+    """{libvirtd client id: read-only?} of every connection process ``pid`` has open (virt-admin).
+
+    Compare sets taken before and after starting an exporter: a connection of an earlier exporter in
+    this process stays open until the last virDomain object that references it is collected."""
+    admin = ["virt-admin", "-c", "libvirtd:///system"]
+    listing = tb._run(admin + ["srv-clients-list", "libvirtd"]).stdout
+    clients = {}
+    for client_id in re.findall(r"^\s*(\d+)\s", listing, re.M):
+        p = tb._run(admin + ["client-info", "libvirtd", client_id], check=False)
+        if p.returncode != 0:
+            continue  # gone meanwhile
+        info = dict((k.strip(), v.strip()) for k, _, v in (line.partition(":") for line in p.stdout.splitlines()))
+        if info.get("unix_process_id") == str(pid):
+            clients[client_id] = info.get("readonly") == "yes"
+    return clients
+
+
+def suspend(guest) -> None:
+    tb.virsh("suspend", guest.name)
+
+
+def resume(guest) -> None:
+    tb.virsh("resume", guest.name)
+
+
+def state_reason(guest) -> Tuple[int, int]:
+    s = tb.virsh_domstats(guest.name, "state")
+    return int(s["state.state"]), int(s["state.reason"])
+
+
+def allocation(guest) -> int:
+    """block.0.allocation of a one-disk guest (virsh)."""
+    return int(tb.virsh_domstats(guest.name, "block")["block.0.allocation"])
+
+
+def make_writer(bed, params: "tb.WriterParams", cluster_size: str = "1M", start: bool = True):
+    """A writer guest (tests/testbed.py) whose thin qcow2 on the loop device has bigger clusters: each
+    write of the writer then allocates a whole cluster, so allocation grows by ``cluster_size`` per
+    BIOS write (one write takes 50-150 ms on these hosts) instead of by 64 KiB."""
+    guest = bed.make_guest("writer", writer_params=params, interface=False, start=False)
+    tb._run(["qemu-img", "create", "-q", "-f", "qcow2", "-o", "cluster_size=" + cluster_size, guest.disk_path,
+             "%dM" % params.capacity_mib])
+    tb._write_boot_sector(guest.disk_path, "writer", params)
+    if start:
+        guest.start()
+    return guest
+
+
+def scrape_until(exp: Exporter, what: str, pred: Callable[[Series], bool], timeout_s: float,
+                 show: Optional[Callable[[Series], object]] = None) -> Series:
+    """Scrape until ``pred(series)`` holds; returns that scrape. ``show(last scrape)`` goes into the
+    failure message."""
+    last: List[Series] = []
+
+    def attempt() -> Optional[Series]:
+        m = exp.scrape()
+        last[:] = [m]
+        return m if pred(m) else None
+
+    try:
+        return wait_for(what, attempt, timeout_s)
+    except AssertionError as e:
+        if show is None or not last:
+            raise
+        raise AssertionError("%s; last scrape: %r" % (e, show(last[0]))) from None
