@@ -14,6 +14,7 @@ import signal
 import sys
 import threading
 import time
+import urllib.parse
 from typing import Any, Dict, List, NoReturn, Optional, Sequence
 
 from . import __version__
@@ -34,6 +35,18 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         # One line, not argparse's usage block: operators grep logs for it.
         raise UsageError(message)
+
+
+def _valid_uri(uri: str) -> bool:
+    """scheme://[host[:port]]/path — libvirt would refuse anything else only at connect time, and
+    retry forever; an operator's typo must stop the start instead."""
+    if not _URI_RE.match(uri):
+        return False
+    try:
+        urllib.parse.urlsplit(uri).port  # raises on an unbalanced [ or a port out of range
+    except ValueError:
+        return False
+    return True
 
 
 def _positive_float(text: str) -> float:
@@ -170,7 +183,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     load_all()
     try:
         args = build_parser().parse_args(argv)
-        if not _URI_RE.match(args.uri):
+        if not _valid_uri(args.uri):
             raise UsageError("--libvirt.uri %r is not a libvirt URI (want e.g. qemu:///system, "
                              "qemu+ssh://host/system)" % args.uri)
         if not args.telemetry_path.startswith("/"):

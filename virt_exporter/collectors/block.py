@@ -72,11 +72,16 @@ def collect(ctx: ScrapeContext) -> Iterable[Metric]:
             # label off the top layer's series.
             target = str(dev.get("name", ""))
             labels = (dom.name, target) if backing_index is None else (dom.name, target, backing_index)
-            disk = disks.get(target) if backing_index is None else None
+            disk = disks.get(target)
+            if backing_index is None:
+                kind = (disk.bus, disk.driver_type, disk.source_type, disk.device) if disk else ("",) * 4
+            else:
+                # A backing layer: its own format and storage type from the XML's <backingStore>.
+                layer = next((b for b in disk.backing if str(b.index) == backing_index), None) if disk else None
+                kind = ("", layer.driver_type, layer.source_type, "") if layer else ("",) * 4
             block_info.add_metric(
-                labels[:2] + (str(dev.get("path", "")), disk.bus if disk else "",
-                              (disk.driver_type or "") if disk else "", (disk.source_type or "") if disk else "",
-                              disk.device if disk else "") + labels[2:], {})
+                labels[:2] + (str(dev.get("path", "")), kind[0], kind[1] or "", kind[2] or "", kind[3])
+                + labels[2:], {})
             if backing_index is None:
                 for key, family, scale in counters:
                     value = dev.get(key)
