@@ -54,8 +54,10 @@ class Exporter:
         for spec in self.collectors:
             started = time.perf_counter()
             ok = False
-            # Without libvirt only the host collector has something true to say.
-            if current.up or spec.name == "host":
+            # Without libvirt only these have something true to say: host identity, and the perfmon
+            # engine's state (it does not depend on this scrape's sample; dropping it would make
+            # Prometheus mark its series stale).
+            if current.up or spec.name in ("host", "perfmon"):
                 ctx = base.ScrapeContext(options=self.options.get(spec.name, {}), **ctx_base)
                 try:
                     out.extend(spec.collect(ctx))

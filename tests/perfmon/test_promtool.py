@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[2]
 RULES = REPO / "alerts" / "perfmon.rules.yml"
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
 EVAL_S = 5           # PerfmonAlarm's pinned evaluation interval
-EPISODE_S = 30       # 15 s window + keep_firing_for 15 s, at 5 s evaluations
+EPISODE_S = 30       # 20 s window + keep_firing_for 10 s, at 5 s evaluations
 INSTANCE = {"instance": "host-a:9177", "job": "virt"}
 
 

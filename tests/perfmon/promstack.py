@@ -1,0 +1,208 @@
+"""A real Prometheus + Alertmanager + webhook receiver on 127.0.0.1, for the perfmon end-to-end test.
+
+Every listener is on 127.0.0.1 with an ephemeral port, all storage lives in the caller's tmp dir, and
+each process is stopped by its own pid (SIGTERM, then SIGKILL) — never by name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import http.server
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+RULES = REPO / "alerts" / "perfmon.rules.yml"
+ALERTMANAGER_CONFIG = REPO / "alerts" / "alertmanager.yml"
+SHIPPED_WEBHOOK_URL = "http://127.0.0.1:9099/perfmon"
+PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
+ALERTMANAGER = (shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
+                or "/usr/bin/prometheus-alertmanager")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http_get(url: str, timeout_s: float = 5.0) -> Any:
+    """GET ``url``; the decoded JSON body, or the text when it is not JSON."""
+    with urllib.request.urlopen(url, timeout=timeout_s) as r:
+        body = r.read().decode()
+    try:
+        return json.loads(body)
+    except ValueError:
+        return body
+
+
+# --- the webhook receiver -------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Notification:
+    received_s: float        # wall clock (time.time()) when the POST arrived
+    path: str
+    payload: Dict[str, Any]  # Alertmanager's webhook body (version 4)
+
+    @property
+    def alerts(self) -> List[Dict[str, Any]]:
+        return list(self.payload.get("alerts") or [])
+
+
+class WebhookReceiver:
+    """Records every POST (Alertmanager's webhook notifications) with its receive time."""
+
+    def __init__(self) -> None:
+        self.notifications: List[Notification] = []
+        self._lock = threading.Lock()
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+                received_s = time.time()
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length)
+                try:
+                    payload = json.loads(body)
+                except ValueError:
+                    payload = {"unparsable": body.decode(errors="replace")}
+                with receiver._lock:
+                    receiver.notifications.append(Notification(received_s, self.path, payload))
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, name="webhook", daemon=True)
+
+    @property
+    def url(self) -> str:
+        return "http://127.0.0.1:%d/perfmon" % self._server.server_address[1]
+
+    def received(self) -> List[Notification]:
+        with self._lock:
+            return list(self.notifications)
+
+    def __enter__(self) -> "WebhookReceiver":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(5)
+
+
+# --- processes ------------------------------------------------------------------------------------
+
+class Process:
+    """A child process with its output in a log file; stopped by its own pid."""
+
+    def __init__(self, name: str, argv: Sequence[str], log_path: Path, ready_url: str) -> None:
+        self.name = name
+        self.argv = list(argv)
+        self.log_path = log_path
+        self.ready_url = ready_url
+        self.proc: Optional[subprocess.Popen] = None
+
+    def start(self, timeout_s: float = 30.0) -> "Process":
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("%s exited %s:\n%s" % (self.name, self.proc.returncode, self.log_tail()))
+            try:
+                with urllib.request.urlopen(self.ready_url, timeout=2) as r:
+                    if r.status == 200:
+                        return self
+            except (urllib.error.URLError, ConnectionError, socket.timeout):
+                pass
+            time.sleep(0.2)
+        raise RuntimeError("%s not ready within %.0f s:\n%s" % (self.name, timeout_s, self.log_tail()))
+
+    def stop(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        os.kill(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+    def log_tail(self, chars: int = 4000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+
+def alertmanager_config(webhook_url: str) -> str:
+    """The shipped alerts/alertmanager.yml with only the webhook URL replaced (timings untouched)."""
+    text = ALERTMANAGER_CONFIG.read_text()
+    if text.count(SHIPPED_WEBHOOK_URL) != 1:
+        raise AssertionError("alerts/alertmanager.yml no longer has exactly one %s" % SHIPPED_WEBHOOK_URL)
+    return text.replace(SHIPPED_WEBHOOK_URL, webhook_url)
+
+
+def start_alertmanager(workdir: Path, webhook_url: str) -> Process:
+    workdir.mkdir(parents=True, exist_ok=True)
+    config = workdir / "alertmanager.yml"
+    config.write_text(alertmanager_config(webhook_url))
+    port = free_port()
+    argv = [ALERTMANAGER, "--config.file=%s" % config, "--storage.path=%s" % (workdir / "data"),
+            "--web.listen-address=127.0.0.1:%d" % port,
+            "--cluster.listen-address=",  # no gossip listener (it would bind *:9094)
+            "--log.level=debug"]
+    return Process("alertmanager", argv, workdir / "alertmanager.log", "http://127.0.0.1:%d/-/ready" % port).start()
+
+
+def prometheus_config(exporter_address: str, alertmanager_address: str, interval_s: int = 5) -> Dict[str, Any]:
+    """Scrape the exporter every ``interval_s`` (perfmon.rules.yml wants 5 s or less), evaluate every
+    ``interval_s`` (the perfmon group pins its own 5 s anyway), alert to the Alertmanager."""
+    return {
+        "global": {"scrape_interval": "%ds" % interval_s, "scrape_timeout": "%ds" % interval_s,
+                   "evaluation_interval": "%ds" % interval_s},
+        "rule_files": [str(RULES)],  # the shipped rules file, verbatim
+        "alerting": {"alertmanagers": [{"static_configs": [{"targets": [alertmanager_address]}]}]},
+        "scrape_configs": [{"job_name": "virt", "static_configs": [{"targets": [exporter_address]}]}],
+    }
+
+
+def start_prometheus(workdir: Path, exporter_address: str, alertmanager_address: str) -> Process:
+    workdir.mkdir(parents=True, exist_ok=True)
+    config = workdir / "prometheus.yml"
+    config.write_text(yaml.safe_dump(prometheus_config(exporter_address, alertmanager_address), sort_keys=False))
+    port = free_port()
+    argv = [PROMETHEUS, "--config.file=%s" % config, "--storage.tsdb.path=%s" % (workdir / "data"),
+            "--web.listen-address=127.0.0.1:%d" % port, "--log.level=debug"]
+    return Process("prometheus", argv, workdir / "prometheus.log", "http://127.0.0.1:%d/-/ready" % port).start()
+
+
+def base_url(process: Process) -> str:
+    return process.ready_url.rsplit("/-/ready", 1)[0]
+
+
+def query(prometheus: Process, expr: str) -> List[Dict[str, Any]]:
+    """An instant query's result vector."""
+    out = http_get(base_url(prometheus) + "/api/v1/query?" + urllib.parse.urlencode({"query": expr}))
+    return out["data"]["result"]
