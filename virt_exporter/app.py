@@ -16,6 +16,8 @@ from typing import Any, Dict, List
 from prometheus_client import CollectorRegistry, ProcessCollector
 
 from .cli import UsageError, collector_options, enabled_collectors
+from .collectors.watermark import EXTRAS_KEY as WATERMARK_EXTRAS_KEY
+from .collectors.watermark import arms_thresholds, policy_from_options
 from .exporter import Exporter
 from .sampler import Sampler, SamplerOptions
 from .server import ExporterHTTPServer
@@ -50,12 +52,32 @@ class App:
                 raise UsageError(str(e))
         self.extras: Dict[str, Any] = {}
         concurrency = args.concurrency or default_concurrency()
+        enabled = {c.name for c in self.collectors}
+        # Read-only unless the operator asked the exporter to arm block thresholds (a write call).
+        read_write = arms_thresholds(enabled, self.options)
         # A lane per concurrent stats call plus the primary one (events, host calls).
-        self.connection = Connection(args.uri, read_only=True, lanes=concurrency + 1)
+        self.connection = Connection(args.uri, read_only=not read_write, lanes=concurrency + 1)
         self.xml_cache = DomainXMLCache()
         self.sampler = Sampler(self.connection, self.xml_cache, SamplerOptions(
             groups=groups, backing=args.backing, min_interval_s=args.min_interval_s, timeout_s=args.timeout_s,
-            concurrency=concurrency))
+            concurrency=concurrency, read_qemu_pids="numa" in enabled))
+        self.numa_reader = None
+        if "numa" in enabled:
+            from .source.numa import NumaPlacementReader
+
+            try:
+                self.numa_reader = NumaPlacementReader(interval_s=self.options["numa"]["interval"])
+            except ValueError as e:
+                raise UsageError("--collector.numa.interval: %s" % e)
+            self.extras["numa_reader"] = self.numa_reader
+        self.block_events = None
+        if "watermark" in enabled:
+            from .source.block_events import BlockEvents
+
+            self.block_events = BlockEvents(self.connection, self.xml_cache,
+                                            policy_from_options(self.options["watermark"]),
+                                            arm_thresholds=read_write, call_timeout_s=args.timeout_s)
+            self.extras[WATERMARK_EXTRAS_KEY] = self.block_events
         self.perfmon = None
         if args.perfmon_config:
             from .perfmon.config import PerfmonConfigError, load_perfmon_file
@@ -84,15 +106,17 @@ class App:
     def start(self) -> None:
         # Not waiting for libvirtd: when it is down we serve libvirt_up 0 and keep reconnecting.
         self.connection.start(wait_s=2.0)
-        if self.perfmon is not None:
-            self.perfmon.start()
+        for subsystem in (self.numa_reader, self.block_events, self.perfmon):
+            if subsystem is not None:
+                subsystem.start()
         t = threading.Thread(target=self.server.serve_forever, name="http", daemon=True)
         t.start()
         self._threads.append(t)
 
     def stop(self) -> None:
-        if self.perfmon is not None:
-            self.perfmon.stop()
+        for subsystem in (self.perfmon, self.block_events, self.numa_reader):
+            if subsystem is not None:
+                subsystem.stop()
         self.server.shutdown()
         self.server.server_close()
         self.sampler.stats.stop()

@@ -5,12 +5,16 @@ import importlib
 # Every collector module, in the order their families appear in the output.
 MODULES = (
     "host",
+    "host_memory",
     "domain",
     "cpu",
+    "cpu_usage",
     "vcpu",
     "memory",
     "block",
     "interface",
+    "numa",
+    "watermark",
     "perfmon",
 )
 

@@ -22,8 +22,7 @@ REASON_HELP = ("reason code of the current state (virDomain<State>Reason); e.g. 
 @register("domain", stats_groups=("state",), help="domain info, OpenStack Nova info, state and reason")
 def collect(ctx: ScrapeContext) -> Iterable[Metric]:
     dom_info = info("libvirt_domain_info", "Domain identity from its XML (value 1).",
-                    ["domain", "uuid", "os_type", "arch", "machine", "type", "numatune_mode",
-                     "numatune_nodeset"])
+                    ["domain", "uuid", "os_type", "arch", "machine", "type"])
     nova = info("libvirt_domain_openstack_info", "OpenStack Nova metadata of the domain (value 1).",
                 ["domain", "instance_name", "instance_uuid", "project_name", "project_uuid",
                  "user_name", "user_uuid", "flavor"])
@@ -37,9 +36,8 @@ def collect(ctx: ScrapeContext) -> Iterable[Metric]:
         meta = ctx.domain_info.get(uuid)
         if meta is None:
             continue
-        mode, nodeset = meta.numatune or ("", "")
-        dom_info.add_metric([name, uuid, meta.os_type, meta.arch, meta.machine, meta.domain_type,
-                             mode, nodeset], {})
+        # <numatune> is on libvirt_domain_numatune_info (numa collector).
+        dom_info.add_metric([name, uuid, meta.os_type, meta.arch, meta.machine, meta.domain_type], {})
         if meta.nova is not None:
             n = meta.nova
             nova.add_metric([name, n.instance_name, uuid, n.project_name, n.project_uuid,

@@ -1,0 +1,247 @@
+"""CPU MHz against the real test bed (issue 4): per-VM MHz vs virsh domstats, host usage vs /proc/stat,
+overhead with a CPU burner on the host, and no value where none can be right.
+
+References are taken by the test itself around the exporter's scrape window; on these shared 2-core
+machines only same-window comparisons and the issue's own bounds are used.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+import time
+from typing import Callable, Dict, Optional, Sequence
+
+import pytest
+
+from .cpu_numa_harness import (cpu_time_ns, label_values, nodeinfo_core_mhz, proc_stat_busy_total,
+                               running_exporter, time_limit, value)
+
+pytestmark = pytest.mark.libvirt
+
+WINDOW_S = 15.0
+# the overhead test needs windows in which no domain on the host started or stopped: shorter ones
+SHORT_WINDOW_S = 8.0
+# what these tests read; the others' stats groups would only slow the libvirt calls being timed
+COLLECTORS = ("host", "cpu_usage")
+MHZ = "libvirt_domain_cpu_usage_mhz"
+OVERHEAD = "libvirt_host_hypervisor_overhead_mhz"
+HOST_USAGE = "libvirt_host_cpu_usage_mhz"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+@pytest.fixture(autouse=True)
+def _bounded():
+    with time_limit(600):
+        yield
+
+
+def _proc_cpu_s(pid: int) -> float:
+    """utime + stime of a process, seconds (/proc/<pid>/stat fields 14 and 15)."""
+    with open("/proc/%d/stat" % pid) as f:
+        rest = f.read().rsplit(")", 1)[1].split()
+    return (int(rest[14 - 3]) + int(rest[15 - 3])) / CLK_TCK
+
+
+@dataclasses.dataclass
+class Window:
+    first: dict                  # the exporter's scrape A
+    series: dict                 # the exporter's scrape B
+    guest_ref_mhz: Dict[str, float]
+    host_ref_mhz: float          # Neat's host busy MHz from /proc/stat read around [A, B]
+    process_ref_mhz: Dict[int, float]
+    # By how much the exporter's and the references' windows may differ in length: the exporter
+    # stamps a sample before its libvirt call, the test stamps virsh at the middle of its call.
+    timing_uncertainty_s: float
+
+    def overhead(self) -> Optional[float]:
+        return value(self.series, OVERHEAD)
+
+    def domain_mhz(self) -> Dict[str, float]:
+        return label_values(self.series, MHZ, "domain")
+
+
+def _measurable(w: Window, window_s: float, timed: bool) -> str:
+    for name, s in (("A", w.first), ("B", w.series)):
+        if value(s, "libvirt_up") != 1:
+            return "libvirt did not answer scrape %s" % name
+    # the 5 % comparisons of libvirt counters need the timing noise well below 5 % of the window
+    if timed and w.timing_uncertainty_s > 0.025 * window_s:
+        return "libvirt calls took %.2f s of a %.0f s window (host too loaded to time them)" % (
+            w.timing_uncertainty_s, window_s)
+    return ""
+
+
+def _window(exporter, guests, core_mhz: float, accept: Optional[Callable[[Window], str]] = None,
+            budget_s: float = 100.0, window_s: float = WINDOW_S, pids: Sequence[int] = (),
+            timed: bool = True) -> Window:
+    """Scrape A, wait, scrape B, with the test's own references for that window.
+
+    Each guest's (and process's) reference is read just before scrape A and just before scrape B, so
+    it spans the exporter's window with the same lag at both ends; the host reference is two reads of
+    /proc/stat bracketing [A, B]. While ``budget_s`` lasts, a window is taken again when it cannot be
+    measured (libvirt did not answer; with ``timed``, its calls were too slow to time) or when
+    ``accept(window)`` says why not ("" takes it): on these shared machines other test runs start and
+    stop domains (the exporter then withholds the overhead) and load the host. When no window is
+    usable the test is skipped with the reason: the bound cannot be measured on this host now.
+    """
+    deadline = time.monotonic() + budget_s
+    tries = 0
+    while True:
+        tries += 1
+        # past the exporter's --libvirt.min-interval, so scrape A takes a fresh sample, not the last B
+        time.sleep(1.0)
+        busy0, total0 = proc_stat_busy_total()
+        before = {g.name: cpu_time_ns(g) for g in guests}
+        p_before = {pid: (time.monotonic(), _proc_cpu_s(pid)) for pid in pids}
+        first = exporter.scrape()
+        time.sleep(window_s)
+        after = {g.name: cpu_time_ns(g) for g in guests}
+        p_after = {pid: (time.monotonic(), _proc_cpu_s(pid)) for pid in pids}
+        series = exporter.scrape()
+        busy1, total1 = proc_stat_busy_total()
+        # the exporter reads a counter somewhere within its bulk call after its timestamp, virsh
+        # somewhere within its call around its midpoint: the windows' lengths differ by at most this
+        bulk_s = max(value(s, "libvirt_exporter_bulk_stats_duration_seconds") or 0.0 for s in (first, series))
+        virsh_s = max((r[2] for r in list(before.values()) + list(after.values())), default=0.0)
+        capacity = value(series, "libvirt_host_cpu_capacity_mhz") or 0.0
+        w = Window(
+            first=first,
+            series=series,
+            guest_ref_mhz={n: core_mhz * (after[n][1] - before[n][1]) / ((after[n][0] - before[n][0]) * 1e9)
+                           for n in before},
+            host_ref_mhz=capacity * (busy1 - busy0) / (total1 - total0),
+            process_ref_mhz={pid: core_mhz * (p_after[pid][1] - p_before[pid][1]) /
+                             (p_after[pid][0] - p_before[pid][0]) for pid in pids},
+            timing_uncertainty_s=bulk_s + virsh_s)
+        why = _measurable(w, window_s, timed) or (accept(w) if accept is not None else "")
+        if not why:
+            return w
+        if time.monotonic() + window_s > deadline:
+            pytest.skip("no usable window in %d tries over %.0f s: %s" % (tries, budget_s, why))
+
+
+def _overhead_present(w: Window) -> str:
+    return "" if w.overhead() is not None else (
+        "the overhead was withheld (domains kept starting or stopping on this host)")
+
+
+def test_first_scrape_new_and_restarted_domains_have_no_mhz(testbed):
+    old = testbed.make_guest("idle")
+    with running_exporter(only=COLLECTORS) as ex:
+        first = ex.scrape()
+        core = nodeinfo_core_mhz()
+        assert value(first, "libvirt_host_cpu_core_mhz") == core
+        assert value(first, "libvirt_host_cpu_capacity_mhz") == core * int(
+            value(first, "libvirt_host_cpus"))
+        # nothing to compare with yet: no rates at all
+        assert label_values(first, MHZ, "domain") == {}
+        assert value(first, HOST_USAGE) is None and value(first, OVERHEAD) is None
+
+        time.sleep(1.0)
+        second = ex.scrape()
+        assert old.name in label_values(second, MHZ, "domain")
+        assert value(second, HOST_USAGE) is not None
+
+        new = testbed.make_guest("idle")
+        seen_new = ex.scrape()
+        assert new.name not in label_values(seen_new, MHZ, "domain")  # its first sample
+        assert old.name in label_values(seen_new, MHZ, "domain")
+        assert value(seen_new, OVERHEAD) is None  # the new domain's CPU cannot be attributed
+
+        time.sleep(1.0)
+        assert new.name in label_values(ex.scrape(), MHZ, "domain")
+
+        pid_before = new.pid
+        new.destroy()
+        new.start()
+        assert new.pid != pid_before
+        restarted = ex.scrape()
+        assert new.name not in label_values(restarted, MHZ, "domain")
+        assert old.name in label_values(restarted, MHZ, "domain")
+        time.sleep(1.0)
+        assert new.name in label_values(ex.scrape(), MHZ, "domain")
+
+
+def test_busy_and_idle_guests_and_host_usage_match_references(testbed):
+    busy = testbed.make_guest("busy")
+    idle = testbed.make_guest("idle")
+    busy.wait_booted()
+    idle.wait_booted()
+    core = nodeinfo_core_mhz()
+
+    def busy_got_half_a_core(w: Window) -> str:
+        # the issue's "above half a core" presumes the host leaves the guest that much
+        ref = w.guest_ref_mhz[busy.name]
+        return "" if ref > 0.5 * core else (
+            "the busy guest got %.0f of %.0f MHz: the host is oversubscribed by other work" % (ref, core))
+
+    with running_exporter(only=COLLECTORS) as ex:
+        w = _window(ex, [busy, idle], core, accept=busy_got_half_a_core)
+    got, refs = w.domain_mhz(), w.guest_ref_mhz
+    print("busy %.0f (ref %.0f)  idle %.1f (ref %.1f) MHz" % (
+        got[busy.name], refs[busy.name], got[idle.name], refs[idle.name]))
+
+    assert got[busy.name] == pytest.approx(refs[busy.name], rel=0.05)
+    assert got[busy.name] > 0.5 * core
+    assert refs[idle.name] < 0.05 * core, "the idle guest was not idle in this window"
+    assert got[idle.name] < 0.05 * core
+
+
+def test_host_usage_matches_proc_stat(testbed):
+    busy = testbed.make_guest("busy")
+    busy.wait_booted()
+    with running_exporter(only=COLLECTORS) as ex:
+        # /proc/stat is read right after the sample's timestamp: no libvirt call timing involved
+        w = _window(ex, [busy], nodeinfo_core_mhz(), timed=False)
+    print("host %.0f (ref %.0f) MHz" % (value(w.series, HOST_USAGE), w.host_ref_mhz))
+    assert value(w.series, HOST_USAGE) == pytest.approx(w.host_ref_mhz, rel=0.05)
+
+
+def test_host_cpu_burner_shows_up_as_hypervisor_overhead(testbed):
+    busy = testbed.make_guest("busy")
+    idle = testbed.make_guest("idle")
+    busy.wait_booted()
+    idle.wait_booted()
+    core = nodeinfo_core_mhz()
+    guests = [busy, idle]
+
+    def quiet_baseline(w: Window) -> str:
+        # other work outside guests (other test runs) would be displaced by the burner, not added to
+        why = _overhead_present(w)
+        if not why and w.overhead() > 0.5 * core:
+            why = "%.0f MHz of other work outside guests on the host" % w.overhead()
+        return why
+
+    with running_exporter(only=COLLECTORS) as ex:
+        ex.scrape()
+        base1 = _window(ex, guests, core, accept=quiet_baseline, window_s=SHORT_WINDOW_S)
+        burner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        try:
+            def burner_ran(w: Window) -> str:
+                if w.process_ref_mhz[burner.pid] < 0.6 * core:
+                    return "the burner got only %.0f MHz" % w.process_ref_mhz[burner.pid]
+                return _overhead_present(w)
+
+            time.sleep(0.5)
+            burning = _window(ex, guests, core, accept=burner_ran, window_s=SHORT_WINDOW_S, pids=[burner.pid])
+        finally:
+            burner.kill()
+            burner.wait(10)
+        time.sleep(0.5)
+        base2 = _window(ex, guests, core, accept=quiet_baseline, window_s=SHORT_WINDOW_S)
+
+    baseline = (base1.overhead() + base2.overhead()) / 2
+    burner_mhz = burning.process_ref_mhz[burner.pid]
+    print("overhead: baseline %.0f, with burner %.0f MHz (burner itself %.0f, half a core %.0f)" % (
+        baseline, burning.overhead(), burner_mhz, core / 2))
+    # the burner's own CPU, measured from its /proc/<pid>/stat in the same window, is all overhead
+    assert burning.overhead() >= 0.95 * burner_mhz
+    assert burning.overhead() - baseline >= 0.5 * core
+
+    got, refs = burning.domain_mhz(), burning.guest_ref_mhz
+    assert got[busy.name] == pytest.approx(refs[busy.name], rel=0.05)
+    assert refs[idle.name] < 0.05 * core, "the idle guest was not idle in this window"
+    assert got[idle.name] < 0.05 * core

@@ -1,0 +1,73 @@
+"""alerts/cpu.rules.yml: promtool check + the promtool unit tests, and that every exporter metric the
+rules read is one the cpu_usage collector really emits."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from virt_exporter.collectors import cpu_usage
+from virt_exporter.collectors.base import ScrapeContext
+from virt_exporter.sample import CpuTimes, DomainStats, HostCpu, NodeInfo, Sample
+
+REPO = Path(__file__).resolve().parents[1]
+RULES = REPO / "alerts/cpu.rules.yml"
+RULE_TESTS = REPO / "alerts/tests/cpu.test.yml"
+PROMTOOL_TIMEOUT_S = 60
+
+
+def _promtool() -> str:
+    path = shutil.which("promtool")
+    assert path, "promtool not found: scripts/setup.sh installs it (Debian package prometheus)"
+    return path
+
+
+@pytest.mark.prometheus
+def test_promtool_check_rules():
+    p = subprocess.run([_promtool(), "check", "rules", str(RULES)], capture_output=True, text=True,
+                       timeout=PROMTOOL_TIMEOUT_S)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "SUCCESS: 3 rules found" in p.stdout
+
+
+@pytest.mark.prometheus
+def test_promtool_unit_tests_threshold_edges():
+    p = subprocess.run([_promtool(), "test", "rules", str(RULE_TESTS)], capture_output=True, text=True,
+                       timeout=PROMTOOL_TIMEOUT_S)
+    assert p.returncode == 0, p.stdout + p.stderr
+
+
+def test_threshold_factor_is_written_once():
+    text = RULES.read_text()
+    exprs = [r["expr"] for g in yaml.safe_load(text)["groups"] for r in g["rules"]]
+    assert sum("0.8" in e for e in exprs) == 1
+    assert "0.8 * libvirt_host_cpu_capacity_mhz" in text
+
+
+def _emitted_names() -> set:
+    node = NodeInfo(cpus=2, core_mhz=2000, model="x86_64", numa_cells=1)
+
+    def sample(t: float, cpu_ns: int, busy: int) -> Sample:
+        d = DomainStats("u", "vm", {"state.state": 1, "cpu.time": cpu_ns})
+        return Sample(wall_time_s=t, monotonic_s=t, up=True, domains={"u": d}, node=node,
+                      host_cpu=HostCpu(CpuTimes(0, 0, busy, 1000 + busy, 0, 0, 0), {}))
+
+    ctx = ScrapeContext(current=sample(12.0, 2_000_000_000, 300), previous=sample(10.0, 0, 0), domain_info={})
+    names = set()
+    for fam in cpu_usage.collect(ctx):
+        assert fam.samples, fam.name  # two samples: every family has a value
+        names.add(fam.name)
+    return names
+
+
+def test_rules_read_only_metrics_the_exporter_emits():
+    exprs = " ".join(r["expr"] for g in yaml.safe_load(RULES.read_text())["groups"] for r in g["rules"])
+    # exporter metrics, not recorded series (level:metric:operation names contain colons)
+    used = set(re.findall(r"(?<![:\w])libvirt_[a-z_]+(?![:\w])", exprs))
+    assert used, "the rules read no exporter metric"
+    assert used <= _emitted_names(), used - _emitted_names()

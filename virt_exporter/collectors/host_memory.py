@@ -1,0 +1,27 @@
+"""Host memory from getMemoryStats(-1) (virNodeGetInfo's memory figure is not trusted)."""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+from .families import gauge
+from prometheus_client.metrics_core import Metric
+
+from .base import ScrapeContext, register
+
+KIB = 1024
+
+
+@register("host_memory", default_enabled=True,
+          help="Host memory total and free from getMemoryStats(-1)")
+def collect(ctx: ScrapeContext) -> Iterable[Metric]:
+    total = gauge("libvirt_host_memory_bytes",
+                              "Host memory in bytes (getMemoryStats(-1) total).", labels=())
+    free = gauge("libvirt_host_memory_free_bytes",
+                             "Free host memory in bytes (getMemoryStats(-1) free).", labels=())
+    mem = ctx.current.host_memory
+    if mem is not None:
+        total.add_metric([], mem.total_kib * KIB)
+        free.add_metric([], mem.free_kib * KIB)
+    yield total
+    yield free
