@@ -1,0 +1,180 @@
+"""Side by side on the real KVM test bed: bare libvirt calls, this exporter, Debian's Go exporter.
+
+    .venv/bin/python bench/bench_compare.py [--guests 10,20] [--rounds 30]
+
+For each guest count it defines that many blank guests (thin qcow2 + iothread, ethernet interface,
+balloon — as tests/testbed.py makes them), then runs interleaved rounds of:
+  bare-1      one getAllDomainStats call with the exporter's groups and flags (NOWAIT, backing chain)
+  bare-split  the exporter's own split: listAllDomains + K concurrent domainListGetStats calls,
+              each on its own connection (K = the exporter's default concurrency)
+  ours        this exporter's scrape over HTTP (fresh sample each time: --libvirt.min-interval 0)
+  ours-nobk   the same with --no-libvirt.backing-chain
+  go          prometheus-libvirt-exporter's scrape over HTTP
+and prints median / p95 per column, ratios to the Go exporter, the exporter's own overhead (scrape
+time minus the libvirt stats time it reports), and how many series each exporter returns.
+Absolute figures swing with the machine's load: compare only within one run. Not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Callable, Dict, List
+
+import libvirt
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))
+
+from exporter import ExporterProcess, Samples, free_port  # noqa: E402
+from testbed import Testbed, ensure_daemon  # noqa: E402
+from virt_exporter.app import default_concurrency  # noqa: E402
+from virt_exporter.source import bulk  # noqa: E402
+
+GROUPS = ("state", "cpu-total", "balloon", "vcpu", "interface", "block")
+GO_EXPORTER = "/usr/bin/prometheus-libvirt-exporter"
+
+
+def pct(values: List[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
+
+
+def http_get(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=60) as r:
+        return r.read()
+
+
+class GoExporter:
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.proc = subprocess.Popen([GO_EXPORTER, "--web.listen-address", "127.0.0.1:%d" % self.port],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.url = "http://127.0.0.1:%d/metrics" % self.port
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                http_get(self.url)
+                return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError("Go exporter did not start")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+
+def series_count(body: bytes, prefix: str = "libvirt_") -> int:
+    return sum(1 for line in body.decode().splitlines() if line.startswith(prefix))
+
+
+def measure(guests: int, rounds: int, concurrency: int) -> None:
+    bed = Testbed()
+    try:
+        print("\n== %d blank guests (defining…)" % guests, flush=True)
+        made = [bed.make_guest(kind="blank") for _ in range(guests)]
+        time.sleep(3)  # firmware settles; the first stats call of a fresh QEMU is slower
+        conns = [libvirt.openReadOnly("qemu:///system") for _ in range(concurrency + 1)]
+        names = {g.name for g in made}
+
+        def bare_single() -> float:
+            t0 = time.perf_counter()
+            bulk.get_all_domain_stats(conns[0], GROUPS, True)
+            return time.perf_counter() - t0
+
+        def bare_split() -> float:
+            t0 = time.perf_counter()
+            doms = conns[0].listAllDomains(0)
+            shares = [doms[i::concurrency] for i in range(concurrency)]
+            threads = [threading.Thread(target=bulk.domain_list_stats, args=(conns[1 + i], s, GROUPS, True))
+                       for i, s in enumerate(shares) if s]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            return time.perf_counter() - t0
+
+        ours = ExporterProcess(["--libvirt.min-interval", "0", "--log.level", "warn"]).start()
+        ours_nb = ExporterProcess(["--libvirt.min-interval", "0", "--log.level", "warn",
+                                   "--no-libvirt.backing-chain"]).start()
+        go = GoExporter()
+        own_overhead: List[float] = []
+        bodies: Dict[str, bytes] = {}
+
+        def scrape(name: str, url: str, track_overhead: bool = False) -> Callable[[], float]:
+            def run() -> float:
+                t0 = time.perf_counter()
+                body = http_get(url)
+                elapsed = time.perf_counter() - t0
+                bodies[name] = body
+                if track_overhead:
+                    s = Samples.parse(body.decode())
+                    libvirt_s = s.get("libvirt_exporter_bulk_stats_duration_seconds") or 0.0
+                    own_overhead.append((elapsed - libvirt_s) / elapsed)
+                return elapsed
+            return run
+
+        columns: Dict[str, Callable[[], float]] = {
+            "bare-1": bare_single,
+            "bare-split": bare_split,
+            "ours": scrape("ours", ours.url + "/metrics", True),
+            "ours-nobk": scrape("ours-nobk", ours_nb.url + "/metrics"),
+            "go": scrape("go", go.url),
+        }
+        for fn in columns.values():  # warm-up round
+            fn()
+        own_overhead.clear()
+        times: Dict[str, List[float]] = {k: [] for k in columns}
+        for _ in range(rounds):
+            for name, fn in columns.items():
+                times[name].append(fn())
+        go_med = statistics.median(times["go"])
+        print("%-11s %9s %9s %9s" % ("", "median ms", "p95 ms", "/ go"))
+        for name, ts in times.items():
+            med = statistics.median(ts)
+            print("%-11s %9.1f %9.1f %9.2f" % (name, med * 1000, pct(ts, 0.95) * 1000, med / go_med))
+        print("own overhead of ours (scrape minus its libvirt stats time): median %.1f %% of the scrape"
+              % (100 * statistics.median(own_overhead)))
+        ours_body, go_body = bodies["ours"].decode(), bodies["go"].decode()
+        mine = sum(1 for line in ours_body.splitlines()
+                   if line.startswith("libvirt_domain") and any('"%s"' % n in line for n in names))
+        theirs = sum(1 for line in go_body.splitlines()
+                     if line.startswith("libvirt_domain") and any('"%s"' % n in line for n in names))
+        print("series for these guests: ours %d, go %d; whole output: ours %d libvirt_* (%d bytes), "
+              "go %d libvirt_* (%d bytes)" % (mine, theirs, series_count(bodies["ours"]), len(bodies["ours"]),
+                                              series_count(bodies["go"]), len(bodies["go"])))
+        for p in (ours, ours_nb):
+            p.stop()
+        go.stop()
+        for c in conns:
+            c.close()
+    finally:
+        bed.cleanup()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--guests", default="10,20")
+    ap.add_argument("--rounds", type=int, default=30)
+    ap.add_argument("--concurrency", type=int, default=default_concurrency())
+    args = ap.parse_args()
+    ensure_daemon()
+    print("host: %d CPUs, load %s; exporter concurrency %d" % (os.cpu_count() or 0,
+                                                            " ".join("%.2f" % x for x in os.getloadavg()),
+                                                            args.concurrency))
+    for n in [int(x) for x in args.guests.split(",")]:
+        measure(n, args.rounds, args.concurrency)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
