@@ -272,8 +272,9 @@ def test_every_layer_matches_and_only_thin_block_layers_get_watermarks(testbed):
             wb.qemu_img_info(str(file_disk))[0]["actual-size"]
 
         def watermark_targets(name):
-            return sorted((dict(k)["target"], dict(k).get("backing_index")) for k in wb.series_of(m, name,
-                                                                                               domain=guest.name))
+            # the top layer has no backing_index: sort it first (None does not compare with str)
+            return sorted(((dict(k)["target"], dict(k).get("backing_index"))
+                           for k in wb.series_of(m, name, domain=guest.name)), key=lambda t: (t[0], t[1] or ""))
 
         from virt_exporter.source.domxml import DiskInfo
         thin = [("vda", None)]
