@@ -54,8 +54,18 @@ def _positive_float(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError("not a number: %r" % text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError("must be > 0: %r" % text)
+    if not value > 0 or value == float("inf"):  # nan and inf too
+        raise argparse.ArgumentTypeError("must be a number > 0: %r" % text)
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("not a number: %r" % text)
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError("must be a number >= 0: %r" % text)
     return value
 
 
@@ -88,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     lv.add_argument("--libvirt.timeout", dest="timeout_s", type=_positive_float, default=5.0,
                     help="upper bound of the libvirt part of a scrape, seconds; lowered to Prometheus's "
                          "X-Prometheus-Scrape-Timeout-Seconds when a scrape carries it (default 5)")
-    lv.add_argument("--libvirt.min-interval", dest="min_interval_s", type=float, default=1.0,
+    lv.add_argument("--libvirt.min-interval", dest="min_interval_s", type=_non_negative_float, default=1.0,
                     help="a scrape within this many seconds of the last sample reuses it (default 1)")
     lv.add_argument("--libvirt.concurrency", dest="concurrency", type=_non_negative_int, default=0,
                     help="concurrent bulk stats calls the domain list is split across; 0 picks from the "

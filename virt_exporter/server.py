@@ -87,16 +87,29 @@ class ExporterRequestHandler(BaseHTTPRequestHandler):
 
     def parse_request(self) -> bool:
         if len(self.raw_requestline) > MAX_REQUEST_LINE_BYTES:
+            # As the standard library does for lines over 64 KiB: send_error logs these.
+            self.requestline, self.request_version, self.command = "", "", ""
+            self.close_connection = True
             self.send_error(414)
             return False
         ok = super().parse_request()
-        if ok and len(self.headers) > MAX_HEADERS:
+        if not ok:
+            return False
+        if len(self.headers) > MAX_HEADERS:
+            self.close_connection = True
             self.send_error(431)
             return False
-        if ok and int(self.headers.get("Content-Length") or 0) > 0:
+        length = (self.headers.get("Content-Length") or "0").strip()
+        if not length.isdigit():
+            self.close_connection = True
+            self.send_error(400, "bad Content-Length")
+            return False
+        if int(length) > 0 or self.headers.get("Transfer-Encoding"):
+            # The body is never read: close the connection rather than parse it as the next request.
+            self.close_connection = True
             self.send_error(413, "request bodies are not accepted")
             return False
-        return ok
+        return True
 
     def do_GET(self) -> None:
         try:

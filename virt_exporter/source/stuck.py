@@ -1,27 +1,47 @@
 """Bulk stats that one stuck domain cannot stall: concurrent shares, a soft deadline, suspects.
 
 Measured on the test bed (testbed.md): the first call that reaches a stopped QEMU blocks even with
-NOWAIT; while it holds that domain's job, later NOWAIT calls return at once with the stuck domain's
-block keys missing. vdsm's answer (seed 000) is followed here:
+NOWAIT, and holds that domain's job until QEMU answers; while it does, NOWAIT calls return at once
+with the stuck domain's monitor groups (block, KVM vCPU counters) missing. vdsm's answer (seed 000)
+is followed, adapted to NOWAIT:
 
-* the domain list is split across ``concurrency`` concurrent ``domainListGetStats`` calls (libvirtd
-  works per domain, so shares run in parallel in its worker pool), or one ``getAllDomainStats`` when
-  concurrency is 1 and nothing is suspect;
-* each call is waited for only a small multiple of the recent typical duration (the soft deadline),
-  never past the scrape deadline; a share that is late is asked again with a fresh NOWAIT call,
-  which answers at once, and domains that come back incomplete become *suspects*;
-* suspects stay out of the scrape's calls for a while; a background prober asks for them alone and
-  clears them as soon as they answer completely again.
+* the domains are split into ``concurrency`` shares by UUID, each asked with ``domainListGetStats``
+  on its own lane (libvirtd works per domain, so shares run in parallel in its worker pool), or one
+  ``getAllDomainStats`` when concurrency is 1 and nothing is set apart. Each call lists the domains
+  on its own connection: a ``virDomain`` is bound to the connection it was listed on, whatever
+  connection it is later passed to (connection.py);
+* a call is waited for only a small multiple of the recent typical duration of a share (the soft
+  deadline, shorter once another call of the sample has answered), never past the scrape deadline,
+  and not at all while libvirtd itself has not answered a ping sent beside the calls (a slow or hung
+  daemon, not one QEMU). A late call is abandoned and its share asked again with a fresh NOWAIT call,
+  which skips the domain the late call holds: that domain comes back partial at once. After a short
+  grace (a call that was only slow answers by then, and its complete answer is used) it becomes a
+  *suspect*, "captured" by the late call;
+* a captured suspect stays in the scrape's calls — NOWAIT answers for it at once, partially, while
+  our own blocked call holds its job, so no call waits on it again — and is flagged
+  (``libvirt_exporter_domain_unresponsive``). When its captor returns, QEMU has answered: the suspect
+  is cleared. If the captor failed instead (its connection was lost), the domain is set apart from
+  the scrape's calls (only its state is reported) and a background prober asks it alone until it
+  answers completely, or SUSPECT_HOLD_S passes;
+* a domain that comes back partial from an on-time call had its job held by someone else for a
+  moment (another client, a domain starting): it is asked again in the same scrape, after short
+  pauses, and flagged only if still partial. It is not a suspect: it did not block us.
+
+If no call answers by the scrape deadline (a hung libvirtd), ``collect`` raises CallTimeout, and
+raises it at once while that sample's ping is still unanswered.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
+import hashlib
 import logging
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, wait
-from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, FrozenSet, List, Optional, Sequence, Set, Tuple
 
 import libvirt
 
@@ -30,166 +50,461 @@ from .connection import CallTimeout, Connection, LibvirtUnavailable
 
 log = logging.getLogger(__name__)
 
-# A call is "late" after this many times its recent typical (median) duration…
-SOFT_DEADLINE_FACTOR = 3.0
+# A call is "late" after this many times the recent typical (median) duration of a share once another
+# call of the same sample has answered (libvirtd and the other QEMUs answer, so this one waits on a
+# QEMU of its own), and no sooner than this many times what that other call took…
+SOFT_DEADLINE_FACTOR = 2.0
+# …or after this many times the typical duration when no other call has answered yet: a host-wide
+# slowdown (every QEMU slow to answer on a loaded host) makes every call slow, and asking again would
+# only add load.
+ALONE_DEADLINE_FACTOR = 4.0
 # …but never before this (scheduling noise on a loaded 2-core host is tens of milliseconds). A false
 # alarm costs one fresh NOWAIT call, which then finds every domain complete.
 SOFT_DEADLINE_MIN_S = 0.25
+# A ping libvirtd takes longer than this (or half the typical share) to answer means libvirtd itself
+# is slow at the moment: calls waiting then are not late, and their time counts from when it answers.
+PING_QUICK_S = 0.1
+# Fresh calls for one share in one sample at most: each captures one more stuck domain of the share.
+MAX_RETRIES_PER_SHARE = 3
+# After the retries, a late call that may hold a domain's job (so the retry saw it partial) is
+# waited for this share of the typical duration more: a call that was only slow answers by then.
+HELD_GRACE_FACTOR = 0.5
+HELD_GRACE_MAX_S = 0.5
+# Partial domains are asked again after these pauses, within REASK_BUDGET_S.
+REASK_PAUSES_S = (0.0, 0.05, 0.1)
+REASK_BUDGET_S = 0.3
 # Durations the typical one is the median of.
-TYPICAL_WINDOW = 7
-# How long a domain that did not answer stays out of the scrape's calls without a probe clearing it.
+TYPICAL_WINDOW = 9
+# How long a suspect that is no longer captured stays set apart without a probe clearing it.
 SUSPECT_HOLD_S = 300.0
-# How often the prober asks suspects again.
+# How often the prober asks suspects that are set apart again.
 PROBE_INTERVAL_S = 1.0
+
+# (virDomain or None, uuid, name, stats)
+RawStats = List[Tuple[Optional[libvirt.virDomain], str, str, Dict[str, Any]]]
 
 
 @dataclasses.dataclass
 class StatsResult:
-    raw: bulk.RawStats
+    raw: RawStats
     unresponsive: Set[str]
     duration_s: float          # wall time of the libvirt stats calls of this sample
+    # What happened, for the debug log: calls made, late calls, retries, re-asks, suspects set apart.
+    counts: Dict[str, int] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+    """Which domains one stats call covers: a share of the UUID space, or explicit UUIDs; minus some."""
+
+    share: Tuple[int, int] = (0, 1)                 # (index, parts)
+    uuids: Optional[FrozenSet[str]] = None
+    exclude: FrozenSet[str] = frozenset()
+
+    def covers(self, uuid: str) -> bool:
+        if uuid in self.exclude:
+            return False
+        if self.uuids is not None:
+            return uuid in self.uuids
+        index, parts = self.share
+        return parts == 1 or share_of(uuid, parts) == index
+
+    @property
+    def everything(self) -> bool:
+        return self.uuids is None and self.share[1] == 1 and not self.exclude
+
+
+@functools.lru_cache(maxsize=65536)
+def share_of(uuid: str, parts: int) -> int:
+    """The share a domain belongs to: fixed by its UUID, so a domain created or removed between two
+    shares' listings never moves another domain from one share to another. A digest, not the UUID's
+    own bits (nor crc32, whose low bit follows patterns): UUIDs made in sequence spread evenly too."""
+    digest = hashlib.blake2b(uuid.encode("ascii", "replace"), digest_size=8).digest()
+    return int.from_bytes(digest, "little") % parts
+
+
+class _Suspect:
+    __slots__ = ("name", "stats", "captors", "until", "probing")
+
+    def __init__(self, name: str, stats: Dict[str, Any], captors: List[Future], until: float) -> None:
+        self.name = name
+        self.stats = stats
+        self.captors = captors      # our calls that (may) hold its job: while one runs, NOWAIT is safe
+        self.until = until
+        self.probing = False
+
+    def captured(self) -> bool:
+        return any(not f.done() for f in self.captors)
+
+
+class _Call:
+    __slots__ = ("spec", "future", "started", "kind", "chain", "share_no", "late", "consumed", "duration",
+                 "last_try")
+
+    def __init__(self, spec: Spec, future: Future, started: float, kind: str, chain: List["_Call"],
+                 share_no: int) -> None:
+        self.spec = spec
+        self.future = future
+        self.started = started
+        self.kind = kind            # "share", "retry" or "reask"
+        self.chain = chain          # the late calls this one retries: a domain it sees partial may be theirs
+        self.share_no = share_no
+        self.late = False
+        self.consumed = False
+        self.duration: Optional[float] = None
+        self.last_try = False       # no more retries for its share: wait for it up to the deadline
 
 
 class StuckAwareStats:
-    """Takes the bulk stats of one sample. Thread-safe for one caller at a time (the sampler is
-    single-flight); the prober runs on its own thread."""
+    """Takes the bulk stats of one sample. One caller at a time (the sampler is single-flight); the
+    prober runs on its own thread."""
 
     def __init__(self, connection: Connection, groups: Sequence[str], backing: bool, concurrency: int,
-                 clock: Any = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.connection = connection
         self.groups = list(groups)
         self.backing = backing
         self.concurrency = max(1, concurrency)
         self._clock = clock
         self._lock = threading.Lock()
-        # uuid → (virDomain, held until); partial stats of suspects from the prober, by uuid.
-        self._suspects: Dict[str, Tuple[libvirt.virDomain, float]] = {}
-        self._suspect_stats: Dict[str, Tuple[str, Dict[str, Any]]] = {}
+        self._suspects: Dict[str, _Suspect] = {}
         self._recent_s: List[float] = []
         self._probe_wake = threading.Event()
         self._stop = threading.Event()
         self._prober: Optional[threading.Thread] = None
-        self._probe_in_flight: Set[str] = set()
+        # Domains still partial at the end of the last sample.
+        self._partial_before: FrozenSet[str] = frozenset()
+        # The ping of the last sample libvirtd did not answer at all (abandoned), and when it was sent.
+        self._hung: Optional[Tuple[Future, float]] = None
 
     # --- the scrape path ---------------------------------------------------------------------------
 
     def collect(self, deadline: float) -> StatsResult:
         started = self._clock()
-        suspects = self.suspects()
-        if self.concurrency == 1 and not suspects:
-            shares: List[Optional[List[libvirt.virDomain]]] = [None]  # None: getAllDomainStats
-        else:
-            domains = self.connection.call(lambda c: c.listAllDomains(0), deadline - self._clock())
-            responsive = [d for d in domains if d.UUIDString() not in suspects]
-            shares = list(_split(responsive, self.concurrency))
-        futures: Dict[Future, Optional[List[libvirt.virDomain]]] = {}
-        for share in shares:
-            futures[self.connection.submit(self._stats_fn(share), deadline - self._clock())] = share
-        soft = min(deadline, started + self._soft_deadline_s())
-        raw: bulk.RawStats = []
-        pending = set(futures)
-        while pending:
-            done, pending = wait(pending, timeout=max(0.0, soft - self._clock()), return_when=FIRST_COMPLETED)
-            for fut in done:
-                raw.extend(fut.result())  # a libvirtError fails the sample: the connection is in doubt
-            if not done:
+        self._check_hung(started)
+        captured, apart = self._suspect_split()
+        typical_s = self.typical_s()
+        counts = {"calls": 0, "late": 0, "retries": 0, "reasks": 0, "pings": 0, "apart": len(apart)}
+        calls: List[_Call] = []
+        results: Dict[str, Tuple[Optional[libvirt.virDomain], str, Dict[str, Any], _Call]] = {}
+        answered = 0
+        # The last ping of libvirtd itself (see _ping) and when it was sent; whether it answered at
+        # once; when libvirtd last came out of a stall (a ping that took long).
+        ping: List[Any] = [None, 0.0]
+        ping_quick = [False, False]     # [seen answered, answered at once]
+        stall_end = [started]
+        quick_s = max(PING_QUICK_S, (typical_s or 0.0) / 2)
+
+        def check_ping(now: float) -> None:
+            """Judge the ping once it is seen answered (it is waited for with the calls, so that is
+            as soon as it answers)."""
+            fut, sent = ping
+            if fut is None or ping_quick[0] or not fut.done():
+                return
+            ok = not fut.cancelled() and fut.exception() is None
+            ping_quick[:] = [True, ok and now - sent <= quick_s]
+            if ok and not ping_quick[1]:
+                stall_end[0] = now
+
+        def submit(spec: Spec, kind: str, chain: List[_Call], share_no: int) -> _Call:
+            now = self._clock()
+            fut = self.connection.submit(self._stats_fn(spec), deadline - now)
+            call = _Call(spec, fut, now, kind, chain, share_no)
+            calls.append(call)
+            counts["calls"] += 1
+            if kind == "share":
+                fut.add_done_callback(lambda f, t0=now: self._learn(f, t0))
+            return call
+
+        def slow_at(call: _Call) -> float:
+            """When the call is slower than it should be: a multiple of the typical share, counted
+            from when it started or libvirtd last came out of a stall, whichever is later."""
+            if typical_s is None or call.last_try:
+                return deadline  # first sample: nothing known yet, only the hard deadline applies
+            others = [c.duration for c in calls if c is not call and c.duration is not None and not c.late]
+            if others:
+                limit = max(SOFT_DEADLINE_MIN_S, SOFT_DEADLINE_FACTOR * typical_s,
+                            SOFT_DEADLINE_FACTOR * max(others))
+            else:
+                limit = max(SOFT_DEADLINE_MIN_S, ALONE_DEADLINE_FACTOR * typical_s)
+            # The k-th retry of a share waits k+1 times as long: a second stuck domain in one share is
+            # rare, a host slow for a moment is not, and every retry adds to its load.
+            return min(deadline, max(call.started, stall_end[0]) + limit * (1 + len(call.chain)))
+
+        def late(call: _Call) -> bool:
+            """Slow, and libvirtd answered a ping sent since at once: the call waits on a QEMU of its
+            own, not on libvirtd (hung, or busy with domain locks while it starts or destroys one)."""
+            fut, sent = ping
+            return fut is not None and sent >= slow_at(call) and ping_quick[0] and ping_quick[1]
+
+        def merge(call: _Call) -> None:
+            nonlocal answered
+            call.consumed = True
+            call.duration = self._clock() - call.started
+            try:
+                raw = call.future.result()
+            except libvirt.libvirtError as e:
+                if call.late or call.kind == "reask":
+                    log.debug("stats call failed: %s", e.get_error_message())
+                    return  # given up on already, or an extra: the sample stands without it
+                raise
+            answered += 1
+            for dom, uuid, name, stats in raw:
+                old = results.get(uuid)
+                if old is None or (bulk.incomplete_groups(old[2], self.groups)
+                                   and not bulk.incomplete_groups(stats, self.groups)):
+                    results[uuid] = (dom, name, stats, call)
+
+        def merge_done() -> None:
+            for call in calls:
+                if call.future.done() and not call.consumed:
+                    merge(call)
+
+        def run_until_settled() -> None:
+            """Wait for every call we still wait for; ask late ones again while time remains."""
+            while True:
+                merge_done()
+                waiting = [c for c in calls if not c.late and not c.future.done()]
+                if not waiting:
+                    return
+                now = self._clock()
+                if now >= deadline:
+                    for call in waiting:
+                        call.late = True
+                        self.connection.abandon(call.future)
+                    return
+                check_ping(now)
+                slow = [c for c in waiting if now >= slow_at(c)]
+                if slow and (ping[0] is None or ping[1] < max(slow_at(c) for c in slow)):
+                    if ping[0] is None or ping[0].done():
+                        try:
+                            ping[:] = [self._ping(), now]
+                            ping_quick[:] = [False, False]
+                            counts["pings"] += 1
+                        except LibvirtUnavailable as e:
+                            log.debug("cannot ping libvirtd: %s", e)
+                for call in [c for c in slow if late(c)]:
+                    if sum(1 for c in calls if c.share_no == call.share_no and c.kind == "retry") \
+                            >= MAX_RETRIES_PER_SHARE:
+                        call.last_try = True
+                        continue
+                    try:
+                        submit(call.spec, "retry", call.chain + [call], call.share_no)
+                    except LibvirtUnavailable as e:
+                        log.debug("cannot ask a late share again: %s", e)
+                        call.last_try = True
+                        continue
+                    call.late = True
+                    counts["late"] += 1
+                    counts["retries"] += 1
+                    self.connection.abandon(call.future)
+                waiting = [c for c in calls if not c.late and not c.future.done()]
+                # Late calls are watched too: one that answers after all is used.
+                pending = [c.future for c in calls if not c.future.done()]
+                if ping[0] is not None and not ping_quick[0]:
+                    pending.append(ping[0])  # until judged (check_ping): done already, wait returns
+                next_at = min([t for t in (slow_at(c) for c in waiting) if t > now] + [deadline])
+                wait(pending, timeout=max(0.0, next_at - self._clock()), return_when=FIRST_COMPLETED)
+
+        def held_by_us() -> Dict[str, List[Future]]:
+            """Partial domains whose job one of our late calls may hold: the calls, by domain."""
+            out: Dict[str, List[Future]] = {}
+            for uuid, (_dom, _name, stats, call) in results.items():
+                if uuid in captured or not bulk.incomplete_groups(stats, self.groups):
+                    continue
+                running = [c.future for c in call.chain if not c.future.done()]
+                if running:
+                    out[uuid] = running
+            return out
+
+        for i in range(self.concurrency):
+            submit(Spec(share=(i, self.concurrency), exclude=apart), "share", [], i)
+        run_until_settled()
+        if answered == 0:
+            if ping[0] is None or ping[0].done():
+                with contextlib.suppress(LibvirtUnavailable):
+                    ping[:] = [self._ping(), self._clock()]
+            if ping[0] is not None and not ping[0].done():
+                self.connection.abandon(ping[0])
+                self._hung = (ping[0], ping[1])
+            raise CallTimeout("libvirt answered no stats call within %.2fs" % (self._clock() - started))
+
+        # A late call that was only slow answers soon: give it a moment before calling the domain it
+        # held unresponsive (a stuck one costs this moment once, at the first scrape that meets it).
+        held = held_by_us()
+        if held and typical_s is not None:
+            grace_end = min(deadline, self._clock() + min(HELD_GRACE_MAX_S, HELD_GRACE_FACTOR * typical_s))
+            while held and self._clock() < grace_end:
+                running = {f for futures in held.values() for f in futures}
+                wait(running, timeout=max(0.0, grace_end - self._clock()), return_when=FIRST_COMPLETED)
+                merge_done()
+                held = held_by_us()
+
+        # Every partial domain is asked again, those a late call of ours may hold too: such a call
+        # holds one domain's job at a time, the others were held by another client for a moment
+        # (another exporter's call, a domain starting). A moment may be a monitor round trip on a
+        # loaded host: up to REASK_PAUSES_S.
+        reask_end = min(deadline, self._clock() + REASK_BUDGET_S)
+        for round_no, pause_s in enumerate(REASK_PAUSES_S):
+            # After the first round, a domain still partial while our late call runs is that call's,
+            # and one that stayed partial through the last sample too is held for long (starting, or
+            # stuck under another client's call): not worth waiting for.
+            ours = held_by_us() if round_no else {}
+            again = frozenset(uuid for uuid, (_d, _n, stats, _c) in results.items()
+                              if uuid not in captured and uuid not in ours
+                              and not (round_no and uuid in self._partial_before)
+                              and bulk.incomplete_groups(stats, self.groups))
+            if not again or self._clock() + pause_s >= reask_end:
                 break
+            if pause_s:
+                time.sleep(pause_s)
+            try:
+                submit(Spec(uuids=again), "reask", [], -1)
+            except LibvirtUnavailable as e:
+                log.debug("cannot ask partial domains again: %s", e)
+                break
+            counts["reasks"] += 1
+            run_until_settled()
+
         unresponsive: Set[str] = set()
-        if pending:
-            for fut in pending:
-                self.connection.abandon(fut)
-            late = [futures[f] for f in pending]
-            raw_late, unresponsive = self._retry_late(late, deadline)
-            raw.extend(raw_late)
-        duration_s = self._clock() - started
-        if not pending:
-            self._learn(duration_s)
-        # A domain that came back incomplete from an on-time call has its job held elsewhere (an
-        # abandoned call on a stuck QEMU): keep it out of the next calls too.
-        incomplete = [(dom, uuid, name, stats) for dom, uuid, name, stats in raw
-                      if uuid not in unresponsive and bulk.incomplete_groups(stats, self.groups)]
-        if incomplete:
-            self._suspect(incomplete)
-            unresponsive |= {uuid for _d, uuid, _n, _s in incomplete}
-        # Domains we kept out of the calls still exist: report them (state only) and flag them.
+        raw: RawStats = []
+        for uuid, (dom, name, stats, _call) in results.items():
+            raw.append((dom, uuid, name, stats))
+            if bulk.incomplete_groups(stats, self.groups):
+                unresponsive.add(uuid)
+        self._partial_before = frozenset(unresponsive)
+        self._update_suspects(results, held_by_us())
+        # Domains kept out of the calls still exist: report their state and flag them. Their other
+        # counters, from a probe at another moment, would make rates over the wrong interval.
         with self._lock:
-            for uuid in suspects:
-                name, stats = self._suspect_stats.get(uuid, ("", {}))
-                dom = self._suspects.get(uuid, (None, 0.0))[0]
-                if dom is not None:
-                    raw.append((dom, uuid, name or dom.name(), {k: v for k, v in stats.items()
-                                                                if k.startswith("state.")}))
-        unresponsive |= suspects
-        return StatsResult(raw=raw, unresponsive=unresponsive, duration_s=duration_s)
+            for uuid in apart:
+                suspect = self._suspects.get(uuid)
+                if suspect is not None and uuid not in results:
+                    raw.append((None, uuid, suspect.name,
+                                {k: v for k, v in suspect.stats.items() if k.startswith("state.")}))
+                    unresponsive.add(uuid)
+        return StatsResult(raw=raw, unresponsive=unresponsive, duration_s=self._clock() - started,
+                           counts=counts)
 
-    def _retry_late(self, late: List[Optional[List[libvirt.virDomain]]],
-                    deadline: float) -> Tuple[bulk.RawStats, Set[str]]:
-        """Ask the late shares again with a fresh NOWAIT call: the domain whose job the late call holds
-        comes back incomplete at once, the others complete."""
-        domains: List[libvirt.virDomain] = []
-        if any(share is None for share in late):
-            domains = self.connection.call(lambda c: c.listAllDomains(0), deadline - self._clock())
-        else:
-            for share in late:
-                domains.extend(share or [])
-        try:
-            raw = self.connection.call(self._stats_fn(domains), deadline - self._clock())
-        except CallTimeout:
-            # Even the NOWAIT retry hangs: every domain of those shares is suspect this time.
-            raw = []
-        by_uuid = {uuid: stats for _d, uuid, _n, stats in raw}
-        bad = [(dom, dom.UUIDString(), dom.name(), by_uuid.get(dom.UUIDString(), {})) for dom in domains
-               if dom.UUIDString() not in by_uuid
-               or bulk.incomplete_groups(by_uuid[dom.UUIDString()], self.groups)]
-        self._suspect(bad)
-        return raw, {uuid for _d, uuid, _n, _s in bad}
+    def _check_hung(self, now: float) -> None:
+        """While the ping of the last sample that got no answer at all is still unanswered, libvirtd
+        is hung: fail at once instead of waiting out the deadline again."""
+        if self._hung is not None:
+            ping, since = self._hung
+            if not ping.done() and self.connection.current(ping):
+                raise CallTimeout("libvirtd has not answered for %.1fs" % (now - since))
+            self._hung = None
 
-    def _suspect(self, entries: bulk.RawStats) -> None:
-        if not entries:
-            return
+    def _ping(self) -> Future:
+        """A cheap call only libvirtd itself answers, sent when a stats call is slow: if it answers,
+        the slow call waits on a QEMU (late: ask its share again); if not, on libvirtd, and asking
+        again would only add to its load.
+
+        The ping counts the domains: like listing them, as every stats call does first, that takes
+        each domain's lock, which libvirtd holds for seconds while it starts or destroys a domain
+        (measured under churn: both shares late together, one of them empty), but not while a call
+        waits on a QEMU monitor (libvirtd lets go of it then)."""
+        return self.connection.submit(lambda c: c.numOfDomains(), cheap=True)
+
+    def _update_suspects(self, results: Dict[str, Tuple[Any, str, Dict[str, Any], _Call]],
+                         held: Dict[str, List[Future]]) -> None:
+        new: List[str] = []
         until = self._clock() + SUSPECT_HOLD_S
         with self._lock:
-            for dom, uuid, name, stats in entries:
-                self._suspects[uuid] = (dom, until)
-                self._suspect_stats[uuid] = (name, dict(stats))
-        log.warning("domains not answering, sampled apart until they do: %s",
-                    ", ".join(sorted(name for _d, _u, name, _s in entries)))
-        self._ensure_prober()
+            for uuid, (_dom, name, stats, _call) in results.items():
+                suspect = self._suspects.get(uuid)
+                complete = not bulk.incomplete_groups(stats, self.groups)
+                if suspect is not None:
+                    if complete:
+                        log.info("domain %s answers again", name)
+                        del self._suspects[uuid]
+                    else:
+                        suspect.stats = dict(stats)
+                        suspect.until = until
+                elif uuid in held:
+                    self._suspects[uuid] = _Suspect(name, dict(stats), held[uuid], until)
+                    new.append((uuid, name))
+        # Outside the lock: a captor that returned meanwhile runs its callback right here.
+        for uuid, _name in new:
+            for fut in held[uuid]:
+                fut.add_done_callback(lambda f, u=uuid: self._captor_done(u))
+        if new:
+            log.warning("domains not answering, flagged until they answer again: %s",
+                        ", ".join(sorted(name for _u, name in new)))
+            self._ensure_prober()
 
-    def _stats_fn(self, share: Optional[List[libvirt.virDomain]]) -> Any:
+    def _captor_done(self, uuid: str) -> None:
+        """The last of our calls holding a suspect's job returned: QEMU answered, the suspect is
+        cleared. If one failed instead (connection lost), the domain is set apart and probed."""
+        try:
+            with self._lock:
+                suspect = self._suspects.get(uuid)
+                if suspect is None or suspect.captured():
+                    return
+                if all(f.exception() is None for f in suspect.captors if not f.cancelled()):
+                    del self._suspects[uuid]
+                    log.info("domain %s answers again", suspect.name)
+                    return
+            self._probe_wake.set()
+        except Exception as e:  # a done-callback must never raise (it would be logged as a traceback)
+            log.debug("suspect %s: %s", uuid, e)
+
+    def _stats_fn(self, spec: Spec) -> Callable[[libvirt.virConnect], bulk.RawStats]:
         groups, backing = self.groups, self.backing
-        if share is None:
+        if spec.everything:
             return lambda c: bulk.get_all_domain_stats(c, groups, backing)
-        return lambda c: bulk.domain_list_stats(c, share, groups, backing)
 
-    def _soft_deadline_s(self) -> float:
-        if not self._recent_s:
-            return float("inf")  # first sample: nothing known yet, only the hard deadline applies
-        typical_s = sorted(self._recent_s)[len(self._recent_s) // 2]
-        return max(SOFT_DEADLINE_MIN_S, SOFT_DEADLINE_FACTOR * typical_s)
+        def call(conn: libvirt.virConnect) -> bulk.RawStats:
+            # Listed on this call's own connection: a virDomain from another lane would route the
+            # stats call over that lane (connection.py).
+            domains = [d for d in conn.listAllDomains(0) if spec.covers(d.UUIDString())]
+            return bulk.domain_list_stats(conn, domains, groups, backing)
 
-    def _learn(self, duration_s: float) -> None:
-        # The median of the last few: follows a growing host within a few samples, ignores one spike
-        # (a cold first call, a moment of load).
-        self._recent_s = (self._recent_s + [duration_s])[-TYPICAL_WINDOW:]
+        return call
+
+    def typical_s(self) -> Optional[float]:
+        """The recent typical (median) duration of a share call, None before the first one."""
+        with self._lock:
+            recent = sorted(self._recent_s)
+        return recent[len(recent) // 2] if recent else None
+
+    def _learn(self, future: Future, started: float) -> None:
+        """Record a share call's duration when it returns, on time or not. A call stuck behind a
+        QEMU for a minute would drag the typical duration up: ignore outliers past 10x it."""
+        try:
+            if future.cancelled() or future.exception() is not None:
+                return
+            duration_s = self._clock() - started
+            with self._lock:
+                recent = sorted(self._recent_s)
+                if len(recent) >= 3 and duration_s > 10 * recent[len(recent) // 2]:
+                    return
+                # The median of the last few: follows a growing host within a few samples, ignores
+                # one spike (a cold first call, a moment of load).
+                self._recent_s = (self._recent_s + [duration_s])[-TYPICAL_WINDOW:]
+        except Exception as e:  # a done-callback must never raise (it would be logged as a traceback)
+            log.debug("cannot record a stats call duration: %s", e)
 
     # --- suspects ----------------------------------------------------------------------------------
 
-    def suspects(self) -> Set[str]:
+    def _suspect_split(self) -> Tuple[Set[str], FrozenSet[str]]:
+        """(captured suspects, suspects set apart), forgetting those whose hold has passed."""
         now = self._clock()
         with self._lock:
-            for uuid in [u for u, (_d, until) in self._suspects.items() if until <= now]:
-                self._forget(uuid)
-            return set(self._suspects)
+            for uuid in [u for u, s in self._suspects.items() if s.until <= now and not s.captured()]:
+                del self._suspects[uuid]
+            captured = {u for u, s in self._suspects.items() if s.captured()}
+            apart = frozenset(u for u in self._suspects if u not in captured)
+        return captured, apart
 
-    def _forget(self, uuid: str) -> None:
-        self._suspects.pop(uuid, None)
-        self._suspect_stats.pop(uuid, None)
+    def suspects(self) -> Set[str]:
+        with self._lock:
+            return set(self._suspects)
 
     def forget(self, uuid: str) -> None:
         """A domain that was destroyed or undefined is no longer suspect."""
         with self._lock:
-            self._forget(uuid)
+            self._suspects.pop(uuid, None)
 
     def _ensure_prober(self) -> None:
         if self._prober is None or not self._prober.is_alive():
@@ -202,46 +517,59 @@ class StuckAwareStats:
 
     def _probe_loop(self) -> None:
         while not self._stop.is_set():
+            self._suspect_split()  # expire
             with self._lock:
-                todo = [(u, d) for u, (d, _until) in self._suspects.items() if u not in self._probe_in_flight]
-            if not todo and not self.suspects():
-                return
-            for uuid, dom in todo:
-                self._probe(uuid, dom)
+                if not self._suspects:
+                    self._prober = None
+                    return
+                todo = [u for u, s in self._suspects.items() if not s.captured() and not s.probing]
+            for uuid in todo:
+                self._probe(uuid)
             self._probe_wake.wait(PROBE_INTERVAL_S)
             self._probe_wake.clear()
 
-    def _probe(self, uuid: str, dom: libvirt.virDomain) -> None:
-        """Ask one suspect alone, off the scrape's path; clear it when it answers completely."""
+    def _probe(self, uuid: str) -> None:
+        """Ask one suspect alone, off the scrape's path; a complete answer clears it. The probe
+        is abandoned at once (its lane avoided while it runs) and captures the domain if it blocks."""
+        spec = Spec(uuids=frozenset([uuid]))
         try:
-            fut = self.connection.submit(self._stats_fn([dom]), 0.0)
+            fut = self.connection.submit(self._stats_fn(spec), 0.0)
         except LibvirtUnavailable:
             return
+        self.connection.abandon(fut)
         with self._lock:
-            self._probe_in_flight.add(uuid)
+            suspect = self._suspects.get(uuid)
+            if suspect is None:
+                return
+            suspect.probing = True
+            suspect.captors = [fut]
 
         def done(f: Future) -> None:
-            with self._lock:
-                self._probe_in_flight.discard(uuid)
-                try:
-                    raw = f.result()
-                except libvirt.libvirtError as e:
-                    if e.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
-                        self._forget(uuid)
-                    return
-                if not raw:
-                    return
-                _d, _u, name, stats = raw[0]
-                if bulk.incomplete_groups(stats, self.groups):
-                    self._suspect_stats[uuid] = (name, dict(stats))
-                else:
-                    log.info("domain %s answers again", name)
-                    self._forget(uuid)
+            try:
+                self._probed(uuid, f)
+            except Exception as e:  # a done-callback must never raise
+                log.debug("probe of %s: %s", uuid, e)
 
         fut.add_done_callback(done)
 
-
-def _split(domains: List[libvirt.virDomain], parts: int) -> List[List[libvirt.virDomain]]:
-    """Round-robin shares, none empty: similar sizes whatever the order."""
-    parts = max(1, min(parts, len(domains)))
-    return [domains[i::parts] for i in range(parts)] if domains else []
+    def _probed(self, uuid: str, f: Future) -> None:
+        with self._lock:
+            suspect = self._suspects.get(uuid)
+            if suspect is None:
+                return
+            suspect.probing = False
+            error = f.exception()
+            if error is not None:
+                if isinstance(error, libvirt.libvirtError) and error.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                    del self._suspects[uuid]
+                return
+            raw = f.result()
+            if not raw:  # gone (listed by nobody)
+                del self._suspects[uuid]
+                return
+            _d, _u, name, stats = raw[0]
+            if not bulk.incomplete_groups(stats, self.groups):
+                del self._suspects[uuid]
+                log.info("domain %s answers again", name)
+            else:
+                suspect.stats = dict(stats)
