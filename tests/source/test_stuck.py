@@ -318,6 +318,27 @@ def test_a_suspect_whose_captor_failed_is_set_apart_and_probed(host: FakeHost) -
         assert not stats.suspects()
 
 
+def test_a_domain_set_apart_stays_in_the_sample_that_left_it_out(host: FakeHost) -> None:
+    """Set apart when the sample starts and cleared by a probe while it runs: still reported (its
+    state, flagged) by that sample, neither dropped nor left as a bare UUID."""
+    with connected() as conn:
+        stats = stuck.StuckAwareStats(conn, GROUPS, True, concurrency=2)
+        warm_up(stats)
+        vm = list(host.vms.values())[0]
+        with stats._lock:
+            stats._suspects[vm.uuid] = stuck._Suspect(vm.name, {"state.state": 1, "state.reason": 1},
+                                                      [], time.monotonic() + 60)
+        host.work_s = 0.05
+        threading.Timer(0.05, stats.forget, args=(vm.uuid,)).start()
+        result = stats.collect(time.monotonic() + 5.0)
+        entries = {u: (n, s) for _d, u, n, s in result.raw}
+        assert entries[vm.uuid] == (vm.name, {"state.state": 1, "state.reason": 1})
+        assert result.unresponsive == {vm.uuid}
+        assert not stats.suspects()
+        again = stats.collect(time.monotonic() + 5.0)
+        assert not again.unresponsive and complete_uuids(again) == set(host.vms)
+
+
 def test_two_stuck_domains_in_one_share(host: FakeHost) -> None:
     with connected() as conn:
         stats = stuck.StuckAwareStats(conn, GROUPS, True, concurrency=1)

@@ -318,7 +318,7 @@ class StuckAwareStats:
             return out
 
         for i in range(self.concurrency):
-            submit(Spec(share=(i, self.concurrency), exclude=apart), "share", [], i)
+            submit(Spec(share=(i, self.concurrency), exclude=frozenset(apart)), "share", [], i)
         run_until_settled()
         if answered == 0:
             if ping[0] is None or ping[0].done():
@@ -374,15 +374,14 @@ class StuckAwareStats:
                 unresponsive.add(uuid)
         self._partial_before = frozenset(unresponsive)
         self._update_suspects(results, held_by_us())
-        # Domains kept out of the calls still exist: report their state and flag them. Their other
-        # counters, from a probe at another moment, would make rates over the wrong interval.
-        with self._lock:
-            for uuid in apart:
-                suspect = self._suspects.get(uuid)
-                if suspect is not None and uuid not in results:
-                    raw.append((None, uuid, suspect.name,
-                                {k: v for k, v in suspect.stats.items() if k.startswith("state.")}))
-                    unresponsive.add(uuid)
+        # Domains kept out of the calls still exist: report their state and flag them, as they were
+        # when the sample started (a probe may clear one meanwhile: it is still missing from this
+        # sample's calls). Their other counters, from a probe at another moment, would make rates
+        # over the wrong interval.
+        for uuid, (name, state) in apart.items():
+            if uuid not in results:
+                raw.append((None, uuid, name, state))
+                unresponsive.add(uuid)
         return StatsResult(raw=raw, unresponsive=unresponsive, duration_s=self._clock() - started,
                            counts=counts)
 
@@ -487,14 +486,16 @@ class StuckAwareStats:
 
     # --- suspects ----------------------------------------------------------------------------------
 
-    def _suspect_split(self) -> Tuple[Set[str], FrozenSet[str]]:
-        """(captured suspects, suspects set apart), forgetting those whose hold has passed."""
+    def _suspect_split(self) -> Tuple[Set[str], Dict[str, Tuple[str, Dict[str, Any]]]]:
+        """(captured suspects, suspects set apart with their name and state group), forgetting those
+        whose hold has passed."""
         now = self._clock()
         with self._lock:
             for uuid in [u for u, s in self._suspects.items() if s.until <= now and not s.captured()]:
                 del self._suspects[uuid]
             captured = {u for u, s in self._suspects.items() if s.captured()}
-            apart = frozenset(u for u in self._suspects if u not in captured)
+            apart = {u: (s.name, {k: v for k, v in s.stats.items() if k.startswith("state.")})
+                     for u, s in self._suspects.items() if u not in captured}
         return captured, apart
 
     def suspects(self) -> Set[str]:
