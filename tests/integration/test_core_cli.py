@@ -6,7 +6,6 @@ in the text format and OpenMetrics by content negotiation, a landing page, /-/he
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import socket
@@ -14,13 +13,14 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Iterator, List
+from typing import List
 
 import pytest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 
 from exporter import EXPORTER, REPO, ExporterProcess, Samples, free_port
+from bounds import time_limit
 
 TEST_BOUND_S = 60
 EXIT_WAIT_S = 15.0
@@ -29,20 +29,6 @@ PROMTOOL = "/usr/bin/promtool"
 RO_SOCKET = "/run/libvirt/libvirt-sock-ro"
 PROMETHEUS_ACCEPT = ("application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;"
                      "q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1")
-
-
-@contextlib.contextmanager
-def time_limit(seconds: int) -> Iterator[None]:
-    def on_alarm(signum, frame):
-        raise TimeoutError("test exceeded its %d s bound" % seconds)
-
-    old = signal.signal(signal.SIGALRM, on_alarm)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
 
 
 @pytest.fixture(autouse=True)

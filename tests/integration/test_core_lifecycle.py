@@ -5,15 +5,13 @@ its info and state only; a transient guest is gone once destroyed. State and rea
 
 from __future__ import annotations
 
-import contextlib
-import signal
 import time
 import xml.etree.ElementTree as ET
-from typing import Iterator
 
 import pytest
 
 import testbed as tb
+from bounds import time_limit
 from exporter import ExporterProcess, Samples
 
 pytestmark = pytest.mark.libvirt
@@ -22,20 +20,6 @@ TEST_BOUND_S = 90
 INACTIVE_NAMES = {"libvirt_domain_info", "libvirt_domain_state", "libvirt_domain_state_reason"}
 VIR_DOMAIN_RUNNING = 1
 VIR_DOMAIN_SHUTOFF = 5
-
-
-@contextlib.contextmanager
-def time_limit(seconds: int) -> Iterator[None]:
-    def on_alarm(signum, frame):
-        raise TimeoutError("test exceeded its %d s bound" % seconds)
-
-    old = signal.signal(signal.SIGALRM, on_alarm)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
 
 
 @pytest.fixture(autouse=True)

@@ -8,16 +8,15 @@ their virsh calls fail meanwhile. libvirtd is started again in a `finally`, what
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import time
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
 import testbed as tb
+from bounds import time_limit
 from exporter import ExporterProcess, Samples
 
 pytestmark = pytest.mark.libvirt
@@ -29,20 +28,6 @@ RECONNECT_WAIT_S = 60.0  # the exporter's reconnect backoff is capped at 30 s
 SCRAPES_WHILE_DOWN = 4
 # --libvirt.timeout below; a scrape while libvirtd is down must not take longer than that.
 LIBVIRT_TIMEOUT_S = 5.0
-
-
-@contextlib.contextmanager
-def time_limit(seconds: int) -> Iterator[None]:
-    def on_alarm(signum, frame):
-        raise TimeoutError("test exceeded its %d s bound" % seconds)
-
-    old = signal.signal(signal.SIGALRM, on_alarm)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
 
 
 @pytest.fixture(autouse=True)

@@ -11,19 +11,19 @@ one after bracket the exporter's value; gauges that do not move must be exactly 
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import subprocess
 import time
 import xml.etree.ElementTree as ET
-from typing import Callable, Dict, FrozenSet, Iterator, List, Tuple
+from typing import Callable, Dict, FrozenSet, List, Tuple
 
 import pytest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 
 import testbed as tb
+from bounds import time_limit
 from exporter import ExporterProcess, Samples
 from virt_exporter.collectors.block import BLOCK_COUNTERS, BLOCK_SIZES
 from virt_exporter.collectors.interface import NET_COUNTERS
@@ -53,20 +53,6 @@ DERIVED = {
 }
 
 Key = Tuple[str, FrozenSet[Tuple[str, str]]]
-
-
-@contextlib.contextmanager
-def time_limit(seconds: int) -> Iterator[None]:
-    def on_alarm(signum, frame):
-        raise TimeoutError("test exceeded its %d s bound" % seconds)
-
-    old = signal.signal(signal.SIGALRM, on_alarm)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
 
 
 @pytest.fixture(autouse=True)

@@ -7,21 +7,20 @@ series only; an undefined one has none).
 
 from __future__ import annotations
 
-import contextlib
 import random
 import shutil
-import signal
 import subprocess
 import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Set, Tuple
+from typing import Dict, List, Optional, Set, Tuple
 
 import pytest
 
 import testbed as tb
+from bounds import time_limit
 from exporter import ExporterProcess, Samples
 
 pytestmark = pytest.mark.libvirt
@@ -31,20 +30,6 @@ WINDOW_S = 60.0
 SCRAPE_EVERY_S = 0.1       # 10 scrapes/s
 CHURNERS = 2
 INACTIVE_NAMES = {"libvirt_domain_info", "libvirt_domain_state", "libvirt_domain_state_reason"}
-
-
-@contextlib.contextmanager
-def time_limit(seconds: int) -> Iterator[None]:
-    def on_alarm(signum, frame):
-        raise TimeoutError("test exceeded its %d s bound" % seconds)
-
-    old = signal.signal(signal.SIGALRM, on_alarm)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
 
 
 @pytest.fixture(autouse=True)

@@ -20,6 +20,7 @@ from typing import Iterator, List, Optional, Tuple
 import pytest
 
 import testbed as tb
+from bounds import time_limit
 from exporter import ExporterProcess, Samples
 
 pytestmark = pytest.mark.libvirt
@@ -28,20 +29,6 @@ TEST_BOUND_S = 120
 LIBVIRTD_PID = Path("/run/libvirtd.pid")
 SCRAPE_INTERVAL_S = 0.2   # 5 scrapes/s
 WINDOW_S = 30.0
-
-
-@contextlib.contextmanager
-def time_limit(seconds: int) -> Iterator[None]:
-    def on_alarm(signum, frame):
-        raise TimeoutError("test exceeded its %d s bound" % seconds)
-
-    old = signal.signal(signal.SIGALRM, on_alarm)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
 
 
 @pytest.fixture(autouse=True)

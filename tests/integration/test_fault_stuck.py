@@ -19,26 +19,13 @@ from typing import Dict, Iterator, List, Set, Tuple
 import pytest
 
 from exporter import ExporterProcess, Samples
+from bounds import time_limit
 
 pytestmark = pytest.mark.libvirt
 
 TEST_BOUND_S = 150
 UNRESPONSIVE = "libvirt_exporter_domain_unresponsive"
 LIBVIRTD_PID = Path("/run/libvirtd.pid")
-
-
-@contextlib.contextmanager
-def time_limit(seconds: int) -> Iterator[None]:
-    def on_alarm(signum, frame):
-        raise TimeoutError("test exceeded its %d s bound" % seconds)
-
-    old = signal.signal(signal.SIGALRM, on_alarm)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
 
 
 @pytest.fixture(autouse=True)

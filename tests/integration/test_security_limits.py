@@ -7,7 +7,6 @@ samples, and every response of one sample identical in its series set.
 from __future__ import annotations
 
 import contextlib
-import signal
 import socket
 import threading
 import time
@@ -19,23 +18,10 @@ import pytest
 from prometheus_client.core import GaugeMetricFamily
 
 from exporter import ExporterProcess, Samples, free_port
+from bounds import time_limit
 from virt_exporter.server import MAX_HEADERS, MAX_REQUEST_LINE_BYTES, ExporterHTTPServer
 
 TEST_BOUND_S = 150
-
-
-@contextlib.contextmanager
-def time_limit(seconds: int) -> Iterator[None]:
-    def on_alarm(signum, frame):
-        raise TimeoutError("test exceeded its %d s bound" % seconds)
-
-    old = signal.signal(signal.SIGALRM, on_alarm)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
 
 
 @pytest.fixture(autouse=True)

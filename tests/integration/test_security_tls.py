@@ -6,14 +6,12 @@ same credentials; no secret in the exporter's log.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
 import socket
 import ssl
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.error
@@ -26,6 +24,7 @@ import bcrypt
 import pytest
 
 from exporter import EXPORTER, REPO, ExporterProcess, free_port
+from bounds import time_limit
 
 TEST_BOUND_S = 120
 USER = "prometheus"
@@ -33,20 +32,6 @@ PASSWORD = "c0rrect-h0rse-battery"
 WRONG = "tr0ub4dor-and-3"
 PROMETHEUS = "/usr/bin/prometheus"
 CURL_TIMEOUT_S = 10
-
-
-@contextlib.contextmanager
-def time_limit(seconds: int) -> Iterator[None]:
-    def on_alarm(signum, frame):
-        raise TimeoutError("test exceeded its %d s bound" % seconds)
-
-    old = signal.signal(signal.SIGALRM, on_alarm)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
 
 
 @pytest.fixture(autouse=True)
