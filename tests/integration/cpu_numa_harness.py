@@ -13,6 +13,7 @@ from typing import Dict, Iterator, List, Optional, Tuple
 from prometheus_client.parser import text_string_to_metric_families
 
 import testbed as tb
+from bounds import time_limit  # noqa: F401  (re-exported for the CPU/NUMA tests)
 from virt_exporter import cli
 from virt_exporter.app import App
 from virt_exporter.collectors import base, load_all
@@ -150,21 +151,3 @@ def wait_for(predicate, timeout_s: float, what: str, step_s: float = 0.2):
         if time.monotonic() > deadline:
             raise AssertionError("timed out after %.0f s waiting for %s" % (timeout_s, what))
         time.sleep(step_s)
-
-
-
-@contextlib.contextmanager
-def time_limit(seconds: int) -> Iterator[None]:
-    """Fail a test that runs longer than ``seconds`` (SIGALRM; the main thread runs the tests)."""
-    import signal
-
-    def on_alarm(signum, frame):
-        raise TimeoutError("test exceeded its %d s bound" % seconds)
-
-    old = signal.signal(signal.SIGALRM, on_alarm)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
