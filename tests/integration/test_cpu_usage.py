@@ -130,7 +130,9 @@ def _overhead_present(w: Window) -> str:
 
 def test_first_scrape_new_and_restarted_domains_have_no_mhz(testbed):
     old = testbed.make_guest("idle")
-    with running_exporter(only=COLLECTORS) as ex:
+    # Every scrape here must take its own sample: starting a guest can take less than the default
+    # min-interval, and a reused sample would still hold the pair from before the guest existed.
+    with running_exporter("--libvirt.min-interval", "0", only=COLLECTORS) as ex:
         first = ex.scrape()
         core = nodeinfo_core_mhz()
         assert value(first, "libvirt_host_cpu_core_mhz") == core
@@ -147,6 +149,7 @@ def test_first_scrape_new_and_restarted_domains_have_no_mhz(testbed):
 
         new = testbed.make_guest("idle")
         seen_new = ex.scrape()
+        assert value(seen_new, "libvirt_exporter_sample_age_seconds") < 0.5, "served a reused sample"
         assert new.name not in label_values(seen_new, MHZ, "domain")  # its first sample
         assert old.name in label_values(seen_new, MHZ, "domain")
         assert value(seen_new, OVERHEAD) is None  # the new domain's CPU cannot be attributed
