@@ -293,3 +293,28 @@ def test_thread_picks_up_new_targets_without_waiting_an_interval():
 def test_interval_must_be_positive():
     with pytest.raises(ValueError):
         NumaPlacementReader(interval_s=0)
+
+
+def test_one_proc_scan_per_round_for_domains_without_pid(root: Path, monkeypatch):
+    """Domains with neither a pid nor a pid file cost one /proc scan per round together, not one
+    each (at a hundred such domains the per-domain scans were most of the idle exporter's CPU)."""
+    (root / "run/libvirt/qemu/multi.pid").unlink()
+    scans = []
+    real = numa.qemu_pids_by_name
+    monkeypatch.setattr(numa, "qemu_pids_by_name", lambda r: scans.append(r) or real(r))
+    reader = NumaPlacementReader(root=str(root), interval_s=30, clock=FakeClock())
+    reader.set_targets({"u-multi": ("multi", None), "u-x": ("x", None), "u-y": ("y", None)})
+    snap = reader.refresh_once()
+    assert len(scans) == 1
+    assert snap.domains["u-multi"].pid == 4242
+    assert snap.domains["u-x"].error == numa.REASON_PID_UNKNOWN
+
+
+@pytest.mark.parametrize("arg,name", [
+    (b"guest=multi,debug-threads=on", "multi"),
+    (b"guest=a,,b,debug-threads=on", "a,b"),
+    (b"guest=a,,,,b", "a,,b"),
+    (b"multi", "multi"),
+])
+def test_qemu_guest_name(arg, name):
+    assert numa.qemu_guest_name(b"/usr/bin/qemu-system-x86_64\0-name\0" + arg + b"\0-S\0") == name

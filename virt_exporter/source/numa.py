@@ -13,6 +13,7 @@ import errno
 import glob
 import logging
 import os
+import re
 import threading
 import time
 from typing import Callable, Dict, List, Mapping, Optional, Tuple
@@ -85,28 +86,37 @@ def read_pid_file(name: str, root: str = "/") -> Optional[int]:
     return int(text) if text.isdigit() else None
 
 
-def _cmdline_names_guest(cmdline: bytes, name: str) -> bool:
-    """QEMU started by libvirt carries ``-name guest=<name>,debug-threads=on`` (older: ``-name <name>``)."""
+_GUEST_VALUE = re.compile(rb"guest=((?:[^,]|,,)*)")
+
+
+def qemu_guest_name(cmdline: bytes) -> Optional[str]:
+    """The domain a QEMU started by libvirt runs: ``-name guest=<name>,debug-threads=on`` (commas in
+    the name doubled, as QEMU option values do), or ``-name <name>`` from older libvirt."""
     args = cmdline.split(b"\0")
-    want = name.encode()
-    guest = b"guest=" + want.replace(b",", b",,")  # QEMU option values double their commas
     for i, arg in enumerate(args[:-1]):
-        if arg == b"-name":
-            value = args[i + 1]
-            if value in (want, guest):
-                return True
-            # guest=<name> followed by one comma and the next option (two commas: the name goes on)
-            if value.startswith(guest + b",") and not value.startswith(guest + b",,"):
-                return True
-    return False
+        if arg != b"-name":
+            continue
+        value = args[i + 1]
+        if not value.startswith(b"guest="):
+            return value.decode("utf-8", "replace")
+        # the value runs to the first single comma; a doubled comma is a comma of the name
+        name = _GUEST_VALUE.match(value).group(1).replace(b",,", b",")
+        return name.decode("utf-8", "replace")
+    return None
 
 
-def find_qemu_pid(name: str, root: str = "/") -> Optional[int]:
-    """Scan /proc/*/cmdline for the QEMU process of domain ``name`` (when there is no pid file)."""
+def _cmdline_names_guest(cmdline: bytes, name: str) -> bool:
+    return qemu_guest_name(cmdline) == name
+
+
+def qemu_pids_by_name(root: str = "/") -> Dict[str, int]:
+    """Every QEMU process under /proc by the domain name it runs: one scan of /proc, made only
+    when some domain has neither a pid from the sampler nor a pid file."""
     try:
         entries = os.listdir(_path(root, "proc"))
     except OSError:
-        return None
+        return {}
+    pids: Dict[str, int] = {}
     for entry in entries:
         if not entry.isdigit():
             continue
@@ -114,10 +124,17 @@ def find_qemu_pid(name: str, root: str = "/") -> Optional[int]:
             with open(_path(root, "proc", entry, "cmdline"), "rb") as f:
                 cmdline = f.read()
         except OSError:
-            continue
-        if b"qemu" in cmdline.split(b"\0", 1)[0] and _cmdline_names_guest(cmdline, name):
-            return int(entry)
-    return None
+            continue  # gone meanwhile, or not ours to read
+        if b"qemu" in cmdline.split(b"\0", 1)[0]:
+            name = qemu_guest_name(cmdline)
+            if name is not None:
+                pids[name] = int(entry)
+    return pids
+
+
+def find_qemu_pid(name: str, root: str = "/") -> Optional[int]:
+    """The pid of the QEMU running domain ``name``, from a scan of /proc."""
+    return qemu_pids_by_name(root).get(name)
 
 
 def classify_error(exc: BaseException) -> str:
@@ -246,6 +263,8 @@ class NumaPlacementReader:
                 self._node_cpus = {}
 
         placements: Dict[str, DomainPlacement] = {}
+        # Filled by the first domain that needs a /proc scan: one scan per round, not one per domain.
+        scanned: Dict[str, Optional[Dict[str, int]]] = {"pids": None}
         for uuid, (name, pid) in targets.items():
             if self._stop.is_set():
                 return self._snapshot
@@ -257,7 +276,7 @@ class NumaPlacementReader:
             if last is not None and not self._due(last, pid):
                 placements[uuid] = last
                 continue
-            placement = self._read_domain(uuid, name, pid)
+            placement = self._read_domain(uuid, name, pid, scanned)
             if placement.error:
                 again = last is not None and last.error and last.pid == placement.pid
                 placement = dataclasses.replace(placement, failures=last.failures + 1 if again else 1)
@@ -285,10 +304,15 @@ class NumaPlacementReader:
             return True  # one failure may be a domain starting or stopping: look again at once
         return self._clock() - last.read_monotonic_s >= self.interval_s
 
-    def _read_domain(self, uuid: str, name: str, pid: Optional[int]) -> DomainPlacement:
+    def _read_domain(self, uuid: str, name: str, pid: Optional[int],
+                     scanned: Dict[str, Optional[Dict[str, int]]]) -> DomainPlacement:
         start = self._clock()
         if pid is None:
-            pid = read_pid_file(name, self.root) or find_qemu_pid(name, self.root)
+            pid = read_pid_file(name, self.root)
+        if pid is None:
+            if scanned["pids"] is None:
+                scanned["pids"] = qemu_pids_by_name(self.root)
+            pid = scanned["pids"].get(name)
         if pid is None:
             return DomainPlacement(uuid, name, None, None, None, start, self._clock() - start,
                                    REASON_PID_UNKNOWN)
