@@ -66,8 +66,7 @@ def _compact(stats: Dict[str, Any]) -> Dict[str, Any]:
 def get_all_domain_stats(conn: libvirt.virConnect, groups: Sequence[str], backing: bool) -> RawStats:
     """One getAllDomainStats call over every domain, active and inactive (inactive ones are cut to
     their state group)."""
-    result = conn.getAllDomainStats(stats_mask(groups), call_flags(backing))
-    return [(dom, dom.UUIDString(), dom.name(), _compact(stats)) for dom, stats in result]
+    return _compact_all(conn.getAllDomainStats(stats_mask(groups), call_flags(backing)))
 
 
 def domain_list_stats(conn: libvirt.virConnect, domains: Sequence[libvirt.virDomain],
@@ -75,8 +74,18 @@ def domain_list_stats(conn: libvirt.virConnect, domains: Sequence[libvirt.virDom
     """The same for a share of the domains (domainListGetStats)."""
     if not domains:
         return []
-    result = conn.domainListGetStats(list(domains), stats_mask(groups), call_flags(backing))
-    return [(dom, dom.UUIDString(), dom.name(), _compact(stats)) for dom, stats in result]
+    return _compact_all(conn.domainListGetStats(list(domains), stats_mask(groups), call_flags(backing)))
+
+
+def _compact_all(result: List[Tuple[libvirt.virDomain, Dict[str, Any]]]) -> RawStats:
+    """Compact libvirt-python's answer entry by entry, letting go of each raw dict at once: the raw
+    answer and its compacted copy never both exist whole (at a thousand domains, the peak memory)."""
+    out: RawStats = []
+    result.reverse()
+    while result:
+        dom, stats = result.pop()
+        out.append((dom, dom.UUIDString(), dom.name(), _compact(stats)))
+    return out
 
 
 def incomplete_groups(stats: Dict[str, Any], groups: Iterable[str]) -> List[str]:
