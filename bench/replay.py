@@ -11,7 +11,6 @@ part of the product.
 
 from __future__ import annotations
 
-import copy
 import json
 import sys
 import uuid as uuidlib
@@ -45,8 +44,15 @@ def record(path: str, uri: str = "qemu:///system") -> None:
 
 
 class ReplayDomain:
-    def __init__(self, name: str, uuid: str, xml: str, stats: Dict[str, Any]) -> None:
-        self._name, self._uuid, self._xml, self.stats = name, uuid, xml, stats
+    """One replayed domain. Like a virDomain it holds no stats or XML of its own: both are made from
+    the recorded domain it copies when asked (the exporter's measured memory is its own, not a
+    replay's copy of N domains' stats that libvirt-python never keeps)."""
+
+    __slots__ = ("_name", "_uuid", "_src", "asked")
+
+    def __init__(self, name: str, uuid: str, src: Dict[str, Any]) -> None:
+        self._name, self._uuid, self._src = name, uuid, src
+        self.asked = 0
 
     def name(self) -> str:
         return self._name
@@ -55,36 +61,33 @@ class ReplayDomain:
         return self._uuid
 
     def XMLDesc(self, flags: int = 0) -> str:
-        return self._xml
+        return self._src["xml"].replace(self._src["name"], self._name).replace(self._src["uuid"], self._uuid)
+
+    def stats(self) -> Dict[str, Any]:
+        """Fresh key strings and values on every call, as libvirt-python builds them; the CPU
+        counters move as on a busy host, so rates and exposition see changing values."""
+        self.asked += 1
+        out = {(k + ".")[:-1]: (v + 0 if isinstance(v, int) else v) for k, v in self._src["stats"].items()}
+        for key in ("cpu.time", "cpu.user", "cpu.system"):
+            if key in out:
+                out[key] += 10_000_000 * self.asked
+        return out
 
 
 class ReplayConnection:
-    """Serves N copies of the recorded domains; counters advance on every call like a running host."""
+    """Serves N copies of the recorded domains."""
 
     def __init__(self, doc: Dict[str, Any], n_domains: int) -> None:
         self.doc = doc
         self.calls = 0
         recorded = doc["domains"]
-        self.domains: List[ReplayDomain] = []
-        for i in range(n_domains):
-            src = recorded[i % len(recorded)]
-            name = "replay-%05d" % i
-            uuid = str(uuidlib.UUID(int=i + 1))
-            xml = src["xml"].replace(src["name"], name).replace(src["uuid"], uuid)
-            self.domains.append(ReplayDomain(name, uuid, xml, copy.deepcopy(src["stats"])))
+        self.domains: List[ReplayDomain] = [
+            ReplayDomain("replay-%05d" % i, str(uuidlib.UUID(int=i + 1)), recorded[i % len(recorded)])
+            for i in range(n_domains)]
 
     def _advance(self, doms: List[ReplayDomain]) -> List[tuple]:
         self.calls += 1
-        out = []
-        for d in doms:
-            s = d.stats
-            # Counters move as on a busy host, so rates and exposition see changing values.
-            for key in ("cpu.time", "cpu.user", "cpu.system"):
-                if key in s:
-                    s[key] += 10_000_000
-            # Fresh key strings and values per call, as libvirt-python builds them.
-            out.append((d, {(k + ".")[:-1]: (v + 0 if isinstance(v, int) else v) for k, v in s.items()}))
-        return out
+        return [(d, d.stats()) for d in doms]
 
     def getAllDomainStats(self, stats: int = 0, flags: int = 0) -> List[tuple]:
         return self._advance(self.domains)
