@@ -1,13 +1,16 @@
 """Side by side on the real KVM test bed: bare libvirt calls, this exporter, Debian's Go exporter.
 
-    .venv/bin/python bench/bench_compare.py [--guests 10,20] [--rounds 30]
+    .venv/bin/python bench/bench_compare.py [--guests 10,20] [--rounds 30] [--concurrency 2,3,4,6]
 
 For each guest count it defines that many blank guests (thin qcow2 + iothread, ethernet interface,
 balloon — as tests/testbed.py makes them), then runs interleaved rounds of:
   bare-1      one getAllDomainStats call with the exporter's groups and flags (NOWAIT, backing chain)
-  bare-split  the exporter's own split: listAllDomains + K concurrent domainListGetStats calls,
-              each on its own connection (K = the exporter's default concurrency)
-  ours        this exporter's scrape over HTTP (fresh sample each time: --libvirt.min-interval 0)
+  split-K     the exporter's own split: listAllDomains + K concurrent domainListGetStats calls,
+              each on its own connection, for every K of --concurrency (default: 2,3,4,6 and the
+              exporter's default)
+  ours-K      this exporter's scrape over HTTP with --libvirt.concurrency K (fresh sample each
+              time: --libvirt.min-interval 0)
+  ours        this exporter with its defaults (the figure the README states)
   ours-nobk   the same with --no-libvirt.backing-chain
   go          prometheus-libvirt-exporter's scrape over HTTP
 and prints median / p95 per column, ratios to the Go exporter, the exporter's own overhead (scrape
@@ -77,13 +80,32 @@ def series_count(body: bytes, prefix: str = "libvirt_") -> int:
     return sum(1 for line in body.decode().splitlines() if line.startswith(prefix))
 
 
-def measure(guests: int, rounds: int, concurrency: int) -> None:
+def settle(conn: libvirt.virConnect, names: set, limit_s: float = 300.0) -> None:
+    """Wait until the new guests are through their firmware (~5 s of CPU each on this software KVM):
+    while they boot they take the cores the timed calls need. Settled = together below a tenth of a
+    core over 3 s."""
+    def guests_cpu_s() -> float:
+        stats = conn.getAllDomainStats(libvirt.VIR_DOMAIN_STATS_CPU_TOTAL, 0)
+        return sum(st.get("cpu.time", 0) for dom, st in stats if dom.name() in names) / 1e9
+
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < limit_s:
+        before = guests_cpu_s()
+        time.sleep(3)
+        rate = (guests_cpu_s() - before) / 3
+        if rate < 0.1:
+            print("guests settled after %.0f s (%.2f of a core together)" % (time.monotonic() - t0, rate))
+            return
+    print("guests still use %.2f of a core after %.0f s: figures below are from a busy host" % (rate, limit_s))
+
+
+def measure(guests: int, rounds: int, sweep: List[int]) -> None:
     bed = Testbed()
     try:
         print("\n== %d blank guests (defining…)" % guests, flush=True)
         made = [bed.make_guest(kind="blank") for _ in range(guests)]
-        time.sleep(3)  # firmware settles; the first stats call of a fresh QEMU is slower
-        conns = [libvirt.openReadOnly("qemu:///system") for _ in range(concurrency + 1)]
+        conns = [libvirt.openReadOnly("qemu:///system") for _ in range(max(sweep) + 1)]
+        settle(conns[0], {g.name for g in made})
         names = {g.name for g in made}
 
         def bare_single() -> float:
@@ -91,21 +113,25 @@ def measure(guests: int, rounds: int, concurrency: int) -> None:
             bulk.get_all_domain_stats(conns[0], GROUPS, True)
             return time.perf_counter() - t0
 
-        def bare_split() -> float:
-            t0 = time.perf_counter()
-            doms = conns[0].listAllDomains(0)
-            shares = [doms[i::concurrency] for i in range(concurrency)]
-            threads = [threading.Thread(target=bulk.domain_list_stats, args=(conns[1 + i], s, GROUPS, True))
-                       for i, s in enumerate(shares) if s]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-            return time.perf_counter() - t0
+        def bare_split(k: int) -> Callable[[], float]:
+            def run() -> float:
+                t0 = time.perf_counter()
+                doms = conns[0].listAllDomains(0)
+                shares = [doms[i::k] for i in range(k)]
+                threads = [threading.Thread(target=bulk.domain_list_stats, args=(conns[1 + i], s, GROUPS, True))
+                           for i, s in enumerate(shares) if s]
+                for t in threads:
+                    t.start()
+                for t in threads:
+                    t.join()
+                return time.perf_counter() - t0
+            return run
 
-        ours = ExporterProcess(["--libvirt.min-interval", "0", "--log.level", "warn"]).start()
-        ours_nb = ExporterProcess(["--libvirt.min-interval", "0", "--log.level", "warn",
-                                   "--no-libvirt.backing-chain"]).start()
+        base = ["--libvirt.min-interval", "0", "--log.level", "warn"]
+        processes: Dict[str, ExporterProcess] = {
+            "ours-%d" % k: ExporterProcess(base + ["--libvirt.concurrency", str(k)]).start() for k in sweep}
+        processes["ours"] = ExporterProcess(base).start()
+        processes["ours-nobk"] = ExporterProcess(base + ["--no-libvirt.backing-chain"]).start()
         go = GoExporter()
         own_overhead: List[float] = []
         bodies: Dict[str, bytes] = {}
@@ -123,13 +149,12 @@ def measure(guests: int, rounds: int, concurrency: int) -> None:
                 return elapsed
             return run
 
-        columns: Dict[str, Callable[[], float]] = {
-            "bare-1": bare_single,
-            "bare-split": bare_split,
-            "ours": scrape("ours", ours.url + "/metrics", True),
-            "ours-nobk": scrape("ours-nobk", ours_nb.url + "/metrics"),
-            "go": scrape("go", go.url),
-        }
+        columns: Dict[str, Callable[[], float]] = {"bare-1": bare_single}
+        for k in sweep:
+            columns["split-%d" % k] = bare_split(k)
+        for name, proc in processes.items():
+            columns[name] = scrape(name, proc.url + "/metrics", track_overhead=name == "ours")
+        columns["go"] = scrape("go", go.url)
         for fn in columns.values():  # warm-up round
             fn()
         own_overhead.clear()
@@ -138,6 +163,7 @@ def measure(guests: int, rounds: int, concurrency: int) -> None:
             for name, fn in columns.items():
                 times[name].append(fn())
         go_med = statistics.median(times["go"])
+        print("load after the rounds: %s" % " ".join("%.2f" % x for x in os.getloadavg()))
         print("%-11s %9s %9s %9s" % ("", "median ms", "p95 ms", "/ go"))
         for name, ts in times.items():
             med = statistics.median(ts)
@@ -152,7 +178,7 @@ def measure(guests: int, rounds: int, concurrency: int) -> None:
         print("series for these guests: ours %d, go %d; whole output: ours %d libvirt_* (%d bytes), "
               "go %d libvirt_* (%d bytes)" % (mine, theirs, series_count(bodies["ours"]), len(bodies["ours"]),
                                               series_count(bodies["go"]), len(bodies["go"])))
-        for p in (ours, ours_nb):
+        for p in processes.values():
             p.stop()
         go.stop()
         for c in conns:
@@ -165,14 +191,15 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--guests", default="10,20")
     ap.add_argument("--rounds", type=int, default=30)
-    ap.add_argument("--concurrency", type=int, default=default_concurrency())
+    ap.add_argument("--concurrency", default="2,3,4,6",
+                    help="the split sizes to compare, besides the exporter's default")
     args = ap.parse_args()
+    sweep = sorted({int(x) for x in args.concurrency.split(",")} | {default_concurrency()})
     ensure_daemon()
-    print("host: %d CPUs, load %s; exporter concurrency %d" % (os.cpu_count() or 0,
-                                                            " ".join("%.2f" % x for x in os.getloadavg()),
-                                                            args.concurrency))
+    print("host: %d CPUs, load %s; exporter default concurrency %d" % (
+        os.cpu_count() or 0, " ".join("%.2f" % x for x in os.getloadavg()), default_concurrency()))
     for n in [int(x) for x in args.guests.split(",")]:
-        measure(n, args.rounds, args.concurrency)
+        measure(n, args.rounds, sweep)
     return 0
 
 
