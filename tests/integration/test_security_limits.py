@@ -246,3 +246,53 @@ def test_twenty_concurrent_scrapers(testbed) -> None:
     assert "Traceback" not in log
     print("%d scrapes by %d scrapers in %d rounds (%.1f s), %d samples" % (len(results), SCRAPERS, rounds,
                                                                           elapsed_s, len(by_sample)))
+
+
+class BigScrape:
+    """A scrape whose body spans several of the server's write batches."""
+
+    def __init__(self, families: List[Any]) -> None:
+        self.families = families
+
+    def prefetch(self) -> None:
+        pass
+
+    def collect(self) -> List[Any]:
+        return self.families
+
+
+class BigExporter:
+    def __init__(self, families: List[Any]) -> None:
+        self.families = families
+
+    def scrape(self, timeout_s: Optional[float] = None) -> BigScrape:
+        return BigScrape(self.families)
+
+
+@pytest.mark.parametrize("accept,openmetrics", [("", False), ("application/openmetrics-text; version=1.0.0", True)])
+def test_a_body_of_many_write_batches_arrives_whole(accept: str, openmetrics: bool) -> None:
+    from virt_exporter.exposition import FastFamily, render
+    from virt_exporter.server import WRITE_BATCH_BYTES
+
+    families = []
+    for f in range(60):
+        fam = FastFamily("libvirt_test_%d" % f, "family %d" % f, "gauge", ["domain", "device"])
+        for d in range(400):
+            fam.add_metric(["guest-%04d" % d, "vd%d" % f], d * 1.5 + f)
+        families.append(fam)
+    want = render(families, openmetrics)
+    assert len(want) > 3 * WRITE_BATCH_BYTES
+    server = ExporterHTTPServer("127.0.0.1:%d" % free_port(), BigExporter(families))  # type: ignore[arg-type]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        port = server.server_address[1]
+        extra = ("Accept: %s\r\n" % accept).encode() if accept else b""
+        got = raw_request(port, b"GET /metrics HTTP/1.1\r\nHost: x\r\n" + extra + b"Connection: close\r\n\r\n")
+        head, _, body = got.partition(b"\r\n\r\n")
+        assert status_of(got) == 200
+        assert body == want
+        head_only = raw_request(port, b"HEAD /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 5.0)
+        assert head_only.endswith(b"\r\n\r\n") and b"Content-Length: %d" % len(render(families, False)) in head_only
+    finally:
+        server.shutdown()
+        server.server_close()
