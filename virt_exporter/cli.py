@@ -101,8 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     lv.add_argument("--libvirt.min-interval", dest="min_interval_s", type=_non_negative_float, default=1.0,
                     help="a scrape within this many seconds of the last sample reuses it (default 1)")
     lv.add_argument("--libvirt.concurrency", dest="concurrency", type=_non_negative_int, default=0,
-                    help="concurrent bulk stats calls the domain list is split across; 0 picks from the "
-                         "host's CPU count (default 0)")
+                    help="concurrent bulk stats calls the domain list is split across, each on its own "
+                         "connection; 0 = the CPU count, at least 4 and at most 8 (default 0)")
     lv.add_argument("--libvirt.backing-chain", dest="backing", action=argparse.BooleanOptionalAction,
                     default=True, help="ask for every backing layer of each disk (default on)")
     pm = p.add_argument_group("perfmon")
