@@ -20,6 +20,7 @@ from .collectors.watermark import EXTRAS_KEY as WATERMARK_EXTRAS_KEY
 from .collectors.watermark import arms_thresholds, policy_from_options
 from .exporter import Exporter
 from .sampler import Sampler, SamplerOptions
+from .domain_filter import DomainFilter, compile_pattern
 from .server import ExporterHTTPServer
 from .source.connection import Connection
 from .source.domxml import DomainXMLCache
@@ -51,6 +52,11 @@ class App:
                 web_config = load_web_config(args.web_config_file)
             except WebConfigError as e:
                 raise UsageError(str(e))
+        try:
+            domain_filter = DomainFilter(compile_pattern("--libvirt.domain-include", args.domain_include),
+                                         compile_pattern("--libvirt.domain-exclude", args.domain_exclude))
+        except ValueError as e:
+            raise UsageError(str(e))
         self.extras: Dict[str, Any] = {}
         concurrency = args.concurrency or default_concurrency()
         enabled = {c.name for c in self.collectors}
@@ -93,7 +99,8 @@ class App:
             self.extras["perfmon"] = self.perfmon
         static = CollectorRegistry(auto_describe=False)
         ProcessCollector(registry=static)
-        self.exporter = Exporter(self.sampler, self.collectors, self.options, self.extras, static)
+        self.exporter = Exporter(self.sampler, self.collectors, self.options, self.extras, static,
+                                 domain_filter=domain_filter)
         try:
             self.server = ExporterHTTPServer(args.listen_address, self.exporter, args.telemetry_path,
                                              web_config, args.max_requests)

@@ -103,6 +103,12 @@ def build_parser() -> argparse.ArgumentParser:
     lv.add_argument("--libvirt.concurrency", dest="concurrency", type=_non_negative_int, default=0,
                     help="concurrent bulk stats calls the domain list is split across, each on its own "
                          "connection; 0 = the CPU count, at least 4 and at most 8 (default 0)")
+    lv.add_argument("--libvirt.domain-include", dest="domain_include", default=None, metavar="REGEX",
+                    help="export only domains whose name this regular expression matches (anywhere in the "
+                         "name: anchor with ^...$)")
+    lv.add_argument("--libvirt.domain-exclude", dest="domain_exclude", default=None, metavar="REGEX",
+                    help="do not export domains whose name this regular expression matches; the host's "
+                         "hypervisor overhead still accounts for them")
     lv.add_argument("--libvirt.backing-chain", dest="backing", action=argparse.BooleanOptionalAction,
                     default=True, help="ask for every backing layer of each disk (default on)")
     pm = p.add_argument_group("perfmon")

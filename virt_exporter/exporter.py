@@ -18,6 +18,7 @@ from prometheus_client.metrics_core import Metric
 from . import __version__
 from .collectors import base
 from .collectors.families import counter, gauge, info
+from .domain_filter import NO_FILTER, DomainFilter
 from .sample import Sample
 from .sampler import SamplePair, Sampler
 
@@ -30,8 +31,9 @@ class Exporter:
 
     def __init__(self, sampler: Sampler, collectors: Sequence[base.CollectorSpec],
                  options: Mapping[str, Mapping[str, Any]], extras: Optional[Mapping[str, Any]] = None,
-                 static_registry: Optional[Any] = None) -> None:
+                 static_registry: Optional[Any] = None, domain_filter: DomainFilter = NO_FILTER) -> None:
         self.sampler = sampler
+        self.domain_filter = domain_filter
         self.collectors = list(collectors)
         self.options = options
         self.extras = dict(extras or {})
@@ -47,8 +49,11 @@ class Exporter:
     def families(self, pair: SamplePair) -> List[Metric]:
         self.scrapes_total += 1
         previous, current = pair
-        ctx_base = dict(current=current, previous=previous, domain_info=self.sampler.xml_cache.snapshot(),
-                        extras=self.extras)
+        ctx_base: Dict[str, Any] = dict(domain_info=self.sampler.xml_cache.snapshot(), extras=self.extras)
+        if self.domain_filter.active:
+            ctx_base.update(unfiltered=(previous, current), keeps_domain=self.domain_filter.keeps)
+            previous, current = self.domain_filter.apply(previous), self.domain_filter.apply(current)
+        ctx_base.update(current=current, previous=previous)
         out: List[Metric] = []
         timings: List[Tuple[str, float, bool]] = []
         for spec in self.collectors:

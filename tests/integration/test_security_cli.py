@@ -49,6 +49,8 @@ FLAGS = [
     ("max-requests-negative", ["--web.max-requests", "-1"], "--web.max-requests"),
     ("max-requests-text", ["--web.max-requests", "many"], "--web.max-requests"),
     ("web-config-no-value", ["--web.config.file"], "--web.config.file"),
+    ("domain-include-bad-regex", ["--libvirt.domain-include", "vm-[0-9"], "--libvirt.domain-include"),
+    ("domain-exclude-bad-regex", ["--libvirt.domain-exclude", "(test"], "--libvirt.domain-exclude"),
 ]
 
 

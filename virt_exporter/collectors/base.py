@@ -23,6 +23,10 @@ class ScrapeContext:
     (``source.domxml.DomainInfo``). ``options`` holds this collector's ``--collector.<name>.<option>``
     values. ``extras`` carries objects other subsystems expose to their collectors (e.g. the perfmon
     engine) by name.
+
+    With ``--libvirt.domain-include``/``-exclude``, ``current`` and ``previous`` hold only the exported
+    domains; ``whole_pair()`` gives every domain, for what is about the whole host (the hypervisor
+    overhead), and ``keeps_domain(name)`` judges domains known by name only.
     """
 
     current: Sample
@@ -30,6 +34,12 @@ class ScrapeContext:
     domain_info: Mapping[str, Any]
     options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     extras: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    unfiltered: Optional[Tuple[Optional[Sample], Sample]] = None
+    keeps_domain: Callable[[str], bool] = lambda name: True
+
+    def whole_pair(self) -> Tuple[Optional[Sample], Sample]:
+        """(previous, current) with every domain, exported or not."""
+        return self.unfiltered if self.unfiltered is not None else (self.previous, self.current)
 
 
 @dataclasses.dataclass(frozen=True)

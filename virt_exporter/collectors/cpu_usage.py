@@ -15,7 +15,8 @@ from .base import ScrapeContext, register
 @register("cpu_usage", default_enabled=True, stats_groups=("state", "cpu-total"),
           help="Host and per-VM CPU MHz, hypervisor overhead (Neat's semantics)")
 def collect(ctx: ScrapeContext) -> Iterable[Metric]:
-    usage = cpu_usage(ctx.previous, ctx.current)
+    # Every domain, exported or not: the overhead is the host's busy CPU minus every VM's.
+    usage = cpu_usage(*ctx.whole_pair())
 
     core = gauge("libvirt_host_cpu_core_mhz",
                              "Nominal core frequency in MHz (virNodeGetInfo).", labels=())
@@ -48,6 +49,7 @@ def collect(ctx: ScrapeContext) -> Iterable[Metric]:
         "Per-VM CPU in MHz since the previous sample: core MHz x delta(cpu.time) / delta(t). Absent for "
         "a domain's first sample and after it restarted.",
         labels=["domain"])
-    for uuid, mhz in sorted(usage.domain_mhz.items(), key=lambda kv: ctx.current.domains[kv[0]].name):
+    exported = {u: mhz for u, mhz in usage.domain_mhz.items() if u in ctx.current.domains}
+    for uuid, mhz in sorted(exported.items(), key=lambda kv: ctx.current.domains[kv[0]].name):
         per_vm.add_metric([ctx.current.domains[uuid].name], mhz)
     yield per_vm

@@ -37,6 +37,8 @@ def collect(ctx: ScrapeContext) -> Iterable[Metric]:
                  "step's sample time, Unix seconds); absent before the first. PerfmonAlarm fires on it.",
                  VAR_LABELS + ["priority"])
     for row in snap.rows:
+        if row.domain and not ctx.keeps_domain(row.domain):
+            continue
         labels = [row.object_type, row.domain, row.variable]
         prio = labels + [str(row.priority)]
         if row.value is not None:
