@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 def default_concurrency() -> int:
     """Concurrent bulk calls. libvirtd's time per domain is mostly QEMU monitor round trips (seven
     per running domain for the default groups), which wait rather than compute, so shares pay beyond
-    the core count: on 2 cores 4 shares were 14 % faster than 2, and 6 or 8 no faster than 4
+    the core count: on 2 cores 4 shares were 6-14 % faster than 2, and 6 within +-8 % of 4
     (bench/bench_compare.py). More cores, more shares, up to 8: each is a connection of its own."""
     return max(4, min(8, os.cpu_count() or 1))
 
