@@ -16,12 +16,8 @@ data in situations the test bed does not create.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import signal
-import socket
-import subprocess
 import time
 import urllib.error
 import urllib.parse
@@ -33,7 +29,9 @@ import pytest
 import yaml
 
 import testbed as tb  # tests/ is on sys.path (tests/conftest.py)
-from exporter import ExporterProcess, Samples
+from exporter import ExporterProcess, Samples, free_port
+from childproc import Process
+from promtool import promtool
 
 REPO = Path(__file__).resolve().parents[1]
 DASHBOARDS = sorted((REPO / "dashboards").glob("*.json"))
@@ -316,8 +314,6 @@ def test_template_variables(path: Path):
 
 @pytest.mark.prometheus
 def test_promtool_parses_every_expression(tmp_path: Path):
-    promtool = shutil.which("promtool")
-    assert promtool, "promtool not found: scripts/setup.sh installs it (Debian package prometheus)"
     rules = []
     for path in DASHBOARDS:
         for panel, target in targets(load(path)):
@@ -330,8 +326,7 @@ def test_promtool_parses_every_expression(tmp_path: Path):
         groups.setdefault(r["labels"]["board"], []).append(r)
     f = tmp_path / "dashboard-exprs.rules.yml"
     f.write_text(yaml.safe_dump({"groups": [{"name": b, "rules": rs} for b, rs in groups.items()]}))
-    p = subprocess.run([promtool, "check", "rules", str(f)], capture_output=True, text=True, timeout=60)
-    assert p.returncode == 0, p.stdout + p.stderr
+    promtool("check", "rules", f)
 
 
 # --- live check --------------------------------------------------------------------------------------
@@ -349,12 +344,6 @@ QUERY_BOUND_S = 45   # from Prometheus' start: re-query empty results (a perfmon
                      # RATE_INTERVAL, MHz absent for an interval in which some VM started or stopped)
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _get_json(url: str, timeout_s: float = 5.0) -> dict:
     try:
         with urllib.request.urlopen(url, timeout=timeout_s) as r:
@@ -363,7 +352,7 @@ def _get_json(url: str, timeout_s: float = 5.0) -> dict:
         return json.loads(e.read().decode())
 
 
-class Prometheus:
+class Prometheus(Process):
     """A real Prometheus on 127.0.0.1 scraping one target, with alerts/*.rules.yml; stopped by its pid."""
 
     def __init__(self, workdir: Path, target: str) -> None:
@@ -375,42 +364,11 @@ class Prometheus:
                   "rule_files": [str(p) for p in RULE_FILES],
                   "scrape_configs": [{"job_name": "virt", "static_configs": [{"targets": [target]}]}]}
         (workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
-        self.url = "http://127.0.0.1:%d" % _free_port()
-        self.argv = [binary, "--config.file=%s" % (workdir / "prometheus.yml"),
-                     "--storage.tsdb.path=%s" % (workdir / "data"),
-                     "--web.listen-address=%s" % self.url[len("http://"):]]
-        self.log_path = workdir / "prometheus.log"
-        self.proc: Optional[subprocess.Popen] = None
-
-    def start(self, timeout_s: float = 20.0) -> "Prometheus":
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, "prometheus exited:\n" + self.log_tail()
-            try:
-                with urllib.request.urlopen(self.url + "/-/ready", timeout=2) as r:
-                    if r.status == 200:
-                        return self
-            except (urllib.error.URLError, ConnectionError, socket.timeout):
-                pass
-            time.sleep(0.2)
-        raise AssertionError("prometheus not ready:\n" + self.log_tail())
-
-    def stop(self) -> None:
-        proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-
-    def log_tail(self, lines: int = 30) -> str:
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        self.url = "http://127.0.0.1:%d" % free_port()
+        argv = [binary, "--config.file=%s" % (workdir / "prometheus.yml"),
+                "--storage.tsdb.path=%s" % (workdir / "data"),
+                "--web.listen-address=%s" % self.url[len("http://"):]]
+        super().__init__("prometheus", argv, workdir / "prometheus.log", self.url + "/-/ready")
 
     def query(self, expr: str) -> dict:
         return _get_json(self.url + "/api/v1/query?" + urllib.parse.urlencode({"query": expr}))

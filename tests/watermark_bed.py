@@ -1,103 +1,27 @@
-"""Test-bed helpers for the watermark tests: the exporter with the watermark collector wired as the CLI
-must wire it, thin volumes that grow (a loop device extended in place), backing chains on block
-devices, and the independent references (virsh, qemu-img, blockdev, virt-admin)."""
+"""Test-bed helpers for the watermark tests: the in-process exporter, thin volumes that grow (a loop
+device extended in place), backing chains on block devices, and the independent references (virsh,
+qemu-img, blockdev, virt-admin)."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
-import socket
 import time
-import urllib.request
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
-from prometheus_client.parser import text_string_to_metric_families
-
+import inprocess
 import testbed as tb
-from virt_exporter import app as app_module
-from virt_exporter import cli
-from virt_exporter.collectors import load_all
-from virt_exporter.collectors import watermark as watermark_collector
-from virt_exporter.source.block_events import BlockEvents
+from exporter import free_port  # noqa: F401  (re-exported for the watermark tests)
 
 MIB = 1024 * 1024
-SCRAPE_TIMEOUT_S = 30
 
-Series = Dict[Tuple[str, Tuple[Tuple[str, str], ...]], float]
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Exporter:
-    def __init__(self, app, port: int) -> None:
-        self.app = app
-        self.url = "http://127.0.0.1:%d/metrics" % port
-
-    def scrape(self) -> Series:
-        with urllib.request.urlopen(self.url, timeout=SCRAPE_TIMEOUT_S) as r:
-            text = r.read().decode()
-        out: Series = {}
-        for fam in text_string_to_metric_families(text):
-            for s in fam.samples:
-                out[(s.name, tuple(sorted(s.labels.items())))] = s.value
-        return out
-
-
-@contextlib.contextmanager
-def running_exporter(*flags: str) -> Iterator[Exporter]:
-    """The exporter in this process (App from CLI flags), listening on 127.0.0.1.
-
-    Until the CLI wires the watermark collector itself, this does the wiring the report asks for:
-    read-write libvirt exactly when ``watermark.arms_thresholds`` says so, a BlockEvents in
-    ``extras["block_events"]`` started before the connection.
-    """
-    load_all()
-    port = free_port()
-    args = cli.build_parser().parse_args(
-        ["--web.listen-address", "127.0.0.1:%d" % port, "--libvirt.min-interval", "0.5",
-         "--libvirt.timeout", "20", *flags])
-    enabled = [s.name for s in cli.enabled_collectors(args)]
-    options = cli.collector_options(args)
-    read_write = watermark_collector.arms_thresholds(enabled, options)
-    real_connection = app_module.Connection
-
-    def connection(uri, read_only=True, **kw):
-        return real_connection(uri, read_only=read_only and not read_write, **kw)
-
-    app_module.Connection = connection
-    try:
-        app = app_module.App(args)
-    finally:
-        app_module.Connection = real_connection
-    events = None
-    if "watermark" in enabled and "block_events" not in app.exporter.extras:
-        events = BlockEvents(app.connection, app.xml_cache,
-                             watermark_collector.policy_from_options(options["watermark"]),
-                             arm_thresholds=read_write)
-        app.exporter.extras["block_events"] = events
-        events.start()
-    app.start()
-    try:
-        deadline = time.monotonic() + 30
-        while not app.connection.up and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert app.connection.up, "exporter did not connect to libvirtd within 30 s"
-        yield Exporter(app, port)
-    finally:
-        if events is not None:
-            events.stop()
-        app.stop()
-
-
-def value(series: Series, name: str, **labels: str) -> Optional[float]:
-    return series.get((name, tuple(sorted(labels.items()))))
+Series = inprocess.Series
+value = inprocess.value
+# The App wires the watermark collector itself: read-write libvirt exactly when it arms thresholds,
+# a BlockEvents in its extras.
+running_exporter = inprocess.running_exporter
 
 
 def series_of(series: Series, name: str, **where: str) -> Dict[Tuple[Tuple[str, str], ...], float]:

@@ -5,79 +5,25 @@ from __future__ import annotations
 
 import contextlib
 import re
-import socket
 import time
-import urllib.request
 from typing import Dict, Iterator, List, Optional, Tuple
 
-from prometheus_client.parser import text_string_to_metric_families
-
+import inprocess
 import testbed as tb
 from bounds import time_limit  # noqa: F401  (re-exported for the CPU/NUMA tests)
-from virt_exporter import cli
-from virt_exporter.app import App
-from virt_exporter.collectors import base, load_all
-from virt_exporter.source.numa import NumaPlacementReader
 
-SCRAPE_TIMEOUT_S = 30
-
-Series = Dict[Tuple[str, Tuple[Tuple[str, str], ...]], float]
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Exporter:
-    """A running exporter; ``scrape()`` returns {(name, sorted labels): value}."""
-
-    def __init__(self, app, port: int) -> None:
-        self.app = app
-        self.url = "http://127.0.0.1:%d/metrics" % port
-
-    @property
-    def numa_reader(self) -> NumaPlacementReader:
-        """The reader the CLI wired for the numa collector (in-process, for per-vCPU detail)."""
-        return self.app.numa_reader
-
-    def scrape(self) -> Series:
-        with urllib.request.urlopen(self.url, timeout=SCRAPE_TIMEOUT_S) as r:
-            text = r.read().decode()
-        out: Series = {}
-        for fam in text_string_to_metric_families(text):
-            for s in fam.samples:
-                out[(s.name, tuple(sorted(s.labels.items())))] = s.value
-        return out
+Series = inprocess.Series
+value = inprocess.value
 
 
 @contextlib.contextmanager
 def running_exporter(*flags: str, numa_interval_s: float = 30.0,
-                     only: Optional[Tuple[str, ...]] = None) -> Iterator[Exporter]:
-    """The exporter with every collector (or ``only`` these, which keeps its libvirt calls to the
-    stats groups they need: cheaper, so better timed on a loaded host)."""
-    load_all()
-    port = _free_port()
-    if only is not None:
-        flags += tuple("--%scollector.%s" % ("" if name in only else "no-", name) for name in base.REGISTRY)
-    args = cli.build_parser().parse_args(
-        ["--web.listen-address", "127.0.0.1:%d" % port, "--libvirt.min-interval", "0.5",
-         "--libvirt.timeout", "20", "--collector.numa.interval", str(numa_interval_s), *flags])
-    app = App(args)
-    app.start()
-    try:
-        deadline = time.monotonic() + 30
-        while not app.connection.up and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert app.connection.up, "exporter did not connect to libvirtd within 30 s"
-        yield Exporter(app, port)
-    finally:
-        app.stop()
-
-
-def value(series: Series, name: str, **labels: str) -> Optional[float]:
-    return series.get((name, tuple(sorted(labels.items()))))
+                     only: Optional[Tuple[str, ...]] = None) -> Iterator[inprocess.InProcessExporter]:
+    """The in-process exporter with every collector (or ``only`` these, which keeps its libvirt calls
+    to the stats groups they need: cheaper, so better timed on a loaded host)."""
+    with inprocess.running_exporter("--collector.numa.interval", str(numa_interval_s), *flags,
+                                    only=only) as exp:
+        yield exp
 
 
 def label_values(series: Series, name: str, label: str, **where: str) -> Dict[str, float]:

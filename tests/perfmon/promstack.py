@@ -9,20 +9,18 @@ from __future__ import annotations
 import dataclasses
 import http.server
 import json
-import os
 import shutil
-import signal
-import socket
-import subprocess
 import threading
 import time
-import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List
 
 import yaml
+
+from childproc import Process
+from exporter import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 RULES = REPO / "alerts" / "perfmon.rules.yml"
@@ -31,12 +29,6 @@ SHIPPED_WEBHOOK_URL = "http://127.0.0.1:9099/perfmon"
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 ALERTMANAGER = (shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
                 or "/usr/bin/prometheus-alertmanager")
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def http_get(url: str, timeout_s: float = 5.0) -> Any:
@@ -111,50 +103,6 @@ class WebhookReceiver:
 
 
 # --- processes ------------------------------------------------------------------------------------
-
-class Process:
-    """A child process with its output in a log file; stopped by its own pid."""
-
-    def __init__(self, name: str, argv: Sequence[str], log_path: Path, ready_url: str) -> None:
-        self.name = name
-        self.argv = list(argv)
-        self.log_path = log_path
-        self.ready_url = ready_url
-        self.proc: Optional[subprocess.Popen] = None
-
-    def start(self, timeout_s: float = 30.0) -> "Process":
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError("%s exited %s:\n%s" % (self.name, self.proc.returncode, self.log_tail()))
-            try:
-                with urllib.request.urlopen(self.ready_url, timeout=2) as r:
-                    if r.status == 200:
-                        return self
-            except (urllib.error.URLError, ConnectionError, socket.timeout):
-                pass
-            time.sleep(0.2)
-        raise RuntimeError("%s not ready within %.0f s:\n%s" % (self.name, timeout_s, self.log_tail()))
-
-    def stop(self) -> None:
-        proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-
-    def log_tail(self, chars: int = 4000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-chars:]
-        except OSError:
-            return ""
-
 
 def alertmanager_config(webhook_url: str) -> str:
     """The shipped alerts/alertmanager.yml with only the webhook URL replaced (timings untouched)."""

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from promtool import promtool
 from virt_exporter.perfmon.cli import perfmon_check_main, perfmon_rules_main
 
 FILE = """<perfmon>
@@ -67,9 +68,7 @@ def test_rules_output_passes_promtool_and_routes_pass_amtool(tmp_path):
     assert "variable eth0_rx left out" in err and "by index" in err
     rules = tmp_path / "native.rules.yml"
     rules.write_text(out)
-    p = subprocess.run([shutil.which("promtool") or "/usr/bin/promtool", "check", "rules", str(rules)],
-                       capture_output=True, text=True, timeout=60)
-    assert p.returncode == 0, p.stdout + p.stderr
+    promtool("check", "rules", rules)
     doc = yaml.safe_load(out)
     alerts = [r for g in doc["groups"] for r in g["rules"] if "alert" in r]
     assert [(a["labels"]["perfmon_rule"], a["for"]) for a in alerts] == [
