@@ -18,9 +18,9 @@ from prometheus_client import CollectorRegistry, ProcessCollector
 from .cli import UsageError, collector_options, enabled_collectors
 from .collectors.watermark import EXTRAS_KEY as WATERMARK_EXTRAS_KEY
 from .collectors.watermark import arms_thresholds, policy_from_options
+from .domain_filter import DomainFilter, compile_pattern
 from .exporter import Exporter
 from .sampler import Sampler, SamplerOptions
-from .domain_filter import DomainFilter, compile_pattern
 from .server import ExporterHTTPServer
 from .source.connection import Connection
 from .source.domxml import DomainXMLCache

@@ -65,8 +65,9 @@ def test_read_node_cpus():
 def test_pid_file_and_proc_scan():
     assert numa.read_pid_file("multi", str(FIXTURE)) == 4242
     assert numa.read_pid_file("absent", str(FIXTURE)) is None
-    assert numa.find_qemu_pid("multi", str(FIXTURE)) == 4242
-    assert numa.find_qemu_pid("mult", str(FIXTURE)) is None  # a prefix of the name is not the name
+    pids = numa.qemu_pids_by_name(str(FIXTURE))
+    assert pids.get("multi") == 4242
+    assert "mult" not in pids  # a prefix of the name is not the name
 
 
 @pytest.mark.parametrize("name,arg,match", [
@@ -80,10 +81,10 @@ def test_cmdline_names_guest(name, arg, match):
     assert numa._cmdline_names_guest(b"/usr/bin/qemu-system-x86_64\0-name\0" + arg + b"\0-S\0", name) is match
 
 
-def test_find_qemu_pid_old_style_name(root: Path):
+def test_proc_scan_old_style_name(root: Path):
     (root / "proc/4242/cmdline").write_bytes(b"/usr/bin/qemu-kvm\0-name\0multi\0-m\x00512\0")
     (root / "run/libvirt/qemu/multi.pid").unlink()
-    assert numa.find_qemu_pid("multi", str(root)) == 4242
+    assert numa.qemu_pids_by_name(str(root)) == {"multi": 4242}
 
 
 # --- the background reader, one round at a time ----------------------------------------------------

@@ -132,11 +132,6 @@ def qemu_pids_by_name(root: str = "/") -> Dict[str, int]:
     return pids
 
 
-def find_qemu_pid(name: str, root: str = "/") -> Optional[int]:
-    """The pid of the QEMU running domain ``name``, from a scan of /proc."""
-    return qemu_pids_by_name(root).get(name)
-
-
 def classify_error(exc: BaseException) -> str:
     """A health reason for an exception raised while reading /proc/<pid>/…"""
     if isinstance(exc, PermissionError) or getattr(exc, "errno", None) in (errno.EACCES, errno.EPERM):
