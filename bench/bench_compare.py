@@ -30,7 +30,7 @@ import threading
 import time
 import urllib.request
 from pathlib import Path
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Sequence
 
 import libvirt
 
@@ -101,27 +101,30 @@ def settle(conn: libvirt.virConnect, names: set, limit_s: float = 300.0) -> None
     print("guests still use %.2f of a core after %.0f s: figures below are from a busy host" % (rate, limit_s))
 
 
+def timed_split(conns: List[libvirt.virConnect], groups: Sequence[str], k: int, backing: bool) -> float:
+    """Seconds for the exporter's split done bare: list the domains, then k concurrent
+    domainListGetStats calls, each on its own connection (conns[1..k])."""
+    t0 = time.perf_counter()
+    doms = conns[0].listAllDomains(0)
+    threads = [threading.Thread(target=bulk.domain_list_stats, args=(conns[1 + i], doms[i::k], groups, backing))
+               for i in range(k) if doms[i::k]]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return time.perf_counter() - t0
+
+
 def group_costs(conns: List[libvirt.virConnect], concurrency: int, rounds: int) -> None:
     """What each stats group adds to the bare call (asked with state alone, NOWAIT), one call and
     split: libvirtd makes QEMU monitor round trips per domain for every group but state and
     interface, which is where the time goes."""
-    def call(groups: List[str], k: int) -> float:
-        t0 = time.perf_counter()
-        doms = conns[0].listAllDomains(0)
-        threads = [threading.Thread(target=bulk.domain_list_stats, args=(conns[1 + i], doms[i::k], groups, False))
-                   for i in range(k)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        return time.perf_counter() - t0
-
     cases = {g: ["state"] + ([g] if g != "state" else []) for g in GROUPS}
     times: Dict[str, Dict[int, List[float]]] = {g: {1: [], concurrency: []} for g in cases}
     for _ in range(rounds):
         for g, groups in cases.items():
             for k in (1, concurrency):
-                times[g][k].append(call(groups, k))
+                times[g][k].append(timed_split(conns, groups, k, backing=False))
     print("per stats group (with state), median ms: %s" % ", ".join(
         "%s %.1f/%.1f" % (g, statistics.median(t[1]) * 1000, statistics.median(t[concurrency]) * 1000)
         for g, t in times.items()), "(one call / split %d)" % concurrency)
@@ -142,18 +145,7 @@ def measure(guests: int, rounds: int, sweep: List[int], per_group: bool = False)
             return time.perf_counter() - t0
 
         def bare_split(k: int) -> Callable[[], float]:
-            def run() -> float:
-                t0 = time.perf_counter()
-                doms = conns[0].listAllDomains(0)
-                shares = [doms[i::k] for i in range(k)]
-                threads = [threading.Thread(target=bulk.domain_list_stats, args=(conns[1 + i], s, GROUPS, True))
-                           for i, s in enumerate(shares) if s]
-                for t in threads:
-                    t.start()
-                for t in threads:
-                    t.join()
-                return time.perf_counter() - t0
-            return run
+            return lambda: timed_split(conns, GROUPS, k, backing=True)
 
         base = ["--libvirt.min-interval", "0", "--log.level", "warn"]
         processes: Dict[str, ExporterProcess] = {
