@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -36,6 +37,7 @@ class ExporterProcess:
         self.env = dict(os.environ, **(env or {}))
         self.proc: Optional[subprocess.Popen] = None
         self.log_path: Optional[Path] = None
+        self.ssl_context: Optional[ssl.SSLContext] = None  # set by a subclass that serves HTTPS
 
     @property
     def url(self) -> str:
@@ -53,12 +55,16 @@ class ExporterProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError("exporter exited %s: %s" % (self.proc.returncode, self.log()))
             try:
-                with urllib.request.urlopen(self.url + "/-/healthy", timeout=2) as r:
-                    if r.status == 200:
-                        return self
-            except (urllib.error.URLError, ConnectionError, socket.timeout):
-                time.sleep(0.1)
+                if self.ready():
+                    return self
+            except (urllib.error.URLError, ConnectionError, socket.timeout, ssl.SSLError):
+                pass
+            time.sleep(0.1)
         raise RuntimeError("exporter not ready: " + self.log())
+
+    def ready(self) -> bool:
+        """Whether the exporter is serving: /-/healthy answers 200."""
+        return self.get("/-/healthy", timeout_s=2)[0] == 200
 
     def stop(self) -> int:
         if self.proc is None:
@@ -87,7 +93,7 @@ class ExporterProcess:
             timeout_s: float = 30.0) -> Tuple[int, Dict[str, str], bytes]:
         req = urllib.request.Request(self.url + path, headers=headers or {})
         try:
-            with urllib.request.urlopen(req, timeout=timeout_s) as r:
+            with urllib.request.urlopen(req, timeout=timeout_s, context=self.ssl_context) as r:
                 return r.status, dict(r.headers), r.read()
         except urllib.error.HTTPError as e:
             return e.code, dict(e.headers), e.read()
