@@ -1,10 +1,14 @@
-"""Time bounds for tests that drive real daemons: a hung libvirtd must fail a test, not the suite."""
+"""Time bounds for tests that drive real daemons: a hung libvirtd must fail a test, not the suite, and
+a wait for something that never happens fails with what it waited for."""
 
 from __future__ import annotations
 
 import contextlib
 import signal
-from typing import Iterator
+import time
+from typing import Callable, Iterator, TypeVar
+
+T = TypeVar("T")
 
 
 @contextlib.contextmanager
@@ -20,3 +24,15 @@ def time_limit(seconds: int) -> Iterator[None]:
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, old)
+
+
+def wait_for(predicate: Callable[[], T], timeout_s: float, what: str, interval_s: float = 0.2) -> T:
+    """Poll ``predicate`` until it returns something truthy, and return that; fail after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out after %.0f s waiting for %s" % (timeout_s, what))
+        time.sleep(interval_s)

@@ -7,12 +7,12 @@ from __future__ import annotations
 import json
 import os
 import re
-import time
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
 
 import inprocess
 import testbed as tb
+from bounds import wait_for  # noqa: F401  (re-exported for the watermark tests)
 from exporter import free_port  # noqa: F401  (re-exported for the watermark tests)
 
 MIB = 1024 * 1024
@@ -28,18 +28,6 @@ def series_of(series: Series, name: str, **where: str) -> Dict[Tuple[Tuple[str, 
     """{labels: value} of ``name`` whose labels include ``where``."""
     return {labels: v for (n, labels), v in series.items()
             if n == name and all(dict(labels).get(k) == w for k, w in where.items())}
-
-
-def wait_for(what: str, cond: Callable[[], object], timeout_s: float, interval_s: float = 0.3):
-    """Poll ``cond`` until it returns something truthy (returned); fail after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        got = cond()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out after %.0f s waiting for %s" % (timeout_s, what))
-        time.sleep(interval_s)
 
 
 # --- storage --------------------------------------------------------------------------------------
@@ -152,8 +140,8 @@ def make_writer(bed, params: "tb.WriterParams", cluster_size: str = "1M", start:
     return guest
 
 
-def scrape_until(exp: Exporter, what: str, pred: Callable[[Series], bool], timeout_s: float,
-                 show: Optional[Callable[[Series], object]] = None) -> Series:
+def scrape_until(exp: inprocess.InProcessExporter, what: str, pred: Callable[[Series], bool],
+                 timeout_s: float, show: Optional[Callable[[Series], object]] = None) -> Series:
     """Scrape until ``pred(series)`` holds; returns that scrape. ``show(last scrape)`` goes into the
     failure message."""
     last: List[Series] = []
@@ -164,7 +152,7 @@ def scrape_until(exp: Exporter, what: str, pred: Callable[[Series], bool], timeo
         return m if pred(m) else None
 
     try:
-        return wait_for(what, attempt, timeout_s)
+        return wait_for(attempt, timeout_s, what)
     except AssertionError as e:
         if show is None or not last:
             raise

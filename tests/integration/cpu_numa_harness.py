@@ -10,7 +10,7 @@ from typing import Dict, Iterator, List, Optional, Tuple
 
 import inprocess
 import testbed as tb
-from bounds import time_limit  # noqa: F401  (re-exported for the CPU/NUMA tests)
+from bounds import time_limit, wait_for  # noqa: F401  (re-exported for the CPU/NUMA tests)
 
 Series = inprocess.Series
 value = inprocess.value
@@ -88,12 +88,3 @@ def vm_rss_kib(pid: int) -> int:
     raise AssertionError("no VmRSS for pid %d" % pid)
 
 
-def wait_for(predicate, timeout_s: float, what: str, step_s: float = 0.2):
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out after %.0f s waiting for %s" % (timeout_s, what))
-        time.sleep(step_s)

@@ -36,8 +36,8 @@ def writer(physical_mib: int, writes: int, wait_us: int = 100_000) -> tb.WriterP
 
 
 def _grow_past(guest, bytes_: int) -> None:
-    wb.wait_for("allocation of %s past %d" % (guest.name, bytes_), lambda: wb.allocation(guest) > bytes_,
-                GROW_TIMEOUT_S, 0.1)
+    wb.wait_for(lambda: wb.allocation(guest) > bytes_, GROW_TIMEOUT_S,
+                "allocation of %s past %d" % (guest.name, bytes_), 0.1)
 
 
 def _top(series, name, guest):
@@ -78,7 +78,7 @@ def test_watermark_follows_the_rule_across_the_limit_read_only(testbed):
     with wb.running_exporter(*WM_FLAGS) as exp:
         guest.wait_booted()
         # below the watermark: headroom > 32 MiB
-        wb.wait_for("allocation over 4 MiB", lambda: wb.allocation(guest) > 4 * MIB, GROW_TIMEOUT_S, 0.1)
+        wb.wait_for(lambda: wb.allocation(guest) > 4 * MIB, GROW_TIMEOUT_S, "allocation over 4 MiB", 0.1)
         wb.suspend(guest)
         before = _check_sizes_and_rule(exp, guest)
         assert before["headroom"] > LIMIT, "the writer outran the test: suspend came too late"
@@ -108,7 +108,7 @@ def test_enospc_pauses_the_guest_and_is_counted(testbed):
         m = _scrape_sized(exp, guest)
         enospc = dict(domain=guest.name, target="vda", reason="enospc")
         assert value(m, "libvirt_domain_block_io_errors_total", **enospc) == 0
-        wb.wait_for("guest paused on an I/O error", lambda: wb.state_reason(guest) == (3, 5), GROW_TIMEOUT_S)
+        wb.wait_for(lambda: wb.state_reason(guest) == (3, 5), GROW_TIMEOUT_S, "guest paused on an I/O error")
         # (a scrape right at the pause may find the domain's job busy: NOWAIT leaves its block group out)
         m = wb.scrape_until(exp, "the I/O error counted", lambda s: bool(
             value(s, "libvirt_domain_block_io_errors_total", **enospc)
@@ -125,8 +125,8 @@ def test_enospc_pauses_the_guest_and_is_counted(testbed):
         # what an extension does: the guest goes on, then fills the bigger volume too
         wb.grow_loop_device(guest.disk_path, 24 * MIB)
         wb.resume(guest)
-        wb.wait_for("running again", lambda: wb.state_reason(guest)[0] == 1, 10)
-        wb.wait_for("paused again", lambda: wb.state_reason(guest) == (3, 5), GROW_TIMEOUT_S)
+        wb.wait_for(lambda: wb.state_reason(guest)[0] == 1, 10, "running again")
+        wb.wait_for(lambda: wb.state_reason(guest) == (3, 5), GROW_TIMEOUT_S, "paused again")
         m = wb.scrape_until(exp, "the second error counted", lambda s: bool(
             value(s, "libvirt_domain_block_io_errors_total", **enospc) == 2
             and _top(s, "libvirt_domain_block_physical_bytes", guest)), SCRAPE_SIZED_TIMEOUT_S)
@@ -141,8 +141,8 @@ def test_threshold_one_event_per_crossing_and_rearmed_after_extension(testbed):
         assert ours and not any(ours.values()), ours
         guest.start()
         # armed because the domain started, before any scrape: libvirt itself says so
-        wb.wait_for("threshold armed at physical - limit",
-                    lambda: tb.virsh_domstats(guest.name, "block").get("block.0.threshold") == 32 * MIB, 30)
+        wb.wait_for(lambda: tb.virsh_domstats(guest.name, "block").get("block.0.threshold") == 32 * MIB, 30,
+                    "threshold armed at physical - limit")
         m = _scrape_sized(exp, guest)
         assert _top(m, "libvirt_domain_block_threshold_bytes", guest) == 32 * MIB
         events = dict(domain=guest.name, target="vda")
@@ -202,7 +202,7 @@ def _nbd_server(directory, port: int):
     proc = subprocess.Popen(["qemu-nbd", "--persistent", "--shared=4", "-f", "qcow2", "-b", "127.0.0.1",
                                 "-p", str(port), "-x", "vet", str(image)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    wb.wait_for("qemu-nbd listening", lambda: proc.poll() is not None or _port_open(port), 10, 0.1)
+    wb.wait_for(lambda: proc.poll() is not None or _port_open(port), 10, "qemu-nbd listening", 0.1)
     assert proc.poll() is None, proc.stderr.read().decode()
     return proc
 
@@ -239,8 +239,8 @@ def test_every_layer_matches_and_only_thin_block_layers_get_watermarks(testbed):
         tb.virsh("define", str(d / "domain.xml"))
         guest.start()
         guest.wait_booted()
-        wb.wait_for("the writer's 16 writes", lambda: int(tb.virsh_domstats(guest.name, "block")["block.0.wr.reqs"])
-                    >= 16, 60, 0.2)
+        wb.wait_for(lambda: int(tb.virsh_domstats(guest.name, "block")["block.0.wr.reqs"])
+                    >= 16, 60, "the writer's 16 writes", 0.2)
         wb.suspend(guest)
         with wb.running_exporter(*WM_FLAGS) as exp:
             m = _scrape_sized(exp, guest)

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 import testbed as tb  # tests/ is on sys.path (tests/conftest.py)
+from bounds import wait_for
 from exporter import ExporterProcess
 
 from . import promstack
@@ -92,17 +93,6 @@ def starts_at_s(alert) -> float:
     """An alert's startsAt (Prometheus' activeAt: the evaluation that first found it) as Unix seconds."""
     text = re.sub(r"(\.\d{6})\d*", r"\1", alert["startsAt"]).replace("Z", "+00:00")
     return datetime.datetime.fromisoformat(text).timestamp()
-
-
-def wait_for(predicate, timeout_s, what, interval_s=0.5):
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out after %.0f s waiting for %s" % (timeout_s, what))
-        time.sleep(interval_s)
 
 
 def diagnostics(domain, exporter, prom, am, webhook) -> str:
