@@ -41,7 +41,7 @@ import logging
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, wait
-from typing import Any, Callable, Dict, FrozenSet, List, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, FrozenSet, List, NoReturn, Optional, Sequence, Set, Tuple
 
 import libvirt
 
@@ -155,6 +155,261 @@ class _Call:
         self.last_try = False       # no more retries for its share: wait for it up to the deadline
 
 
+class _Round:
+    """One sample's stats calls: the shares, the calls asked again when late, the re-asks of partial
+    domains, and what they answered. Lives for one ``StuckAwareStats.collect``."""
+
+    def __init__(self, owner: "StuckAwareStats", deadline: float, captured: Set[str],
+                 apart: Dict[str, Tuple[str, Dict[str, Any]]]) -> None:
+        self.owner = owner
+        self.connection = owner.connection
+        self.groups = owner.groups
+        self.clock = owner._clock
+        self.deadline = deadline
+        self.started = self.clock()
+        self.captured = captured
+        self.apart = apart
+        self.typical_s = owner.typical_s()
+        self.counts = {"calls": 0, "late": 0, "retries": 0, "reasks": 0, "pings": 0, "apart": len(apart)}
+        self.calls: List[_Call] = []
+        self.results: Dict[str, Tuple[Optional[libvirt.virDomain], str, Dict[str, Any], _Call]] = {}
+        self.answered = 0
+        # The last ping of libvirtd itself (see StuckAwareStats._ping) and when it was sent; whether
+        # it was seen answered and whether at once; when libvirtd last came out of a stall (a ping
+        # that took long).
+        self.ping: Optional[Future] = None
+        self.ping_sent = 0.0
+        self.ping_judged = False
+        self.ping_quick = False
+        self.stall_end = self.started
+        self.quick_s = max(PING_QUICK_S, (self.typical_s or 0.0) / 2)
+
+    # --- the steps, in order ------------------------------------------------------------------------
+
+    def run(self) -> StatsResult:
+        concurrency = self.owner.concurrency
+        for i in range(concurrency):
+            self.submit(Spec(share=(i, concurrency), exclude=frozenset(self.apart)), "share", [], i)
+        self.run_until_settled()
+        if self.answered == 0:
+            self.fail_hung()
+        self.grace_for_held()
+        self.reask_partial()
+        return self.result()
+
+    def fail_hung(self) -> NoReturn:
+        """No call answered by the deadline: libvirtd is hung unless a ping says otherwise. An
+        unanswered ping is remembered, so the next sample fails at once while it stays unanswered."""
+        if self.ping is None or self.ping.done():
+            with contextlib.suppress(LibvirtUnavailable):
+                self.send_ping(self.clock())
+        if self.ping is not None and not self.ping.done():
+            self.connection.abandon(self.ping)
+            self.owner._hung = (self.ping, self.ping_sent)
+        raise CallTimeout("libvirt answered no stats call within %.2fs" % (self.clock() - self.started))
+
+    def grace_for_held(self) -> None:
+        """A late call that was only slow answers soon: give it a moment before calling the domain
+        it held unresponsive (a stuck one costs this moment once, at the first scrape that meets it)."""
+        held = self.held_by_us()
+        if not held or self.typical_s is None:
+            return
+        grace_end = min(self.deadline, self.clock() + min(HELD_GRACE_MAX_S, HELD_GRACE_FACTOR * self.typical_s))
+        while held and self.clock() < grace_end:
+            running = {f for futures in held.values() for f in futures}
+            wait(running, timeout=max(0.0, grace_end - self.clock()), return_when=FIRST_COMPLETED)
+            self.merge_done()
+            held = self.held_by_us()
+
+    def reask_partial(self) -> None:
+        """Every partial domain is asked again, those a late call of ours may hold too: such a call
+        holds one domain's job at a time, the others were held by another client for a moment
+        (another exporter's call, a domain starting). A moment may be a monitor round trip on a
+        loaded host: up to REASK_PAUSES_S."""
+        reask_end = min(self.deadline, self.clock() + REASK_BUDGET_S)
+        for round_no, pause_s in enumerate(REASK_PAUSES_S):
+            # After the first round, a domain still partial while our late call runs is that call's,
+            # and one that stayed partial through the last sample too is held for long (starting, or
+            # stuck under another client's call): not worth waiting for.
+            ours = self.held_by_us() if round_no else {}
+            again = frozenset(uuid for uuid, (_d, _n, stats, _c) in self.results.items()
+                              if uuid not in self.captured and uuid not in ours
+                              and not (round_no and uuid in self.owner._partial_before)
+                              and bulk.incomplete_groups(stats, self.groups))
+            if not again or self.clock() + pause_s >= reask_end:
+                return
+            if pause_s:
+                time.sleep(pause_s)
+            try:
+                self.submit(Spec(uuids=again), "reask", [], -1)
+            except LibvirtUnavailable as e:
+                log.debug("cannot ask partial domains again: %s", e)
+                return
+            self.counts["reasks"] += 1
+            self.run_until_settled()
+
+    def result(self) -> StatsResult:
+        unresponsive: Set[str] = set()
+        raw: RawStats = []
+        for uuid, (dom, name, stats, _call) in self.results.items():
+            raw.append((dom, uuid, name, stats))
+            if bulk.incomplete_groups(stats, self.groups):
+                unresponsive.add(uuid)
+        self.owner._partial_before = frozenset(unresponsive)
+        self.owner._update_suspects(self.results, self.held_by_us())
+        # Domains kept out of the calls still exist: report their state and flag them, as they were
+        # when the sample started (a probe may clear one meanwhile: it is still missing from this
+        # sample's calls). Their other counters, from a probe at another moment, would make rates
+        # over the wrong interval.
+        for uuid, (name, state) in self.apart.items():
+            if uuid not in self.results:
+                raw.append((None, uuid, name, state))
+                unresponsive.add(uuid)
+        return StatsResult(raw=raw, unresponsive=unresponsive, duration_s=self.clock() - self.started,
+                           counts=self.counts)
+
+    # --- calls --------------------------------------------------------------------------------------
+
+    def submit(self, spec: Spec, kind: str, chain: List[_Call], share_no: int) -> _Call:
+        now = self.clock()
+        fut = self.connection.submit(self.owner._stats_fn(spec), self.deadline - now)
+        call = _Call(spec, fut, now, kind, chain, share_no)
+        self.calls.append(call)
+        self.counts["calls"] += 1
+        if kind == "share":
+            fut.add_done_callback(lambda f, t0=now: self.owner._learn(f, t0))
+        return call
+
+    def merge(self, call: _Call) -> None:
+        call.consumed = True
+        call.duration = self.clock() - call.started
+        try:
+            raw = call.future.result()
+        except libvirt.libvirtError as e:
+            if call.late or call.kind == "reask":
+                log.debug("stats call failed: %s", e.get_error_message())
+                return  # given up on already, or an extra: the sample stands without it
+            raise
+        self.answered += 1
+        for dom, uuid, name, stats in raw:
+            old = self.results.get(uuid)
+            if old is None or (bulk.incomplete_groups(old[2], self.groups)
+                               and not bulk.incomplete_groups(stats, self.groups)):
+                self.results[uuid] = (dom, name, stats, call)
+
+    def merge_done(self) -> None:
+        for call in self.calls:
+            if call.future.done() and not call.consumed:
+                self.merge(call)
+
+    def waiting(self) -> List[_Call]:
+        """The calls still waited for: not given up on, not answered."""
+        return [c for c in self.calls if not c.late and not c.future.done()]
+
+    def run_until_settled(self) -> None:
+        """Wait for every call we still wait for; ask late ones again while time remains."""
+        while True:
+            self.merge_done()
+            waiting = self.waiting()
+            if not waiting:
+                return
+            now = self.clock()
+            if now >= self.deadline:
+                for call in waiting:
+                    call.late = True
+                    self.connection.abandon(call.future)
+                return
+            self.judge_ping(now)
+            slow = [c for c in waiting if now >= self.slow_at(c)]
+            if slow and (self.ping is None or self.ping_sent < max(self.slow_at(c) for c in slow)):
+                if self.ping is None or self.ping.done():
+                    try:
+                        self.send_ping(now)
+                    except LibvirtUnavailable as e:
+                        log.debug("cannot ping libvirtd: %s", e)
+            for call in [c for c in slow if self.late(c)]:
+                self.retry(call)
+            self.wait_next(now)
+
+    def retry(self, call: _Call) -> None:
+        """Ask a late call's share again with a fresh NOWAIT call, and give up on the late one."""
+        if sum(1 for c in self.calls if c.share_no == call.share_no and c.kind == "retry") \
+                >= MAX_RETRIES_PER_SHARE:
+            call.last_try = True
+            return
+        try:
+            self.submit(call.spec, "retry", call.chain + [call], call.share_no)
+        except LibvirtUnavailable as e:
+            log.debug("cannot ask a late share again: %s", e)
+            call.last_try = True
+            return
+        call.late = True
+        self.counts["late"] += 1
+        self.counts["retries"] += 1
+        self.connection.abandon(call.future)
+
+    def wait_next(self, now: float) -> None:
+        """Until a call or the ping answers, or the next call turns slow."""
+        # Late calls are watched too: one that answers after all is used.
+        pending = [c.future for c in self.calls if not c.future.done()]
+        if self.ping is not None and not self.ping_judged:
+            pending.append(self.ping)  # until judged (judge_ping): done already, wait returns
+        next_at = min([t for t in (self.slow_at(c) for c in self.waiting()) if t > now] + [self.deadline])
+        wait(pending, timeout=max(0.0, next_at - self.clock()), return_when=FIRST_COMPLETED)
+
+    def held_by_us(self) -> Dict[str, List[Future]]:
+        """Partial domains whose job one of our late calls may hold: the calls, by domain."""
+        out: Dict[str, List[Future]] = {}
+        for uuid, (_dom, _name, stats, call) in self.results.items():
+            if uuid in self.captured or not bulk.incomplete_groups(stats, self.groups):
+                continue
+            running = [c.future for c in call.chain if not c.future.done()]
+            if running:
+                out[uuid] = running
+        return out
+
+    # --- lateness -----------------------------------------------------------------------------------
+
+    def send_ping(self, now: float) -> None:
+        self.ping = self.owner._ping()
+        self.ping_sent = now
+        self.ping_judged = self.ping_quick = False
+        self.counts["pings"] += 1
+
+    def judge_ping(self, now: float) -> None:
+        """Judge the ping once it is seen answered (it is waited for with the calls, so that is
+        as soon as it answers)."""
+        fut = self.ping
+        if fut is None or self.ping_judged or not fut.done():
+            return
+        ok = not fut.cancelled() and fut.exception() is None
+        self.ping_judged = True
+        self.ping_quick = ok and now - self.ping_sent <= self.quick_s
+        if ok and not self.ping_quick:
+            self.stall_end = now
+
+    def slow_at(self, call: _Call) -> float:
+        """When the call is slower than it should be: a multiple of the typical share, counted
+        from when it started or libvirtd last came out of a stall, whichever is later."""
+        typical_s = self.typical_s
+        if typical_s is None or call.last_try:
+            return self.deadline  # first sample: nothing known yet, only the hard deadline applies
+        others = [c.duration for c in self.calls if c is not call and c.duration is not None and not c.late]
+        if others:
+            limit = max(SOFT_DEADLINE_MIN_S, SOFT_DEADLINE_FACTOR * typical_s, SOFT_DEADLINE_FACTOR * max(others))
+        else:
+            limit = max(SOFT_DEADLINE_MIN_S, ALONE_DEADLINE_FACTOR * typical_s)
+        # The k-th retry of a share waits k+1 times as long: a second stuck domain in one share is
+        # rare, a host slow for a moment is not, and every retry adds to its load.
+        return min(self.deadline, max(call.started, self.stall_end) + limit * (1 + len(call.chain)))
+
+    def late(self, call: _Call) -> bool:
+        """Slow, and libvirtd answered a ping sent since at once: the call waits on a QEMU of its
+        own, not on libvirtd (hung, or busy with domain locks while it starts or destroys one)."""
+        return (self.ping is not None and self.ping_sent >= self.slow_at(call)
+                and self.ping_judged and self.ping_quick)
+
+
 class StuckAwareStats:
     """Takes the bulk stats of one sample. One caller at a time (the sampler is single-flight); the
     prober runs on its own thread."""
@@ -180,210 +435,9 @@ class StuckAwareStats:
     # --- the scrape path ---------------------------------------------------------------------------
 
     def collect(self, deadline: float) -> StatsResult:
-        started = self._clock()
-        self._check_hung(started)
+        self._check_hung(self._clock())
         captured, apart = self._suspect_split()
-        typical_s = self.typical_s()
-        counts = {"calls": 0, "late": 0, "retries": 0, "reasks": 0, "pings": 0, "apart": len(apart)}
-        calls: List[_Call] = []
-        results: Dict[str, Tuple[Optional[libvirt.virDomain], str, Dict[str, Any], _Call]] = {}
-        answered = 0
-        # The last ping of libvirtd itself (see _ping) and when it was sent; whether it answered at
-        # once; when libvirtd last came out of a stall (a ping that took long).
-        ping: List[Any] = [None, 0.0]
-        ping_quick = [False, False]     # [seen answered, answered at once]
-        stall_end = [started]
-        quick_s = max(PING_QUICK_S, (typical_s or 0.0) / 2)
-
-        def check_ping(now: float) -> None:
-            """Judge the ping once it is seen answered (it is waited for with the calls, so that is
-            as soon as it answers)."""
-            fut, sent = ping
-            if fut is None or ping_quick[0] or not fut.done():
-                return
-            ok = not fut.cancelled() and fut.exception() is None
-            ping_quick[:] = [True, ok and now - sent <= quick_s]
-            if ok and not ping_quick[1]:
-                stall_end[0] = now
-
-        def submit(spec: Spec, kind: str, chain: List[_Call], share_no: int) -> _Call:
-            now = self._clock()
-            fut = self.connection.submit(self._stats_fn(spec), deadline - now)
-            call = _Call(spec, fut, now, kind, chain, share_no)
-            calls.append(call)
-            counts["calls"] += 1
-            if kind == "share":
-                fut.add_done_callback(lambda f, t0=now: self._learn(f, t0))
-            return call
-
-        def slow_at(call: _Call) -> float:
-            """When the call is slower than it should be: a multiple of the typical share, counted
-            from when it started or libvirtd last came out of a stall, whichever is later."""
-            if typical_s is None or call.last_try:
-                return deadline  # first sample: nothing known yet, only the hard deadline applies
-            others = [c.duration for c in calls if c is not call and c.duration is not None and not c.late]
-            if others:
-                limit = max(SOFT_DEADLINE_MIN_S, SOFT_DEADLINE_FACTOR * typical_s,
-                            SOFT_DEADLINE_FACTOR * max(others))
-            else:
-                limit = max(SOFT_DEADLINE_MIN_S, ALONE_DEADLINE_FACTOR * typical_s)
-            # The k-th retry of a share waits k+1 times as long: a second stuck domain in one share is
-            # rare, a host slow for a moment is not, and every retry adds to its load.
-            return min(deadline, max(call.started, stall_end[0]) + limit * (1 + len(call.chain)))
-
-        def late(call: _Call) -> bool:
-            """Slow, and libvirtd answered a ping sent since at once: the call waits on a QEMU of its
-            own, not on libvirtd (hung, or busy with domain locks while it starts or destroys one)."""
-            fut, sent = ping
-            return fut is not None and sent >= slow_at(call) and ping_quick[0] and ping_quick[1]
-
-        def merge(call: _Call) -> None:
-            nonlocal answered
-            call.consumed = True
-            call.duration = self._clock() - call.started
-            try:
-                raw = call.future.result()
-            except libvirt.libvirtError as e:
-                if call.late or call.kind == "reask":
-                    log.debug("stats call failed: %s", e.get_error_message())
-                    return  # given up on already, or an extra: the sample stands without it
-                raise
-            answered += 1
-            for dom, uuid, name, stats in raw:
-                old = results.get(uuid)
-                if old is None or (bulk.incomplete_groups(old[2], self.groups)
-                                   and not bulk.incomplete_groups(stats, self.groups)):
-                    results[uuid] = (dom, name, stats, call)
-
-        def merge_done() -> None:
-            for call in calls:
-                if call.future.done() and not call.consumed:
-                    merge(call)
-
-        def run_until_settled() -> None:
-            """Wait for every call we still wait for; ask late ones again while time remains."""
-            while True:
-                merge_done()
-                waiting = [c for c in calls if not c.late and not c.future.done()]
-                if not waiting:
-                    return
-                now = self._clock()
-                if now >= deadline:
-                    for call in waiting:
-                        call.late = True
-                        self.connection.abandon(call.future)
-                    return
-                check_ping(now)
-                slow = [c for c in waiting if now >= slow_at(c)]
-                if slow and (ping[0] is None or ping[1] < max(slow_at(c) for c in slow)):
-                    if ping[0] is None or ping[0].done():
-                        try:
-                            ping[:] = [self._ping(), now]
-                            ping_quick[:] = [False, False]
-                            counts["pings"] += 1
-                        except LibvirtUnavailable as e:
-                            log.debug("cannot ping libvirtd: %s", e)
-                for call in [c for c in slow if late(c)]:
-                    if sum(1 for c in calls if c.share_no == call.share_no and c.kind == "retry") \
-                            >= MAX_RETRIES_PER_SHARE:
-                        call.last_try = True
-                        continue
-                    try:
-                        submit(call.spec, "retry", call.chain + [call], call.share_no)
-                    except LibvirtUnavailable as e:
-                        log.debug("cannot ask a late share again: %s", e)
-                        call.last_try = True
-                        continue
-                    call.late = True
-                    counts["late"] += 1
-                    counts["retries"] += 1
-                    self.connection.abandon(call.future)
-                waiting = [c for c in calls if not c.late and not c.future.done()]
-                # Late calls are watched too: one that answers after all is used.
-                pending = [c.future for c in calls if not c.future.done()]
-                if ping[0] is not None and not ping_quick[0]:
-                    pending.append(ping[0])  # until judged (check_ping): done already, wait returns
-                next_at = min([t for t in (slow_at(c) for c in waiting) if t > now] + [deadline])
-                wait(pending, timeout=max(0.0, next_at - self._clock()), return_when=FIRST_COMPLETED)
-
-        def held_by_us() -> Dict[str, List[Future]]:
-            """Partial domains whose job one of our late calls may hold: the calls, by domain."""
-            out: Dict[str, List[Future]] = {}
-            for uuid, (_dom, _name, stats, call) in results.items():
-                if uuid in captured or not bulk.incomplete_groups(stats, self.groups):
-                    continue
-                running = [c.future for c in call.chain if not c.future.done()]
-                if running:
-                    out[uuid] = running
-            return out
-
-        for i in range(self.concurrency):
-            submit(Spec(share=(i, self.concurrency), exclude=frozenset(apart)), "share", [], i)
-        run_until_settled()
-        if answered == 0:
-            if ping[0] is None or ping[0].done():
-                with contextlib.suppress(LibvirtUnavailable):
-                    ping[:] = [self._ping(), self._clock()]
-            if ping[0] is not None and not ping[0].done():
-                self.connection.abandon(ping[0])
-                self._hung = (ping[0], ping[1])
-            raise CallTimeout("libvirt answered no stats call within %.2fs" % (self._clock() - started))
-
-        # A late call that was only slow answers soon: give it a moment before calling the domain it
-        # held unresponsive (a stuck one costs this moment once, at the first scrape that meets it).
-        held = held_by_us()
-        if held and typical_s is not None:
-            grace_end = min(deadline, self._clock() + min(HELD_GRACE_MAX_S, HELD_GRACE_FACTOR * typical_s))
-            while held and self._clock() < grace_end:
-                running = {f for futures in held.values() for f in futures}
-                wait(running, timeout=max(0.0, grace_end - self._clock()), return_when=FIRST_COMPLETED)
-                merge_done()
-                held = held_by_us()
-
-        # Every partial domain is asked again, those a late call of ours may hold too: such a call
-        # holds one domain's job at a time, the others were held by another client for a moment
-        # (another exporter's call, a domain starting). A moment may be a monitor round trip on a
-        # loaded host: up to REASK_PAUSES_S.
-        reask_end = min(deadline, self._clock() + REASK_BUDGET_S)
-        for round_no, pause_s in enumerate(REASK_PAUSES_S):
-            # After the first round, a domain still partial while our late call runs is that call's,
-            # and one that stayed partial through the last sample too is held for long (starting, or
-            # stuck under another client's call): not worth waiting for.
-            ours = held_by_us() if round_no else {}
-            again = frozenset(uuid for uuid, (_d, _n, stats, _c) in results.items()
-                              if uuid not in captured and uuid not in ours
-                              and not (round_no and uuid in self._partial_before)
-                              and bulk.incomplete_groups(stats, self.groups))
-            if not again or self._clock() + pause_s >= reask_end:
-                break
-            if pause_s:
-                time.sleep(pause_s)
-            try:
-                submit(Spec(uuids=again), "reask", [], -1)
-            except LibvirtUnavailable as e:
-                log.debug("cannot ask partial domains again: %s", e)
-                break
-            counts["reasks"] += 1
-            run_until_settled()
-
-        unresponsive: Set[str] = set()
-        raw: RawStats = []
-        for uuid, (dom, name, stats, _call) in results.items():
-            raw.append((dom, uuid, name, stats))
-            if bulk.incomplete_groups(stats, self.groups):
-                unresponsive.add(uuid)
-        self._partial_before = frozenset(unresponsive)
-        self._update_suspects(results, held_by_us())
-        # Domains kept out of the calls still exist: report their state and flag them, as they were
-        # when the sample started (a probe may clear one meanwhile: it is still missing from this
-        # sample's calls). Their other counters, from a probe at another moment, would make rates
-        # over the wrong interval.
-        for uuid, (name, state) in apart.items():
-            if uuid not in results:
-                raw.append((None, uuid, name, state))
-                unresponsive.add(uuid)
-        return StatsResult(raw=raw, unresponsive=unresponsive, duration_s=self._clock() - started,
-                           counts=counts)
+        return _Round(self, deadline, captured, apart).run()
 
     def _check_hung(self, now: float) -> None:
         """While the ping of the last sample that got no answer at all is still unanswered, libvirtd
