@@ -35,7 +35,7 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from exporter import ExporterProcess, Samples  # noqa: E402
 from testbed import DEMO_GUESTS, domain_active  # noqa: E402
-from virt_exporter import cli  # noqa: E402
+from virt_exporter import cli, options  # noqa: E402
 from virt_exporter.app import default_concurrency  # noqa: E402
 from virt_exporter.collectors import load_all  # noqa: E402
 from virt_exporter.source import bulk  # noqa: E402
@@ -44,11 +44,7 @@ from virt_exporter.source import bulk  # noqa: E402
 def exporter_groups() -> List[str]:
     """The stats groups the exporter asks for with its default flags (as App computes them)."""
     load_all()
-    args = cli.build_parser().parse_args([])
-    groups = ["state"]
-    for spec in cli.enabled_collectors(args):
-        groups += [g for g in spec.stats_groups if g not in groups]
-    return groups
+    return options.stats_groups(options.enabled_collectors(cli.build_parser().parse_args([])))
 
 
 def pct(values: Sequence[float], q: float) -> float:

@@ -15,7 +15,7 @@ from typing import Any, Dict, List
 
 from prometheus_client import CollectorRegistry, ProcessCollector
 
-from .cli import UsageError, collector_options, enabled_collectors
+from .options import UsageError, collector_options, enabled_collectors, stats_groups
 from .collectors.watermark import EXTRAS_KEY as WATERMARK_EXTRAS_KEY
 from .collectors.watermark import arms_thresholds, policy_from_options
 from .domain_filter import DomainFilter, compile_pattern
@@ -41,9 +41,7 @@ class App:
         self.args = args
         self.collectors = enabled_collectors(args)
         self.options = collector_options(args)
-        groups: List[str] = ["state"]
-        for spec in self.collectors:
-            groups += [g for g in spec.stats_groups if g not in groups]
+        groups = stats_groups(self.collectors)
         web_config = None
         if args.web_config_file:
             from .webconfig import WebConfigError, load_web_config

@@ -15,20 +15,16 @@ import sys
 import threading
 import time
 import urllib.parse
-from typing import Any, Dict, List, NoReturn, Optional, Sequence
+from typing import Any, NoReturn, Optional, Sequence
 
 from . import __version__
 from .collectors import base, load_all
-from .exporter import Exporter
+from .options import UsageError, option_dest
 
 log = logging.getLogger("virt_exporter")
 
 EXIT_USAGE = 2
 _URI_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://[^\s]*$")
-
-
-class UsageError(Exception):
-    """A start-up problem the operator must fix; str() is the one line we print."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -131,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
                          default=None, help=argparse.SUPPRESS)
         for opt in spec.options:
             flag = "--collector.%s.%s" % (spec.name, opt.name)
-            dest = "opt_%s_%s" % (spec.name, opt.name.replace("-", "_"))
+            dest = option_dest(spec.name, opt.name)
             if opt.type is bool:
                 col.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=opt.default,
                                  help=opt.help)
@@ -139,21 +135,6 @@ def build_parser() -> argparse.ArgumentParser:
                 col.add_argument(flag, dest=dest, type=opt.type, default=opt.default,
                                  help="%s (default %s)" % (opt.help, opt.default))
     return p
-
-
-def enabled_collectors(args: argparse.Namespace) -> List[base.CollectorSpec]:
-    out = []
-    for spec in sorted(base.REGISTRY.values(), key=lambda s: s.name):
-        flag = getattr(args, "collector_" + spec.name)
-        if flag if flag is not None else spec.default_enabled:
-            out.append(spec)
-    return out
-
-
-def collector_options(args: argparse.Namespace) -> Dict[str, Dict[str, Any]]:
-    return {spec.name: {opt.name: getattr(args, "opt_%s_%s" % (spec.name, opt.name.replace("-", "_")))
-                        for opt in spec.options}
-            for spec in base.REGISTRY.values()}
 
 
 class LogfmtFormatter(logging.Formatter):

@@ -1,0 +1,85 @@
+"""The package's import graph: no cycle, and the command line's light paths stay light."""
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+from typing import Dict, List, Set
+
+PACKAGE = Path(__file__).resolve().parents[1] / "virt_exporter"
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _resolve(module: str, is_package: bool, node: ast.ImportFrom) -> List[str]:
+    if node.level == 0:
+        base = node.module or ""
+    else:
+        parts = module.split(".")
+        keep = len(parts) - node.level + (1 if is_package else 0)
+        base = ".".join(parts[:keep] + ([node.module] if node.module else []))
+    # "from . import x" may name a submodule: count both the package and base.x.
+    return [base] + [base + "." + alias.name for alias in node.names]
+
+
+def import_graph() -> Dict[str, Set[str]]:
+    """Imports of every module at any depth (function-local ones too: they still tie modules)."""
+    modules = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+    graph: Dict[str, Set[str]] = {}
+    for name, path in modules.items():
+        deps: Set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                deps.update(_resolve(name, path.name == "__init__.py", node))
+            elif isinstance(node, ast.Import):
+                deps.update(alias.name for alias in node.names)
+        graph[name] = {d for d in deps if d in modules and d != name}
+    return graph
+
+
+def _cycles(graph: Dict[str, Set[str]]) -> List[List[str]]:
+    found: List[List[str]] = []
+    state: Dict[str, int] = {}   # 1 on the stack, 2 done
+    stack: List[str] = []
+
+    def visit(node: str) -> None:
+        state[node] = 1
+        stack.append(node)
+        for dep in sorted(graph[node]):
+            if state.get(dep) == 1:
+                found.append(stack[stack.index(dep):] + [dep])
+            elif dep not in state:
+                visit(dep)
+        stack.pop()
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node)
+    return found
+
+
+def test_cycle_finder_finds_a_cycle() -> None:
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == [["a", "b", "c", "a"]]
+    assert _cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_the_package_has_no_import_cycle() -> None:
+    graph = import_graph()
+    assert "virt_exporter.options" in graph["virt_exporter.app"]
+    assert _cycles(graph) == []
+
+
+def test_perfmon_check_does_not_load_libvirt(tmp_path: Path) -> None:
+    config = tmp_path / "perfmon.xml"
+    config.write_text("<config><variable><name value='cpu_usage'/>"
+                      "<alarm_trigger_level value='0.9'/></variable></config>")
+    code = ("import sys; from virt_exporter import cli; rc = cli.main(['perfmon-check', %r]); "
+            "print(rc, 'libvirt' in sys.modules)" % str(config))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.split()[-2:] == ["0", "False"], out.stdout + out.stderr

@@ -1,0 +1,40 @@
+"""What both the command line (cli.py) and the wiring (app.py) need: the start-up error and the
+collectors and options the flags select. Its own module so that neither imports the other."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any, Dict, List
+
+from .collectors import base
+
+
+class UsageError(Exception):
+    """A start-up problem the operator must fix; str() is the one line we print."""
+
+
+def enabled_collectors(args: argparse.Namespace) -> List[base.CollectorSpec]:
+    out = []
+    for spec in sorted(base.REGISTRY.values(), key=lambda s: s.name):
+        flag = getattr(args, "collector_" + spec.name)
+        if flag if flag is not None else spec.default_enabled:
+            out.append(spec)
+    return out
+
+
+def option_dest(collector: str, option: str) -> str:
+    """The argparse attribute of ``--collector.<collector>.<option>``."""
+    return "opt_%s_%s" % (collector, option.replace("-", "_"))
+
+
+def collector_options(args: argparse.Namespace) -> Dict[str, Dict[str, Any]]:
+    return {spec.name: {opt.name: getattr(args, option_dest(spec.name, opt.name)) for opt in spec.options}
+            for spec in base.REGISTRY.values()}
+
+
+def stats_groups(collectors: List[base.CollectorSpec]) -> List[str]:
+    """The bulk stats groups the enabled collectors need, state always first."""
+    groups = ["state"]
+    for spec in collectors:
+        groups += [g for g in spec.stats_groups if g not in groups]
+    return groups
