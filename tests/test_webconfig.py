@@ -263,7 +263,7 @@ def test_bad_headers_are_rejected(tmp_path, headers, expected):
 
 def test_rate_limit_parses_go_durations(tmp_path):
     cfg = load_web_config(_write(tmp_path, "rate_limit:\n  interval: 1m30s\n  burst: 2\n"))
-    assert cfg.rate_limit_interval_s == 90.0
+    assert cfg.rate_limit.interval_s == 90.0
     assert [cfg.allow_request() for _ in range(3)] == [True, True, False]
     assert "rate_limit.interval: expected a duration" in _load_error(
         _write(tmp_path, "rate_limit:\n  interval: 10 seconds\n  burst: 1\n"))
@@ -298,7 +298,7 @@ def test_successful_verification_is_cached_failures_are_not(auth_config, monkeyp
         calls.append(hashed)
         return bcrypt.checkpw(password, hashed)
 
-    monkeypatch.setattr(auth_config, "_checkpw", counting_checkpw)
+    monkeypatch.setattr(auth_config.auth, "checkpw", counting_checkpw)
     for _ in range(3):
         assert auth_config.check_basic_auth(_basic("prometheus", PASSWORD))
     assert len(calls) == 1
@@ -309,7 +309,7 @@ def test_successful_verification_is_cached_failures_are_not(auth_config, monkeyp
 
 def test_unknown_user_costs_a_bcrypt_at_the_configured_cost(auth_config, monkeypatch):
     calls = []
-    monkeypatch.setattr(auth_config, "_checkpw", lambda p, h: calls.append(h) or bcrypt.checkpw(p, h))
+    monkeypatch.setattr(auth_config.auth, "checkpw", lambda p, h: calls.append(h) or bcrypt.checkpw(p, h))
     # The decoy password itself must not let an unknown user in.
     assert not auth_config.check_basic_auth(_basic("nobody", "fakepassword"))
     assert not auth_config.check_basic_auth(_basic("nobody", "fakepassword"))
@@ -318,10 +318,10 @@ def test_unknown_user_costs_a_bcrypt_at_the_configured_cost(auth_config, monkeyp
 
 
 def test_cache_is_bounded(auth_config, password_hash):
-    auth_config._users = {f"u{i}": password_hash.encode() for i in range(webconfig._AUTH_CACHE_ENTRIES + 5)}
-    for user in auth_config._users:
+    auth_config.auth.users = {f"u{i}": password_hash.encode() for i in range(webconfig.AUTH_CACHE_ENTRIES + 5)}
+    for user in auth_config.auth.users:
         assert auth_config.check_basic_auth(_basic(user, PASSWORD))
-    assert len(auth_config._auth_cache) == webconfig._AUTH_CACHE_ENTRIES
+    assert len(auth_config.auth.cache) == webconfig.AUTH_CACHE_ENTRIES
 
 
 # --- end to end: curl against a test-only HTTPS server ----------------------------------------------------
