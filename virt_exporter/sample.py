@@ -9,10 +9,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Dict, FrozenSet, List, Mapping, Optional, Tuple
 
-# The first seven columns of a /proc/stat cpu line, in kernel order (Neat reads exactly these).
-PROC_STAT_COLUMNS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq")
-
-
 @dataclasses.dataclass(frozen=True)
 class CpuTimes:
     """Jiffies of one /proc/stat cpu line, first seven columns (user nice system idle iowait irq softirq)."""

@@ -192,7 +192,7 @@ class Sampler:
         # Timestamps before any read: the counters moved during [previous start, this start].
         wall = self._wall_clock()
         host_cpu = host.read_proc_stat(opts.host_root)
-        extras: Dict[str, Any] = {"net_dev": host.read_net_dev(opts.host_root),
+        extras: Dict[str, Any] = {"net_dev": host.read_net_dev(),
                                   "numa_cell_cpus": self._cell_cpus,
                                   "host_info": self._host_info}
         memory_future: Optional[Future] = None

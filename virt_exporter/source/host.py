@@ -1,7 +1,9 @@
-"""Host readings from /proc (and statvfs): CPU accounting, network devices, memory.
+"""Host readings: CPU accounting (/proc/stat), network devices and filesystem usage (psutil).
 
-Every reader takes ``root`` so tests can point it at a fixture tree (a multi-cell host, a host without
-permissions) instead of the real /proc and /sys.
+/proc/stat is read here rather than with psutil.cpu_times(percpu=True): psutil returns the per-CPU
+lines as a list by position, so with a CPU offline the numbers shift (perfmon's ``cpuN`` must name
+the real CPU), and it converts jiffies to float seconds where Neat's formula counts jiffies.
+``read_proc_stat`` takes ``root`` so tests can point it at a fixture tree.
 """
 
 from __future__ import annotations
@@ -9,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 import os
 from typing import Dict
+
+import psutil
 
 from ..sample import CpuTimes, HostCpu
 
@@ -56,46 +60,17 @@ class NetDevCounters:
     tx_packets: int
 
 
-def parse_net_dev(text: str) -> Dict[str, NetDevCounters]:
-    devices: Dict[str, NetDevCounters] = {}
-    for line in text.splitlines()[2:]:  # two header lines
-        name, sep, rest = line.partition(":")
-        if not sep:
-            continue
-        fields = rest.split()
-        if len(fields) < 10:
-            continue
-        devices[name.strip()] = NetDevCounters(
-            rx_bytes=int(fields[0]), rx_packets=int(fields[1]),
-            tx_bytes=int(fields[8]), tx_packets=int(fields[9]))
-    return devices
-
-
-def read_net_dev(root: str = "/") -> Dict[str, NetDevCounters]:
-    with open(_path(root, "proc/net/dev"), "rb") as f:
-        return parse_net_dev(f.read().decode("ascii", "replace"))
-
-
-def parse_meminfo(text: str) -> Dict[str, int]:
-    """/proc/meminfo as {field: KiB} (fields without a unit, like HugePages_Total, are counts)."""
-    values: Dict[str, int] = {}
-    for line in text.splitlines():
-        key, sep, rest = line.partition(":")
-        if sep and rest.split():
-            values[key] = int(rest.split()[0])
-    return values
-
-
-def read_meminfo(root: str = "/") -> Dict[str, int]:
-    with open(_path(root, "proc/meminfo"), "rb") as f:
-        return parse_meminfo(f.read().decode("ascii", "replace"))
+def read_net_dev() -> Dict[str, NetDevCounters]:
+    """Every network device's counters (/proc/net/dev, through psutil)."""
+    return {name: NetDevCounters(rx_bytes=c.bytes_recv, rx_packets=c.packets_recv,
+                                 tx_bytes=c.bytes_sent, tx_packets=c.packets_sent)
+            for name, c in psutil.net_io_counters(pernic=True, nowrap=False).items()}
 
 
 def fs_used_fraction(path: str) -> float:
-    """Used share (0..1) of the filesystem holding ``path``, as df computes it (used / (used + avail))."""
-    st = os.statvfs(path)
-    used = (st.f_blocks - st.f_bfree) * st.f_frsize
-    avail = st.f_bavail * st.f_frsize
-    if used + avail <= 0:
+    """Used share (0..1) of the filesystem holding ``path``, as df computes it (used / (used + avail)).
+    psutil's own ``percent`` is rounded to one decimal: the fraction is computed from its fields."""
+    usage = psutil.disk_usage(path)
+    if usage.used + usage.free <= 0:
         return 0.0
-    return used / (used + avail)
+    return usage.used / (usage.used + usage.free)
