@@ -10,7 +10,7 @@ from typing import Dict, Iterator, List, Optional, Tuple
 
 import inprocess
 import testbed as tb
-from bounds import time_limit, wait_for  # noqa: F401  (re-exported for the CPU/NUMA tests)
+from bounds import wait_for  # noqa: F401  (re-exported for the CPU/NUMA tests)
 
 Series = inprocess.Series
 value = inprocess.value

@@ -16,25 +16,18 @@ from pathlib import Path
 from typing import List
 
 import pytest
+from exporter import EXPORTER, REPO, ExporterProcess, Samples, free_port
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from prometheus_client.parser import text_string_to_metric_families as parse_text
-
-from exporter import EXPORTER, REPO, ExporterProcess, Samples, free_port
-from bounds import time_limit
 from promtool import check_metrics
 
 TEST_BOUND_S = 60
+pytestmark = pytest.mark.timeout(TEST_BOUND_S, func_only=True)
 EXIT_WAIT_S = 15.0
 NO_LIBVIRTD = "qemu:///system?socket=/nonexistent/sock"
 RO_SOCKET = "/run/libvirt/libvirt-sock-ro"
 PROMETHEUS_ACCEPT = ("application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;"
                      "q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1")
-
-
-@pytest.fixture(autouse=True)
-def _bounded():
-    with time_limit(TEST_BOUND_S):
-        yield
 
 
 def run_exporter(args: List[str], timeout_s: float = 10.0) -> subprocess.CompletedProcess:

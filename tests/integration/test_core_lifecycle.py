@@ -9,23 +9,15 @@ import time
 import xml.etree.ElementTree as ET
 
 import pytest
-
 import testbed as tb
-from bounds import time_limit
 from exporter import ExporterProcess, Samples
 
-pytestmark = pytest.mark.libvirt
-
 TEST_BOUND_S = 90
+pytestmark = [pytest.mark.libvirt, pytest.mark.timeout(TEST_BOUND_S, func_only=True)]
+
 INACTIVE_NAMES = {"libvirt_domain_info", "libvirt_domain_state", "libvirt_domain_state_reason"}
 VIR_DOMAIN_RUNNING = 1
 VIR_DOMAIN_SHUTOFF = 5
-
-
-@pytest.fixture(autouse=True)
-def _bounded():
-    with time_limit(TEST_BOUND_S):
-        yield
 
 
 @pytest.fixture(scope="module")

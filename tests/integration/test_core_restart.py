@@ -14,26 +14,18 @@ import time
 from pathlib import Path
 
 import pytest
-
 import testbed as tb
-from bounds import time_limit
 from exporter import ExporterProcess, Samples
 
-pytestmark = pytest.mark.libvirt
-
 TEST_BOUND_S = 150
+pytestmark = [pytest.mark.libvirt, pytest.mark.timeout(TEST_BOUND_S, func_only=True)]
+
 PIDFILE = Path("/run/libvirtd.pid")
 EXIT_WAIT_S = 30.0       # libvirtd exits ~2 s after SIGTERM (testbed.md)
 RECONNECT_WAIT_S = 60.0  # the exporter's reconnect backoff is capped at 30 s
 SCRAPES_WHILE_DOWN = 4
 # --libvirt.timeout below; a scrape while libvirtd is down must not take longer than that.
 LIBVIRT_TIMEOUT_S = 5.0
-
-
-@pytest.fixture(autouse=True)
-def _bounded():
-    with time_limit(TEST_BOUND_S):
-        yield
 
 
 def libvirtd_pid() -> int:

@@ -18,20 +18,19 @@ import xml.etree.ElementTree as ET
 from typing import Callable, Dict, FrozenSet, List, Tuple
 
 import pytest
+import testbed as tb
+from exporter import ExporterProcess, Samples
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from prometheus_client.parser import text_string_to_metric_families as parse_text
-
-import testbed as tb
-from bounds import time_limit
-from exporter import ExporterProcess, Samples
 from promtool import check_metrics
+
 from virt_exporter.collectors.block import BLOCK_COUNTERS, BLOCK_SIZES
 from virt_exporter.collectors.interface import NET_COUNTERS
 from virt_exporter.collectors.memory import BALLOON_FIELDS
 
-pytestmark = pytest.mark.libvirt
-
 TEST_BOUND_S = 90
+pytestmark = [pytest.mark.libvirt, pytest.mark.timeout(TEST_BOUND_S, func_only=True)]
+
 # How long an event (device added / removed) may take to reach the exporter after virsh returned.
 EVENT_GRACE_S = 0.5
 # virsh groups that hold every key the core collectors read.
@@ -52,12 +51,6 @@ DERIVED = {
 }
 
 Key = Tuple[str, FrozenSet[Tuple[str, str]]]
-
-
-@pytest.fixture(autouse=True)
-def _bounded():
-    with time_limit(TEST_BOUND_S):
-        yield
 
 
 # --- module fixtures: our own guests (one with a backing chain), one exporter ----------------------

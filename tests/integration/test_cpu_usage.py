@@ -16,10 +16,16 @@ from typing import Callable, Dict, Optional, Sequence
 
 import pytest
 
-from .cpu_numa_harness import (cpu_time_ns, label_values, nodeinfo_core_mhz, proc_stat_busy_total,
-                               running_exporter, time_limit, value)
+from .cpu_numa_harness import (
+    cpu_time_ns,
+    label_values,
+    nodeinfo_core_mhz,
+    proc_stat_busy_total,
+    running_exporter,
+    value,
+)
 
-pytestmark = pytest.mark.libvirt
+pytestmark = [pytest.mark.libvirt, pytest.mark.timeout(600, func_only=True)]
 
 WINDOW_S = 15.0
 # the overhead test needs windows in which no domain on the host started or stopped: shorter ones
@@ -30,12 +36,6 @@ MHZ = "libvirt_domain_cpu_usage_mhz"
 OVERHEAD = "libvirt_host_hypervisor_overhead_mhz"
 HOST_USAGE = "libvirt_host_cpu_usage_mhz"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-@pytest.fixture(autouse=True)
-def _bounded():
-    with time_limit(600):
-        yield
 
 
 def _proc_cpu_s(pid: int) -> float:

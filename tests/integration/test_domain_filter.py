@@ -6,22 +6,14 @@ from __future__ import annotations
 import time
 
 import pytest
-
-from bounds import time_limit
 from exporter import ExporterProcess
 
-pytestmark = pytest.mark.libvirt
+pytestmark = [pytest.mark.libvirt, pytest.mark.timeout(180, func_only=True)]
 
 OVERHEAD = "libvirt_host_hypervisor_overhead_mhz"
 MHZ = "libvirt_domain_cpu_usage_mhz"
 WINDOW_S = 5.0
 WINDOW_TRIES = 3
-
-
-@pytest.fixture(autouse=True)
-def _bounded():
-    with time_limit(180):
-        yield
 
 
 def _domains(samples, names):

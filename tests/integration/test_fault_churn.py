@@ -18,24 +18,16 @@ from pathlib import Path
 from typing import Dict, List, Optional, Set, Tuple
 
 import pytest
-
 import testbed as tb
-from bounds import time_limit
 from exporter import ExporterProcess, Samples
 
-pytestmark = pytest.mark.libvirt
-
 TEST_BOUND_S = 150
+pytestmark = [pytest.mark.libvirt, pytest.mark.timeout(TEST_BOUND_S, func_only=True)]
+
 WINDOW_S = 60.0
 SCRAPE_EVERY_S = 0.1       # 10 scrapes/s
 CHURNERS = 2
 INACTIVE_NAMES = {"libvirt_domain_info", "libvirt_domain_state", "libvirt_domain_state_reason"}
-
-
-@pytest.fixture(autouse=True)
-def _bounded():
-    with time_limit(TEST_BOUND_S):
-        yield
 
 
 def virsh(*args: str) -> None:

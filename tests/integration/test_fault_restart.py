@@ -18,23 +18,15 @@ from pathlib import Path
 from typing import Iterator, List, Optional, Tuple
 
 import pytest
-
 import testbed as tb
-from bounds import time_limit
 from exporter import ExporterProcess, Samples
 
-pytestmark = pytest.mark.libvirt
-
 TEST_BOUND_S = 120
+pytestmark = [pytest.mark.libvirt, pytest.mark.timeout(TEST_BOUND_S, func_only=True)]
+
 LIBVIRTD_PID = Path("/run/libvirtd.pid")
 SCRAPE_INTERVAL_S = 0.2   # 5 scrapes/s
 WINDOW_S = 30.0
-
-
-@pytest.fixture(autouse=True)
-def _bounded():
-    with time_limit(TEST_BOUND_S):
-        yield
 
 
 def pid_alive(pid: int) -> bool:

@@ -17,21 +17,13 @@ from pathlib import Path
 from typing import Dict, Iterator, List, Set, Tuple
 
 import pytest
-
 from exporter import ExporterProcess, Samples
-from bounds import time_limit
-
-pytestmark = pytest.mark.libvirt
 
 TEST_BOUND_S = 150
+pytestmark = [pytest.mark.libvirt, pytest.mark.timeout(TEST_BOUND_S, func_only=True)]
+
 UNRESPONSIVE = "libvirt_exporter_domain_unresponsive"
 LIBVIRTD_PID = Path("/run/libvirtd.pid")
-
-
-@pytest.fixture(autouse=True)
-def _bounded():
-    with time_limit(TEST_BOUND_S):
-        yield
 
 
 @contextlib.contextmanager

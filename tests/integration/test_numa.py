@@ -13,23 +13,23 @@ import time
 from pathlib import Path
 
 import pytest
-
 import testbed as tb
 
-from .cpu_numa_harness import (capabilities_cells, label_values, meminfo_kib, running_exporter, time_limit,
-                               value, vm_rss_kib, wait_for)
+from .cpu_numa_harness import (
+    capabilities_cells,
+    label_values,
+    meminfo_kib,
+    running_exporter,
+    value,
+    vm_rss_kib,
+    wait_for,
+)
 
-pytestmark = pytest.mark.libvirt
+pytestmark = [pytest.mark.libvirt, pytest.mark.timeout(180, func_only=True)]
 
 KIB = 1024
 COLLECTORS = ("host", "host_memory", "numa")
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(autouse=True)
-def _bounded():
-    with time_limit(180):
-        yield
 
 
 def _freecell_kib() -> dict:

@@ -11,7 +11,6 @@ from typing import List
 
 import bcrypt
 import pytest
-
 from exporter import EXPORTER, REPO, free_port
 
 PLAIN_PASSWORD = "hunter2-plain-text"

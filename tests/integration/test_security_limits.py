@@ -15,19 +15,13 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Dict, FrozenSet, Iterator, List, Optional, Tuple
 
 import pytest
+from exporter import ExporterProcess, Samples, free_port
 from prometheus_client.core import GaugeMetricFamily
 
-from exporter import ExporterProcess, Samples, free_port
-from bounds import time_limit
 from virt_exporter.server import MAX_HEADERS, MAX_REQUEST_LINE_BYTES, ExporterHTTPServer
 
 TEST_BOUND_S = 150
-
-
-@pytest.fixture(autouse=True)
-def _bounded():
-    with time_limit(TEST_BOUND_S):
-        yield
+pytestmark = pytest.mark.timeout(TEST_BOUND_S, func_only=True)
 
 
 # --- the HTTP server in-process, with an exporter whose sample and rendering the test holds --------

@@ -22,22 +22,15 @@ from typing import Dict, Iterator, Tuple
 
 import bcrypt
 import pytest
-
 from exporter import ExporterProcess, free_port
-from bounds import time_limit
 
 TEST_BOUND_S = 120
+pytestmark = pytest.mark.timeout(TEST_BOUND_S, func_only=True)
 USER = "prometheus"
 PASSWORD = "c0rrect-h0rse-battery"
 WRONG = "tr0ub4dor-and-3"
 PROMETHEUS = "/usr/bin/prometheus"
 CURL_TIMEOUT_S = 10
-
-
-@pytest.fixture(autouse=True)
-def _bounded():
-    with time_limit(TEST_BOUND_S):
-        yield
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import itertools
-import signal
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -25,7 +24,6 @@ import pytest
 from virt_exporter import sampler as sampler_mod
 from virt_exporter.sample import STATS_GROUPS, DomainStats, Sample
 from virt_exporter.sampler import Sampler, SamplerOptions, comparable_previous
-from virt_exporter.source import connection as connection_mod
 from virt_exporter.source import stuck
 from virt_exporter.source.connection import CallTimeout, Connection, LibvirtUnavailable
 from virt_exporter.source.domxml import DomainXMLCache
@@ -33,20 +31,7 @@ from virt_exporter.source.domxml import DomainXMLCache
 GROUPS = list(STATS_GROUPS)
 NOWAIT = libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT
 TEST_BOUND_S = 30
-
-
-@pytest.fixture(autouse=True)
-def _bounded() -> Iterator[None]:
-    def on_alarm(signum: int, frame: Any) -> None:
-        raise TimeoutError("test exceeded its %d s bound" % TEST_BOUND_S)
-
-    old = signal.signal(signal.SIGALRM, on_alarm)
-    signal.alarm(TEST_BOUND_S)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
+pytestmark = pytest.mark.timeout(TEST_BOUND_S)
 
 
 # --- a scripted libvirtd ---------------------------------------------------------------------------
