@@ -20,7 +20,7 @@ def _sample(t: float, busy: int, total: int, unresponsive: frozenset = frozenset
     return Sample(wall_time_s=t, monotonic_s=t, up=True, domains=doms, node=NODE,
                   host_cpu=HostCpu(CpuTimes(0, 0, busy, total - busy, 0, 0, 0), {}),
                   unresponsive=unresponsive,
-                  extras={"qemu_pids": {"u-" + n: 100 + i for i, n in enumerate(cpu_ns)}})
+                  qemu_pids={"u-" + n: 100 + i for i, n in enumerate(cpu_ns)})
 
 
 @pytest.mark.parametrize("include,exclude,kept", [
@@ -47,7 +47,7 @@ def test_apply_cuts_domains_their_pids_and_unresponsive_flags():
     s = _sample(1.0, 0, 0, frozenset({"u-test1", "u-gone"}), web1=1, test1=2)
     cut = DomainFilter(exclude=re.compile("test")).apply(s)
     assert set(cut.domains) == {"u-web1"}
-    assert cut.extras["qemu_pids"] == {"u-web1": 100}
+    assert cut.qemu_pids == {"u-web1": 100}
     # a flagged uuid the sample has no name for cannot be judged: it stays
     assert cut.unresponsive == frozenset({"u-gone"})
     assert DomainFilter(include=re.compile("")).apply(s) is s  # nothing cut: the same sample

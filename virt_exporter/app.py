@@ -125,5 +125,5 @@ class App:
                 subsystem.stop()
         self.server.shutdown()
         self.server.server_close()
-        self.sampler.stats.stop()
+        self.sampler.stop()
         self.connection.stop()

@@ -47,11 +47,8 @@ class DomainFilter:
         kept = {u: d for u, d in sample.domains.items() if self.keeps(d.name)}
         if len(kept) == len(sample.domains):
             return sample
-        extras: Dict[str, object] = dict(sample.extras)
-        pids = extras.get("qemu_pids")
-        if isinstance(pids, dict):
-            extras["qemu_pids"] = {u: p for u, p in pids.items() if u in kept}
-        return dataclasses.replace(sample, domains=kept, extras=extras,
+        return dataclasses.replace(sample, domains=kept,
+                                   qemu_pids={u: p for u, p in sample.qemu_pids.items() if u in kept},
                                    unresponsive=frozenset(u for u in sample.unresponsive
                                                           if u in kept or u not in sample.domains))
 

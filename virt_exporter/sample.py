@@ -50,6 +50,28 @@ class NodeInfo:
 
 
 @dataclasses.dataclass(frozen=True)
+class HostFacts:
+    """What changes only with the host, read once per connection: identity and NUMA topology."""
+
+    hostname: str
+    libvirt_version: str
+    hypervisor_version: str
+    cpu_model: str
+    # Host NUMA cell -> its logical CPUs (capabilities topology).
+    cell_cpus: Mapping[int, List[int]] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class NetDevCounters:
+    """Byte and packet counters of one host network device (/proc/net/dev)."""
+
+    rx_bytes: int
+    rx_packets: int
+    tx_bytes: int
+    tx_packets: int
+
+
+@dataclasses.dataclass(frozen=True)
 class DomainStats:
     """One domain's entry of a bulk stats call.
 
@@ -155,14 +177,18 @@ class Sample:
     unresponsive: FrozenSet[str] = frozenset()
     # Why the sample is not complete, one short line, or "" when it is.
     error: str = ""
-    # Extra readings a source attached (NUMA, net dev …), by name; collectors ignore what they do not know.
-    extras: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-
-    def domain_by_name(self, name: str) -> Optional[DomainStats]:
-        for dom in self.domains.values():
-            if dom.name == name:
-                return dom
-        return None
+    # Host identity and topology, as of the connection this sample was read on (None before one).
+    host: Optional[HostFacts] = None
+    # Host network devices by name.
+    net_dev: Mapping[str, NetDevCounters] = dataclasses.field(default_factory=dict)
+    # getMemoryStats(cell) per host NUMA cell, and how old the host memory figures are (a late
+    # answer is not waited for: the last one stands).
+    cell_memory: Mapping[int, HostMemory] = dataclasses.field(default_factory=dict)
+    host_memory_age_s: float = 0.0
+    # libvirt domain ID by UUID (running domains; a new ID at every start: the restart test for rates).
+    domain_ids: Mapping[str, int] = dataclasses.field(default_factory=dict)
+    # QEMU pid by UUID (running domains; only when a collector needs them).
+    qemu_pids: Mapping[str, int] = dataclasses.field(default_factory=dict)
 
 
 # libvirt stats group names, as getAllDomainStats takes them (VIR_DOMAIN_STATS_*).

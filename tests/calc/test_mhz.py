@@ -25,9 +25,8 @@ def dom(uuid: str, cpu_time_ns=None, state=1, name=None) -> DomainStats:
 def sample(t_s: float, domains=(), busy=0, total=0, pids=None, unresponsive=(), node=NODE) -> Sample:
     # busy jiffies go to system (guest time lands there on the test bed), the rest to idle
     agg = times(system=busy, idle=total - busy)
-    extras = {"qemu_pids": pids} if pids is not None else {}
     return Sample(wall_time_s=1e9 + t_s, monotonic_s=t_s, up=True, domains={d.uuid: d for d in domains},
-                  node=node, host_cpu=HostCpu(agg, {}), extras=extras, unresponsive=frozenset(unresponsive))
+                  node=node, host_cpu=HostCpu(agg, {}), qemu_pids=pids or {}, unresponsive=frozenset(unresponsive))
 
 
 # --- domain_cpu_mhz ----------------------------------------------------------------------------------

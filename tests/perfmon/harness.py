@@ -140,7 +140,7 @@ class Pair:
         host_cpu, net_dev, memory = self.book.advance_host(host_values, self.step_s)
         sample = Sample(wall_time_s=float(t), monotonic_s=float(1000 + self.k * self.step_s), up=True,
                         domains={UUID: DomainStats(UUID, DOMAIN, stats)}, host_cpu=host_cpu,
-                        host_memory=memory, extras={"net_dev": net_dev})
+                        host_memory=memory, net_dev=net_dev)
         events = self.engine.step(sample)
         self.events += events
         return events

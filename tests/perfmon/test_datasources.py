@@ -45,7 +45,7 @@ def host_sample(t, per_cpu, net, free_kib=100):
                      ("user", "nice", "system", "idle", "iowait", "irq", "softirq")])
     return Sample(wall_time_s=t, monotonic_s=t, up=True, host_cpu=HostCpu(agg, per_cpu),
                   host_memory=HostMemory(total_kib=1000, free_kib=free_kib),
-                  extras={"net_dev": {k: NetDevCounters(rx, 0, tx, 0) for k, (rx, tx) in net.items()}})
+                  net_dev={k: NetDevCounters(rx, 0, tx, 0) for k, (rx, tx) in net.items()})
 
 
 def test_host_sources():

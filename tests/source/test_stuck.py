@@ -534,7 +534,7 @@ def test_connection_to_the_test_driver() -> None:
 def make_sample(t: float, domains: Dict[str, Dict[str, Any]], ids: Dict[str, int], up: bool = True) -> Sample:
     return Sample(wall_time_s=t, monotonic_s=t, up=up,
                   domains={u: DomainStats(uuid=u, name=u, stats=s) for u, s in domains.items()},
-                  extras={"domain_ids": ids})
+                  domain_ids=ids)
 
 
 RUNNING = {"state.state": 1}
@@ -596,8 +596,8 @@ def test_sampler_keeps_the_last_good_sample_across_a_failed_one(host: FakeHost) 
             time.sleep(0.01)
         prev, again = s.get()
         assert again.up and prev is first  # rates go on across the failed sample
-        assert again.extras["domain_ids"] == {vm.uuid: vm.id for vm in host.vms.values()}
-        s.stats.stop()
+        assert again.domain_ids == {vm.uuid: vm.id for vm in host.vms.values()}
+        s.stop()
 
 
 def test_concurrent_scrapes_share_one_sample(host: FakeHost) -> None:
@@ -612,7 +612,7 @@ def test_concurrent_scrapes_share_one_sample(host: FakeHost) -> None:
         assert s.samples_total == before + 1
         assert len({id(cur) for _p, cur in pairs}) == 1
         assert all(prev is not None for prev, _c in pairs)
-        s.stats.stop()
+        s.stop()
 
 
 def test_a_domain_stopped_during_a_sample_leaves_it(host: FakeHost) -> None:
@@ -624,4 +624,4 @@ def test_a_domain_stopped_during_a_sample_leaves_it(host: FakeHost) -> None:
         threading.Timer(0.1, s._on_lifecycle, args=(vm.uuid, libvirt.VIR_DOMAIN_EVENT_STOPPED, 0)).start()
         _p, cur = s.get()  # its stats were read before the event said the domain stopped
         assert vm.uuid not in cur.domains
-        s.stats.stop()
+        s.stop()

@@ -90,8 +90,7 @@ def _cpu_time_ns(sample: Sample, uuid: str) -> Optional[int]:
 
 
 def _qemu_pid(sample: Sample, uuid: str) -> Optional[int]:
-    pids = sample.extras.get("qemu_pids") or {}
-    return pids.get(uuid)
+    return sample.qemu_pids.get(uuid)
 
 
 def cpu_usage(previous: Optional[Sample], current: Sample) -> CpuUsage:

@@ -7,6 +7,7 @@ from typing import Sequence
 from ..exposition import FastFamily
 
 NS_PER_S = 1e9
+KIB = 1024  # libvirt reports memory in KiB
 
 
 def gauge(name: str, documentation: str, labels: Sequence[str] = ("domain",)) -> FastFamily:

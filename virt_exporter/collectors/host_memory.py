@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from .families import gauge
+from .families import KIB, gauge
 from prometheus_client.metrics_core import Metric
 
 from .base import ScrapeContext, register
-
-KIB = 1024
 
 
 @register("host_memory", default_enabled=True,

@@ -8,9 +8,8 @@ from typing import Iterable
 from prometheus_client.metrics_core import Metric
 
 from .base import ScrapeContext, register
-from .families import counter, gauge
+from .families import KIB, counter, gauge
 
-KIB = 1024
 
 # (balloon key, metric name, help, is counter, scale to base unit)
 BALLOON_FIELDS = (

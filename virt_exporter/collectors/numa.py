@@ -11,20 +11,17 @@ from __future__ import annotations
 
 from typing import Dict, Iterable, List, Mapping, Optional, Tuple
 
-from .families import gauge, info
+from .families import KIB, gauge, info
 from prometheus_client.metrics_core import Metric
 
 from ..calc.numa import memory_per_cell, vcpus_per_cell
 from .base import Option, ScrapeContext, register
 
-KIB = 1024
-
 
 def _cell_cpus(ctx: ScrapeContext, reader_node_cpus: Mapping[int, List[int]]) -> Mapping[int, List[int]]:
     # libvirt's capabilities topology first; the kernel's /sys view when the sampler has none.
-    cell_cpus = ctx.current.extras.get("numa_cell_cpus")
-    if cell_cpus:
-        return cell_cpus
+    if ctx.current.host is not None and ctx.current.host.cell_cpus:
+        return ctx.current.host.cell_cpus
     return reader_node_cpus
 
 
@@ -38,7 +35,7 @@ def collect(ctx: ScrapeContext) -> Iterable[Metric]:
     reader = ctx.extras.get("numa_reader")
 
     active = {uuid: dom for uuid, dom in current.domains.items() if dom.active}
-    pids: Mapping[str, int] = current.extras.get("qemu_pids") or {}
+    pids = current.qemu_pids
     snap = None
     if reader is not None:
         targets: Dict[str, Tuple[str, Optional[int]]] = {
@@ -47,7 +44,7 @@ def collect(ctx: ScrapeContext) -> Iterable[Metric]:
         snap = reader.snapshot()
 
     cell_cpus = _cell_cpus(ctx, snap.node_cpus if snap is not None else {})
-    cell_memory = current.extras.get("numa_cells") or {}
+    cell_memory = current.cell_memory
     cells = sorted(set(cell_cpus) | set(cell_memory))
 
     # -- host cells ------------------------------------------------------------------------------------

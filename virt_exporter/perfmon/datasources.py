@@ -110,7 +110,7 @@ def host_datasources(previous: Optional[Sample], current: Sample, interval_s: fl
     """The host's perfmon data sources over a step; CPU and interfaces need ``previous``.
 
     Reads ``current.host_cpu`` (per-CPU /proc/stat), ``current.host_memory`` and
-    ``current.extras["net_dev"]`` ({ifname: NetDevCounters}).
+    ``current.net_dev`` ({ifname: NetDevCounters}).
     """
     values: Dict[str, float] = {}
     unavailable: Set[str] = set()
@@ -130,9 +130,9 @@ def host_datasources(previous: Optional[Sample], current: Sample, interval_s: fl
                 continue
             values[name] = d_busy / d_total
 
-    net_dev = current.extras.get("net_dev")
-    if net_dev is not None:
-        prev_net = (previous.extras.get("net_dev") if previous is not None else None) or {}
+    net_dev = current.net_dev
+    if net_dev:
+        prev_net = previous.net_dev if previous is not None else {}
         for ifname, counters in net_dev.items():
             p = prev_net.get(ifname)
             _rate(values, unavailable, "pif_%s_rx" % ifname, p.rx_bytes if p else None, counters.rx_bytes, interval_s)

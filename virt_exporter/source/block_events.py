@@ -38,6 +38,7 @@ import libvirt
 from ..calc.watermark import WatermarkPolicy, block_layers, chunked_layers
 from ..sample import DomainStats, Sample
 from .connection import CallTimeout, Connection, LibvirtUnavailable
+from .domxml import xml_or_none
 
 log = logging.getLogger(__name__)
 
@@ -284,12 +285,9 @@ class BlockEvents:
             for dom, uuid, name, stats in entries:
                 xml = None
                 if uuid in missing:
-                    try:
-                        xml = dom.XMLDesc(0)
-                    except libvirt.libvirtError as e:
-                        if e.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
-                            raise
-                        continue
+                    xml = xml_or_none(dom)
+                    if xml is None:
+                        continue  # gone
                 out.append((dom, uuid, name, stats, xml))
             return out
 

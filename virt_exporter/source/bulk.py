@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from sys import intern
-from typing import Any, Dict, Iterable, List, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import libvirt
 
@@ -86,6 +86,14 @@ def _compact_all(result: List[Tuple[libvirt.virDomain, Dict[str, Any]]]) -> RawS
         dom, stats = result.pop()
         out.append((dom, dom.UUIDString(), dom.name(), _compact(stats)))
     return out
+
+
+def domain_id(dom: Any) -> Optional[int]:
+    """The libvirt domain ID, kept in the virDomain object (no call); None when unknown."""
+    try:
+        return int(dom.ID()) if dom is not None else None
+    except (AttributeError, TypeError, ValueError, libvirt.libvirtError):
+        return None
 
 
 def incomplete_groups(stats: Dict[str, Any], groups: Iterable[str]) -> List[str]:

@@ -218,6 +218,17 @@ INVALIDATING_EVENTS = (
 )
 
 
+def xml_or_none(dom: libvirt.virDomain) -> Optional[str]:
+    """The domain's XML (libvirtd answers from its own copy of the definition), or None when the
+    domain is gone; other errors are raised."""
+    try:
+        return dom.XMLDesc(0)
+    except libvirt.libvirtError as e:
+        if e.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+            raise
+        return None
+
+
 class DomainXMLCache:
     """UUID → DomainInfo, fetched on first sight and re-fetched only after an invalidating event.
 

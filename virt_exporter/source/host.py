@@ -8,13 +8,12 @@ the real CPU), and it converts jiffies to float seconds where Neat's formula cou
 
 from __future__ import annotations
 
-import dataclasses
 import os
-from typing import Dict
+from typing import Dict, Optional
 
 import psutil
 
-from ..sample import CpuTimes, HostCpu
+from ..sample import CpuTimes, HostCpu, NetDevCounters
 
 
 def _path(root: str, *parts: str) -> str:
@@ -50,14 +49,14 @@ def read_proc_stat(root: str = "/") -> HostCpu:
         return parse_proc_stat(f.read().decode("ascii", "replace"))
 
 
-@dataclasses.dataclass(frozen=True)
-class NetDevCounters:
-    """Byte and packet counters of one /proc/net/dev line."""
-
-    rx_bytes: int
-    rx_packets: int
-    tx_bytes: int
-    tx_packets: int
+def read_qemu_pid(name: str, root: str = "/") -> Optional[int]:
+    """The QEMU pid libvirt wrote for domain ``name``, or None when there is no readable pid file."""
+    try:
+        with open(_path(root, "run/libvirt/qemu", name + ".pid")) as f:
+            text = f.read().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
 
 
 def read_net_dev() -> Dict[str, NetDevCounters]:

@@ -4,6 +4,12 @@ Reading /proc/<qemu pid>/numa_maps walks the process's page tables in the kernel
 guest memory, so it is never done on the scrape path: ``NumaPlacementReader`` reads in a background
 thread, each domain at most every ``interval_s``, and a scrape takes the last published snapshot.
 Everything goes through one ``root`` so tests can feed a multi-cell host or a host without /proc.
+
+numa_maps has one line per mapping: address, policy, then tokens such as ``file=…``, ``heap``,
+``huge``, ``anon=N``, ``N<node>=<pages>`` and ``kernelpagesize_kB=<k>``. Pages are counted in the
+mapping's own page size, so hugetlbfs mappings (2 MiB, 1 GiB) count in huge pages while transparent
+huge pages in ordinary mappings count in base pages. psutil has no reader for numa_maps or for the
+CPU a thread last ran on, so these parsers are ours.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import threading
 import time
 from typing import Callable, Dict, List, Mapping, Optional, Tuple
 
-from ..calc.numa import numa_maps_bytes_by_node, parse_cpulist, parse_task_stat_cpu, vcpu_index
+from .host import read_qemu_pid
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +42,60 @@ _REASON_ORDER = (REASON_NO_PROC, REASON_PERMISSION, REASON_PID_MISMATCH, REASON_
 CONFIRM_FAILURES = 2
 
 
+_NODE_TOKEN = re.compile(r"^N(\d+)=(\d+)$")
+# QEMU names vCPU threads "CPU <n>/<accel>" (KVM, TCG …) when libvirt starts it with debug-threads=on.
+_VCPU_COMM = re.compile(r"^CPU (\d+)/\S+$")
+
+
+def numa_maps_bytes_by_node(text: str, default_page_kib: int = 4) -> Dict[int, int]:
+    """Resident bytes per NUMA node of one process (numa_maps text, see below): Σ over mappings of N<node> pages × the mapping's
+    page size (``kernelpagesize_kB``; ``default_page_kib`` for kernels that do not print it)."""
+    by_node: Dict[int, int] = {}
+    for line in text.splitlines():
+        page_kib = default_page_kib
+        pages: List[Tuple[int, int]] = []
+        for token in line.split()[2:]:
+            if token.startswith("kernelpagesize_kB="):
+                page_kib = int(token.split("=", 1)[1])
+                continue
+            m = _NODE_TOKEN.match(token)
+            if m:
+                pages.append((int(m.group(1)), int(m.group(2))))
+        for node, count in pages:
+            by_node[node] = by_node.get(node, 0) + count * page_kib * 1024
+    return by_node
+
+
+def parse_task_stat_cpu(text: str) -> int:
+    """Field 39 of /proc/<pid>/task/<tid>/stat: the CPU the thread last ran on.
+
+    The second field (comm, in parentheses) may hold spaces and parentheses ("CPU 0/KVM"), so fields
+    are counted from the last ')'. The first field after it is field 3.
+    """
+    rest = text[text.rindex(")") + 1:].split()
+    return int(rest[39 - 3])
+
+
+def vcpu_index(comm: str) -> Optional[int]:
+    """The vCPU number of a QEMU thread named "CPU <n>/KVM", None for other threads."""
+    m = _VCPU_COMM.match(comm.strip())
+    return int(m.group(1)) if m else None
+
+
+def parse_cpulist(text: str) -> List[int]:
+    """A kernel cpulist ("0-3,8,10-11") as a sorted list of CPU ids."""
+    cpus: List[int] = []
+    for part in text.strip().split(","):
+        if not part:
+            continue
+        lo, sep, hi = part.partition("-")
+        if sep:
+            cpus.extend(range(int(lo), int(hi) + 1))
+        else:
+            cpus.append(int(lo))
+    return sorted(set(cpus))
+
+
 def _path(root: str, *parts: str) -> str:
     return os.path.join(root, *parts)
 
@@ -46,7 +106,7 @@ def _read_text(path: str) -> str:
 
 
 def read_numa_maps(pid: int, root: str = "/") -> Dict[int, int]:
-    """Resident bytes per NUMA node of process ``pid`` (see calc.numa.numa_maps_bytes_by_node)."""
+    """Resident bytes per NUMA node of process ``pid`` (numa_maps_bytes_by_node)."""
     page_kib = os.sysconf("SC_PAGE_SIZE") // 1024
     return numa_maps_bytes_by_node(_read_text(_path(root, "proc", str(pid), "numa_maps")), page_kib)
 
@@ -75,15 +135,6 @@ def read_node_cpus(root: str = "/") -> Dict[int, List[int]]:
         node = int(os.path.basename(os.path.dirname(path))[4:])
         result[node] = parse_cpulist(_read_text(path))
     return result
-
-
-def read_pid_file(name: str, root: str = "/") -> Optional[int]:
-    """The QEMU pid libvirt wrote for domain ``name``, or None when there is no readable pid file."""
-    try:
-        text = _read_text(_path(root, "run/libvirt/qemu", name + ".pid")).strip()
-    except OSError:
-        return None
-    return int(text) if text.isdigit() else None
 
 
 _GUEST_VALUE = re.compile(rb"guest=((?:[^,]|,,)*)")
@@ -303,7 +354,7 @@ class NumaPlacementReader:
                      scanned: Dict[str, Optional[Dict[str, int]]]) -> DomainPlacement:
         start = self._clock()
         if pid is None:
-            pid = read_pid_file(name, self.root)
+            pid = read_qemu_pid(name, self.root)
         if pid is None:
             if scanned["pids"] is None:
                 scanned["pids"] = qemu_pids_by_name(self.root)

@@ -1,0 +1,220 @@
+"""Reading one Sample: host CPU and network devices, the stuck-aware bulk stats calls, host memory
+beside them, the domain XML the cache lacks and the QEMU pids. The sampler decides when to read;
+this module does the reading, and is the one place a Sample is assembled."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FuturesTimeout
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+
+import libvirt
+
+from ..sample import DomainStats, HostFacts, HostMemory, NodeInfo, Sample
+from . import bulk, host
+from .connection import CallTimeout, Connection, LibvirtUnavailable
+from .domxml import DomainXMLCache, xml_or_none
+from .stuck import StuckAwareStats
+from .topology import cells_from_capabilities
+
+log = logging.getLogger(__name__)
+
+# How long after the stats calls a host call (memory) running beside them is still waited for.
+HOST_CALL_GRACE_S = 0.1
+
+MemoryReading = Tuple[HostMemory, Dict[int, HostMemory]]
+
+
+class SampleReader:
+    def __init__(self, connection: Connection, xml_cache: DomainXMLCache, groups: Sequence[str],
+                 backing: bool = True, concurrency: int = 1, read_qemu_pids: bool = False,
+                 host_root: str = "/", clock: Callable[[], float] = time.monotonic) -> None:
+        self.connection = connection
+        self.xml_cache = xml_cache
+        self.groups = list(groups)
+        self.read_qemu_pids = read_qemu_pids
+        self.host_root = host_root
+        self._clock = clock
+        self.stats = StuckAwareStats(connection, groups, backing, concurrency, clock)
+        self._node: Optional[NodeInfo] = None
+        self._host: Optional[HostFacts] = None
+        self._last_memory: Optional[Tuple[HostMemory, Dict[int, HostMemory], float]] = None
+        self._last_failure = ""
+        connection.on_connect(self._on_connect)
+
+    def _on_connect(self, conn: libvirt.virConnect) -> None:
+        self._node, self._host = read_host_facts(conn)
+        self.xml_cache.invalidate_all()
+
+    def forget(self, uuid: str) -> None:
+        """A domain that was destroyed or undefined."""
+        self.stats.forget(uuid)
+
+    def stop(self) -> None:
+        self.stats.stop()
+
+    def read(self, started: float, wall_time_s: float, deadline: float) -> Sample:
+        """One sample, timestamped ``started`` / ``wall_time_s`` (taken before any read)."""
+        host_cpu = host.read_proc_stat(self.host_root)
+        base = Sample(wall_time_s=wall_time_s, monotonic_s=started, up=False, node=self._node,
+                      host_cpu=host_cpu, host=self._host, net_dev=host.read_net_dev())
+        cells = list(self._host.cell_cpus) if self._host is not None else []
+        memory_future: Optional[Future] = None
+        try:
+            # Host memory runs beside the stats calls, on the lane for calls libvirtd answers itself:
+            # a late answer is not waited for, the last one stands, marked by its age.
+            memory_future = self.connection.submit(_memory_stats(cells), cheap=True)
+            result = self.stats.collect(deadline)
+        except (LibvirtUnavailable, CallTimeout, libvirt.libvirtError) as e:
+            if memory_future is not None and not memory_future.done():
+                self.connection.abandon(memory_future)
+            return self._failed(base, e)
+        stats_done = self._clock()
+        if self._last_failure:
+            log.info("libvirt sample succeeded again")
+            self._last_failure = ""
+        host_memory, cell_memory, memory_age_s = self._host_memory(memory_future, deadline)
+        memory_done = self._clock()
+        domains: Dict[str, DomainStats] = {}
+        domain_ids: Dict[str, int] = {}
+        unresponsive = set(result.unresponsive)
+        for dom, uuid, name, stats in result.raw:
+            complete = uuid not in unresponsive and not bulk.incomplete_groups(stats, self.groups)
+            if not complete:
+                unresponsive.add(uuid)
+            domains[uuid] = DomainStats(uuid=uuid, name=name, stats=stats, complete=complete)
+            domain_id = bulk.domain_id(dom)
+            if domain_id is not None:
+                domain_ids[uuid] = domain_id
+        fetched = self._refresh_xml(list(domains), deadline)
+        pids = self._qemu_pids(domains.values()) if self.read_qemu_pids else {}
+        end = self._clock()
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("sample took %.3fs: stats %.3fs (%s), host memory +%.3fs, domain XML +%.3fs (%d fetched); "
+                      "%d domains, %d unresponsive",
+                      end - started, stats_done - started,
+                      ", ".join("%s %d" % kv for kv in result.counts.items()),
+                      memory_done - stats_done, end - memory_done, fetched, len(domains), len(unresponsive))
+        return Sample(wall_time_s=wall_time_s, monotonic_s=started, up=True, domains=domains, node=self._node,
+                      host_cpu=host_cpu, host_memory=host_memory, bulk_duration_s=result.duration_s,
+                      unresponsive=frozenset(unresponsive), host=self._host, net_dev=base.net_dev,
+                      cell_memory=cell_memory, host_memory_age_s=memory_age_s, domain_ids=domain_ids,
+                      qemu_pids=pids)
+
+    def _failed(self, base: Sample, error: BaseException) -> Sample:
+        why = one_line(error)
+        # Once per kind of failure, not at every scrape while libvirtd is down.
+        kind = re.sub(r"[0-9.]+", "#", why)
+        level = logging.DEBUG if kind == self._last_failure else logging.WARNING
+        self._last_failure = kind
+        log.log(level, "libvirt sample failed after %.3fs: %s", self._clock() - base.monotonic_s, why)
+        return Sample(wall_time_s=base.wall_time_s, monotonic_s=base.monotonic_s, up=False, node=base.node,
+                      host_cpu=base.host_cpu, error=why, host=base.host, net_dev=base.net_dev)
+
+    def _host_memory(self, future: "Future[MemoryReading]",
+                     deadline: float) -> Tuple[Optional[HostMemory], Dict[int, HostMemory], float]:
+        """This sample's host memory if it came in time, else the last one and its age."""
+        grace_end = min(deadline, self._clock() + HOST_CALL_GRACE_S)
+        try:
+            host_memory, cells = future.result(timeout=max(0.0, grace_end - self._clock()))
+            self._last_memory = (host_memory, cells, self._clock())
+        except FuturesTimeout:
+            self.connection.abandon(future)
+            future.add_done_callback(self._late_memory)
+        except (libvirt.libvirtError, LibvirtUnavailable) as e:
+            log.warning("host memory stats failed: %s", one_line(e))
+        if self._last_memory is None:
+            return None, {}, 0.0
+        host_memory, cells, taken = self._last_memory
+        return host_memory, cells, max(0.0, self._clock() - taken)
+
+    def _late_memory(self, future: "Future[MemoryReading]") -> None:
+        try:
+            if not future.cancelled() and future.exception() is None:
+                host_memory, cells = future.result()
+                self._last_memory = (host_memory, cells, self._clock())
+        except Exception as e:  # a done-callback must never raise
+            log.debug("late host memory answer: %s", e)
+
+    def _refresh_xml(self, uuids: List[str], deadline: float) -> int:
+        """Fetch the XML of domains the cache lacks (new, or changed per an event); returns how many.
+
+        The domains are listed on the lane the call runs on (a virDomain from the stats calls would
+        route the call over a stats lane, maybe one held up by a stuck QEMU). XMLDesc is answered by
+        libvirtd from its own copy of the definition.
+        """
+        self.xml_cache.forget_except(uuids)
+        missing = set(self.xml_cache.missing(uuids))
+        if not missing:
+            return 0
+
+        def fetch(conn: libvirt.virConnect) -> List[Tuple[str, str]]:
+            out = []
+            for dom in conn.listAllDomains(0):
+                uuid = dom.UUIDString()
+                if uuid not in missing:
+                    continue
+                try:
+                    xml = xml_or_none(dom)
+                except libvirt.libvirtError as e:
+                    log.warning("cannot read XML of domain %s: %s", dom.name(), e.get_error_message())
+                    continue
+                if xml is not None:
+                    out.append((uuid, xml))
+            return out
+
+        try:
+            fetched = self.connection.call(fetch, max(0.0, deadline - self._clock()), cheap=True)
+        except (LibvirtUnavailable, CallTimeout, libvirt.libvirtError) as e:
+            # Identity series wait for the next scrape; the stats of this one stand.
+            log.warning("domain XML refresh incomplete: %s", one_line(e))
+            return 0
+        for uuid, xml in fetched:
+            self.xml_cache.store(uuid, xml)
+        return len(fetched)
+
+    def _qemu_pids(self, domains: Iterable[DomainStats]) -> Dict[str, int]:
+        """QEMU pid per running domain, from libvirt's pid files (no libvirt call needed)."""
+        pids: Dict[str, int] = {}
+        for dom in domains:
+            if dom.active:
+                pid = host.read_qemu_pid(dom.name, self.host_root)
+                if pid is not None:
+                    pids[dom.uuid] = pid
+        return pids
+
+
+def read_host_facts(conn: libvirt.virConnect) -> Tuple[NodeInfo, HostFacts]:
+    """What changes only with the host: node info, NUMA topology, versions."""
+    model, _memory_mib, cpus, mhz, nodes = conn.getInfo()[:5]
+    node = NodeInfo(cpus=int(cpus), core_mhz=int(mhz), model=str(model), numa_cells=int(nodes))
+    facts = HostFacts(hostname=conn.getHostname(), libvirt_version=_version(conn.getLibVersion()),
+                      hypervisor_version=_version(conn.getVersion()), cpu_model=str(model),
+                      cell_cpus=cells_from_capabilities(conn.getCapabilities()))
+    return node, facts
+
+
+def _memory_stats(cells: List[int]) -> Callable[[libvirt.virConnect], MemoryReading]:
+    def call(conn: libvirt.virConnect) -> MemoryReading:
+        def read(cell: int) -> HostMemory:
+            m = conn.getMemoryStats(cell, 0)
+            return HostMemory(total_kib=int(m.get("total", 0)), free_kib=int(m.get("free", 0)))
+
+        return read(libvirt.VIR_NODE_MEMORY_STATS_ALL_CELLS), {cell: read(cell) for cell in cells}
+
+    return call
+
+
+def _version(v: int) -> str:
+    return "%d.%d.%d" % (v // 1000000, (v // 1000) % 1000, v % 1000)
+
+
+def one_line(e: BaseException) -> str:
+    if isinstance(e, libvirt.libvirtError):
+        msg = e.get_error_message() or str(e)
+    else:
+        msg = str(e) or type(e).__name__
+    return " ".join(msg.split())
