@@ -66,10 +66,10 @@ def _emitted() -> dict:
              "block.1.name": "vda", "block.1.path": "/dev/loop6", "block.1.backingIndex": 2,
              "block.1.allocation": 0, "block.1.capacity": 10, "block.1.physical": 8}
     sample = Sample(wall_time_s=0, monotonic_s=0, up=True, domains={UUID: DomainStats(UUID, "vm1", stats)})
-    events = BlockEvents(None, None, watermark.policy_from_options({}), arm_thresholds=False)
+    events = BlockEvents(None, None, arm_thresholds=False)
     events.on_io_error(None, _Dom(), "/dev/loop7", "virtio-disk0", 1, "enospc")
     ctx = ScrapeContext(current=sample, previous=None, domain_info={UUID: parse_domain_xml(xml)},
-                        extras={"block_events": events})
+                        block_events=events.snapshot())
     out: dict = {}
     for mod in (block, domain, watermark):
         for fam in mod.collect(ctx):

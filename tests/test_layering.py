@@ -83,3 +83,18 @@ def test_perfmon_check_does_not_load_libvirt(tmp_path: Path) -> None:
             "print(rc, 'libvirt' in sys.modules)" % str(config))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.split()[-2:] == ["0", "False"], out.stdout + out.stderr
+
+
+def test_arrows_point_down_from_source_to_sample_to_calc_and_collectors() -> None:
+    """source/ reads, calc/ computes, collectors/ translate: source imports neither of the others,
+    collectors import nothing from source (they get snapshots, not readers), calc reads nothing."""
+    graph = import_graph()
+    wrong = []
+    for module, deps in graph.items():
+        layer = module.split(".")[1] if module.count(".") else ""
+        for dep in deps:
+            target = dep.split(".")[1] if dep.count(".") else ""
+            if (layer, target) in {("source", "calc"), ("source", "collectors"), ("collectors", "source"),
+                                   ("calc", "source"), ("calc", "collectors")}:
+                wrong.append((module, dep))
+    assert wrong == []

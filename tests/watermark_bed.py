@@ -20,7 +20,7 @@ MIB = 1024 * 1024
 Series = inprocess.Series
 value = inprocess.value
 # The App wires the watermark collector itself: read-write libvirt exactly when it arms thresholds,
-# a BlockEvents in its extras.
+# and the BlockEvents subsystem whose snapshot the collector reads.
 running_exporter = inprocess.running_exporter
 
 

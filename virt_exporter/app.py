@@ -8,18 +8,20 @@ from __future__ import annotations
 
 import argparse
 import errno
+import functools
 import logging
 import os
 import threading
-from typing import Any, Dict, List
+from typing import Dict, List, Optional, Tuple
 
 from prometheus_client import CollectorRegistry, ProcessCollector
 
 from .options import UsageError, collector_options, enabled_collectors, stats_groups
-from .collectors.watermark import EXTRAS_KEY as WATERMARK_EXTRAS_KEY
+from .calc.watermark import thresholds_due
 from .collectors.watermark import arms_thresholds, policy_from_options
 from .domain_filter import DomainFilter, compile_pattern
-from .exporter import Exporter
+from .exporter import Exporter, Subsystems
+from .sample import Sample
 from .sampler import Sampler, SamplerOptions
 from .server import ExporterHTTPServer
 from .source.connection import Connection
@@ -55,7 +57,6 @@ class App:
                                          compile_pattern("--libvirt.domain-exclude", args.domain_exclude))
         except ValueError as e:
             raise UsageError(str(e))
-        self.extras: Dict[str, Any] = {}
         concurrency = args.concurrency or default_concurrency()
         enabled = {c.name for c in self.collectors}
         # Read-only unless the operator asked the exporter to arm block thresholds (a write call).
@@ -74,15 +75,14 @@ class App:
                 self.numa_reader = NumaPlacementReader(interval_s=self.options["numa"]["interval"])
             except ValueError as e:
                 raise UsageError("--collector.numa.interval: %s" % e)
-            self.extras["numa_reader"] = self.numa_reader
         self.block_events = None
         if "watermark" in enabled:
             from .source.block_events import BlockEvents
 
-            self.block_events = BlockEvents(self.connection, self.xml_cache,
-                                            policy_from_options(self.options["watermark"]),
-                                            arm_thresholds=read_write, call_timeout_s=args.timeout_s)
-            self.extras[WATERMARK_EXTRAS_KEY] = self.block_events
+            policy = policy_from_options(self.options["watermark"])
+            self.block_events = BlockEvents(
+                self.connection, self.xml_cache, functools.partial(thresholds_due, policy),
+                arm_thresholds=read_write, call_timeout_s=args.timeout_s)
         self.perfmon = None
         if args.perfmon_config:
             from .perfmon.config import PerfmonConfigError, load_perfmon_file
@@ -94,10 +94,12 @@ class App:
                                              args.perfmon_step, fs_path=args.perfmon_fs_path)
             except (PerfmonConfigError, ValueError) as e:
                 raise UsageError(str(e))
-            self.extras["perfmon"] = self.perfmon
+        self.domain_filter = domain_filter
+        self.sampler.subscribe(self._on_sample)
         static = CollectorRegistry(auto_describe=False)
         ProcessCollector(registry=static)
-        self.exporter = Exporter(self.sampler, self.collectors, self.options, self.extras, static,
+        self.exporter = Exporter(self.sampler, self.collectors, self.options,
+                                 Subsystems(self.numa_reader, self.block_events, self.perfmon), static,
                                  domain_filter=domain_filter)
         try:
             self.server = ExporterHTTPServer(args.listen_address, self.exporter, args.telemetry_path,
@@ -108,6 +110,19 @@ class App:
             why = "address already in use" if e.errno == errno.EADDRINUSE else (e.strerror or str(e))
             raise UsageError("cannot listen on %s: %s" % (args.listen_address, why))
         self._threads: List[threading.Thread] = []
+
+    def _on_sample(self, sample: Sample) -> None:
+        """Every new sample names what the background readers work on: the running domains whose
+        NUMA placement to read, the thin volumes whose write thresholds to arm (the exported
+        domains only). Both only queue work; a failed sample changes nothing."""
+        if not sample.up:
+            return
+        exported = self.domain_filter.apply(sample)
+        assert exported is not None
+        if self.numa_reader is not None:
+            self.numa_reader.set_targets(numa_targets(exported))
+        if self.block_events is not None and self.block_events.arm_thresholds:
+            self.block_events.observe(exported, self.xml_cache.snapshot())
 
     def start(self) -> None:
         # Not waiting for libvirtd: when it is down we serve libvirt_up 0 and keep reconnecting.
@@ -127,3 +142,8 @@ class App:
         self.server.server_close()
         self.sampler.stop()
         self.connection.stop()
+
+
+def numa_targets(sample: Sample) -> Dict[str, Tuple[str, Optional[int]]]:
+    """The NUMA reader's targets: every running domain, with its QEMU pid when known."""
+    return {uuid: (dom.name, sample.qemu_pids.get(uuid)) for uuid, dom in sample.domains.items() if dom.active}

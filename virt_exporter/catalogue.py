@@ -23,15 +23,15 @@ BEGIN_FLAGS, END_FLAGS = "<!-- flags:begin -->", "<!-- flags:end -->"
 
 
 
-def _idle_subsystems(empty: object) -> Dict[str, object]:
-    """Subsystems some collectors read from ctx.extras, constructed but never started."""
-    from .calc.watermark import WatermarkPolicy
+def _idle_snapshots(empty: object) -> Dict[str, object]:
+    """What the background subsystems would show before their first reading: every family, no series."""
     from .perfmon.config import parse_perfmon_file
     from .perfmon.engine import PerfmonEngine
-    from .source.block_events import BlockEvents
+    from .sample import BlockEventCounts, NumaSnapshot
 
-    return {"perfmon": PerfmonEngine(lambda: empty, dict, parse_perfmon_file("<perfmon/>", "catalogue"), 60),
-            "block_events": BlockEvents(None, None, WatermarkPolicy())}
+    engine = PerfmonEngine(lambda: empty, dict, parse_perfmon_file("<perfmon/>", "catalogue"), 60)
+    return {"perfmon": engine.snapshot(), "numa": NumaSnapshot({}, {}, True, "", 0.0, 0.0),
+            "block_events": BlockEventCounts({}, {}, 0, 0, False)}
 
 
 def metric_rows() -> List[Tuple[str, str, str, str, str]]:
@@ -57,10 +57,10 @@ def metric_rows() -> List[Tuple[str, str, str, str, str]]:
 
     for spec in sorted(base.REGISTRY.values(), key=lambda s: s.name):
         ctx = base.ScrapeContext(current=empty, previous=None, domain_info={},
-                                 options={o.name: o.default for o in spec.options}, extras=_idle_subsystems(empty))
+                                 options={o.name: o.default for o in spec.options}, **_idle_snapshots(empty))
         try:
             add(spec.name, spec.collect(ctx))
-        except Exception as e:  # a collector that needs extras it did not get
+        except Exception as e:  # a collector that needs a snapshot it did not get
             print("catalogue: collector %s yields nothing without its subsystem (%s)" % (spec.name, e),
                   file=sys.stderr)
     from .exporter import health_families

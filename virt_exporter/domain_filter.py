@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Dict, Optional, Pattern
+from typing import Optional, Pattern
 
 from .sample import Sample
 

@@ -6,10 +6,11 @@ goes on (node_exporter's habit). Nothing here raises into the HTTP layer.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import platform
 import time
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Protocol, Sequence, Tuple
 
 import libvirt
 import prometheus_client
@@ -25,18 +26,36 @@ from .sampler import SamplePair, Sampler
 log = logging.getLogger(__name__)
 
 
+class Snapshots(Protocol):
+    def snapshot(self) -> Any: ...
+
+
+@dataclasses.dataclass
+class Subsystems:
+    """What reads in the background, beside the sampler; each gives the collectors a snapshot."""
+
+    numa_reader: Optional[Snapshots] = None
+    block_events: Optional[Snapshots] = None
+    perfmon: Optional[Snapshots] = None
+
+    def snapshots(self) -> Dict[str, Any]:
+        return {name: None if subsystem is None else subsystem.snapshot()
+                for name, subsystem in (("numa", self.numa_reader), ("block_events", self.block_events),
+                                        ("perfmon", self.perfmon))}
+
+
 class Exporter:
     """Builds the metric families of one scrape. ``scrape(timeout_s)`` returns an object with
     ``collect()`` that client_python's encoders accept in place of a registry."""
 
     def __init__(self, sampler: Sampler, collectors: Sequence[base.CollectorSpec],
-                 options: Mapping[str, Mapping[str, Any]], extras: Optional[Mapping[str, Any]] = None,
+                 options: Mapping[str, Mapping[str, Any]], subsystems: Optional[Subsystems] = None,
                  static_registry: Optional[Any] = None, domain_filter: DomainFilter = NO_FILTER) -> None:
         self.sampler = sampler
         self.domain_filter = domain_filter
         self.collectors = list(collectors)
         self.options = options
-        self.extras = dict(extras or {})
+        self.subsystems = subsystems or Subsystems()
         self.static_registry = static_registry  # process collector and other always-there metrics
         self.scrapes_total = 0
         self.collector_errors_total: Dict[str, int] = {c.name: 0 for c in self.collectors}
@@ -49,7 +68,8 @@ class Exporter:
     def families(self, pair: SamplePair) -> List[Metric]:
         self.scrapes_total += 1
         previous, current = pair
-        ctx_base: Dict[str, Any] = dict(domain_info=self.sampler.xml_cache.snapshot(), extras=self.extras)
+        ctx_base: Dict[str, Any] = dict(domain_info=self.sampler.xml_cache.snapshot(),
+                                        **self.subsystems.snapshots())
         if self.domain_filter.active:
             ctx_base.update(unfiltered=(previous, current), keeps_domain=self.domain_filter.keeps)
             previous, current = self.domain_filter.apply(previous), self.domain_filter.apply(current)

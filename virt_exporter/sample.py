@@ -191,5 +191,60 @@ class Sample:
     qemu_pids: Mapping[str, int] = dataclasses.field(default_factory=dict)
 
 
+# --- readings taken in the background, between samples ---------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class DomainPlacement:
+    """One domain's last reading. ``memory_bytes_by_node`` / ``vcpu_cpus`` are None when that part
+    could not be read, and ``error`` then holds the reason; ``failures`` counts consecutive failed
+    reads of the domain."""
+
+    uuid: str
+    name: str
+    pid: Optional[int]
+    memory_bytes_by_node: Optional[Mapping[int, int]]
+    vcpu_cpus: Optional[Mapping[int, int]]
+    read_monotonic_s: float
+    duration_s: float
+    error: str = ""
+    failures: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class NumaSnapshot:
+    """What a scrape reads: the placements of the current domains and the reader's health.
+
+    ``readable`` is False when a current domain could not be read twice in a row (once is a domain
+    starting or stopping); ``reason`` says why (the worst reason seen, source/numa.py). ``refresh_duration_s`` is what
+    reading every current domain once cost, from each one's last read.
+    """
+
+    domains: Mapping[str, DomainPlacement]
+    node_cpus: Mapping[int, List[int]]
+    readable: bool
+    reason: str
+    refresh_duration_s: float
+    taken_monotonic_s: float
+
+
+@dataclasses.dataclass(frozen=True)
+class BlockEventCounts:
+    """A consistent copy of the counters.
+
+    ``threshold_events`` is keyed (uuid, target, chain index) — the index as the event named the
+    layer, None when it named just the disk (the top layer). Which index is the top is known only from
+    a sample, so the collector maps indexes to ``backing_index`` labels, not this object.
+    ``io_errors`` is keyed (uuid, source path, device alias, reason) as the event gives them; the
+    collector maps path/alias to a target with the domain XML.
+    """
+
+    threshold_events: Mapping[Tuple[str, str, Optional[int]], int]
+    io_errors: Mapping[Tuple[str, str, str, str], int]
+    arm_errors_total: int
+    arms_total: int
+    arming: bool
+
+
 # libvirt stats group names, as getAllDomainStats takes them (VIR_DOMAIN_STATS_*).
 STATS_GROUPS: Tuple[str, ...] = ("state", "cpu-total", "balloon", "vcpu", "interface", "block")

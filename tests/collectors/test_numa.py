@@ -34,8 +34,8 @@ def _info(numatune):
 
 
 def _collect(sample: Sample, reader=None, numatune=("strict", "0")):
-    extras = {"numa_reader": reader} if reader is not None else {}
-    ctx = ScrapeContext(current=sample, previous=None, domain_info={"u": _info(numatune)}, extras=extras)
+    ctx = ScrapeContext(current=sample, previous=None, domain_info={"u": _info(numatune)},
+                        numa=reader.snapshot() if reader is not None else None)
     out = {}
     for fam in numa_collector.collect(ctx):
         for s in fam.samples:

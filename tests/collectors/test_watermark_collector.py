@@ -46,12 +46,12 @@ STATS = {
 }
 
 
-def collect(options=None, extras=None, stats=STATS):
+def collect(options=None, events=None, stats=STATS):
     sample = Sample(wall_time_s=0, monotonic_s=0, up=True,
                     domains={UUID: DomainStats(uuid=UUID, name="vm1", stats=stats)})
     ctx = ScrapeContext(current=sample, previous=None, domain_info={UUID: parse_domain_xml(XML)},
                         options={"chunk-mib": 64, "utilization-percent": 50} if options is None else options,
-                        extras=extras or {})
+                        block_events=events.snapshot() if events is not None else None)
     out = {}
     for fam in watermark.collect(ctx):
         for s in fam.samples:
@@ -105,14 +105,14 @@ class _Dom:
 
 
 def test_counters_map_layers_and_disks_and_start_at_zero():
-    events = BlockEvents(None, None, watermark.policy_from_options({}), arm_thresholds=False)
+    events = BlockEvents(None, None, arm_thresholds=False)
     dom = _Dom()
     events.on_block_threshold(None, dom, "vda", "/dev/loop7", 96 * MIB, 65536)
     events.on_block_threshold(None, dom, "vda[3]", "/dev/loop7", 96 * MIB, 65536)  # the pair's twin
     events.on_block_threshold(None, dom, "vda[1]", "/dev/loop6", 10 * MIB, 512)    # the backing layer
     events.on_io_error(None, dom, "/dev/loop7", "virtio-disk0", libvirt.VIR_DOMAIN_EVENT_IO_ERROR_PAUSE, "enospc")
     events.on_io_error(None, dom, "", "virtio-disk2", libvirt.VIR_DOMAIN_EVENT_IO_ERROR_REPORT, "")
-    m = collect(extras={"block_events": events})
+    m = collect(events=events)
     assert m[("libvirt_domain_block_threshold_events_total", lbl(domain="vm1", target="vda"))] == 1
     assert m[("libvirt_domain_block_threshold_events_total",
               lbl(domain="vm1", target="vda", backing_index="1"))] == 1
@@ -128,8 +128,8 @@ def test_counters_map_layers_and_disks_and_start_at_zero():
 
 
 def test_zero_threshold_counter_for_every_thin_layer_before_any_event():
-    events = BlockEvents(None, None, watermark.policy_from_options({}), arm_thresholds=False)
-    m = collect(extras={"block_events": events})
+    events = BlockEvents(None, None, arm_thresholds=False)
+    m = collect(events=events)
     thr = {k[1]: v for k, v in m.items() if k[0] == "libvirt_domain_block_threshold_events_total"}
     assert thr == {lbl(domain="vm1", target="vda"): 0}
 

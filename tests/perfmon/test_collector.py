@@ -20,7 +20,7 @@ class _Adapter:
 
 def render(engine):
     ctx = ScrapeContext(current=Sample(wall_time_s=0.0, monotonic_s=0.0, up=True), previous=None, domain_info={},
-                        extras={"perfmon": engine} if engine is not None else {})
+                        perfmon=engine.snapshot() if engine is not None else None)
     reg = CollectorRegistry()
     reg.register(_Adapter(ctx))
     return generate_latest(reg).decode()

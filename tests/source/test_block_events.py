@@ -6,6 +6,7 @@ this pins the logic with the event shapes measured there.
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from typing import Any, Callable, Dict, List, Optional
@@ -13,9 +14,8 @@ from typing import Any, Callable, Dict, List, Optional
 import libvirt
 import pytest
 
-from virt_exporter.calc.watermark import MIB, WatermarkPolicy
-from virt_exporter.source.block_events import (BlockEvents, io_error_reason, layer_label, parse_device,
-                                               top_indexes)
+from virt_exporter.calc.watermark import MIB, WatermarkPolicy, layer_label, thresholds_due, top_indexes
+from virt_exporter.source.block_events import BlockEvents, io_error_reason, parse_device
 from virt_exporter.source.connection import LibvirtUnavailable
 from virt_exporter.source.domxml import DomainXMLCache
 from virt_exporter.sample import DomainStats, Sample
@@ -128,7 +128,7 @@ def make(stats: Dict[str, Any], arm: bool = True, xml: Optional[str] = None, clo
     conn = FakeConn([dom])
     connection = FakeConnection(conn, read_only=not arm)
     cache = DomainXMLCache()
-    events = BlockEvents(connection, cache, POLICY, arm_thresholds=arm, clock=clock)
+    events = BlockEvents(connection, cache, functools.partial(thresholds_due, POLICY), arm_thresholds=arm, clock=clock)
     return events, dom, conn, connection, cache
 
 
@@ -150,7 +150,7 @@ def test_parse_device_and_labels():
 
 def test_arming_needs_a_read_write_connection():
     with pytest.raises(ValueError):
-        BlockEvents(FakeConnection(FakeConn([]), read_only=True), DomainXMLCache(), POLICY, arm_thresholds=True)
+        BlockEvents(FakeConnection(FakeConn([]), read_only=True), DomainXMLCache(), arm_thresholds=True)
 
 
 def test_read_only_registers_only_counting_events_and_never_calls():

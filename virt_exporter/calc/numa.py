@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, Iterable, Mapping, Sequence
 
 
 def cpu_to_cell(cell_cpus: Mapping[int, Iterable[int]]) -> Dict[int, int]:

@@ -233,3 +233,31 @@ def chunked_layers(dom: DomainStats, disks: Mapping[str, Any]) -> Dict[str, Laye
     """The chunked, sized layers of a domain by ``device`` name (``vda[1]``…)."""
     return {layer.device: layer for layer in block_layers(dom)
             if layer.sized and layer_is_chunked(layer, disks)}
+
+
+def thresholds_due(policy: WatermarkPolicy, dom: DomainStats, disks: Mapping[str, Any]) -> Dict[str, int]:
+    """device → the write threshold to set now, for every chunked layer of the domain that needs one."""
+    out: Dict[str, int] = {}
+    for device, layer in chunked_layers(dom, disks).items():
+        threshold = policy.threshold_to_arm(layer)
+        if threshold is not None:
+            out[device] = threshold
+    return out
+
+
+def top_indexes(dom: DomainStats) -> Dict[str, Optional[int]]:
+    """target → libvirt's chain index of the disk's top layer in this sample."""
+    out: Dict[str, Optional[int]] = {}
+    for layer in block_layers(dom):
+        if layer.backing_index is None:
+            out[layer.target] = layer.chain_index
+    return out
+
+
+def layer_label(target_index: Optional[int], top_index: Optional[int]) -> Optional[int]:
+    """The ``backing_index`` label of an event's layer: None (top) when the event named just the disk
+    or the top's own index."""
+    if target_index is None or target_index == top_index:
+        return None
+    return target_index
+

@@ -7,11 +7,14 @@ It keeps no state between scrapes and never talks to libvirt or /proc; the sampl
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Mapping, Optional, Tuple
 
 from prometheus_client.metrics_core import Metric
 
-from ..sample import Sample
+from ..sample import BlockEventCounts, NumaSnapshot, Sample
+
+if TYPE_CHECKING:
+    from ..perfmon.engine import EngineSnapshot
 
 
 @dataclasses.dataclass(frozen=True)
@@ -21,8 +24,8 @@ class ScrapeContext:
     ``current`` is the sample this scrape serves; ``previous`` the sample before it (None on the first
     sample after start), for rates. ``domain_info`` maps UUID → the cached, parsed domain XML
     (``source.domxml.DomainInfo``). ``options`` holds this collector's ``--collector.<name>.<option>``
-    values. ``extras`` carries objects other subsystems expose to their collectors (e.g. the perfmon
-    engine) by name.
+    values. ``numa``, ``block_events`` and ``perfmon`` are the latest snapshots of the subsystems that
+    read in the background (None when the subsystem is off): a collector only reads them.
 
     With ``--libvirt.domain-include``/``-exclude``, ``current`` and ``previous`` hold only the exported
     domains; ``whole_pair()`` gives every domain, for what is about the whole host (the hypervisor
@@ -33,7 +36,9 @@ class ScrapeContext:
     previous: Optional[Sample]
     domain_info: Mapping[str, Any]
     options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-    extras: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    numa: Optional[NumaSnapshot] = None
+    block_events: Optional[BlockEventCounts] = None
+    perfmon: Optional["EngineSnapshot"] = None
     unfiltered: Optional[Tuple[Optional[Sample], Sample]] = None
     keeps_domain: Callable[[str], bool] = lambda name: True
 

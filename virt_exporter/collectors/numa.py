@@ -2,14 +2,13 @@
 domain's configured <numatune>.
 
 Host cells come from the Sample (the sampler's getMemoryStats(cell) and capabilities topology). Per-VM
-placement comes from the background ``NumaPlacementReader`` in ``ctx.extras["numa_reader"]``: this
-collector hands it the running domains and exports its last snapshot, so a scrape never waits for
-numa_maps. The option ``interval`` is the reader's refresh period; the CLI builds the reader with it.
+placement comes from the background NUMA reader's last snapshot (``ctx.numa``; the sampler hands
+the reader the running domains), so a scrape never waits for numa_maps. The option ``interval`` is the reader's refresh period; the CLI builds the reader with it.
 """
 
 from __future__ import annotations
 
-from typing import Dict, Iterable, List, Mapping, Optional, Tuple
+from typing import Iterable, List, Mapping
 
 from .families import KIB, gauge, info
 from prometheus_client.metrics_core import Metric
@@ -32,16 +31,9 @@ def _cell_cpus(ctx: ScrapeContext, reader_node_cpus: Mapping[int, List[int]]) ->
                           "background, cached between reads)."),))
 def collect(ctx: ScrapeContext) -> Iterable[Metric]:
     current = ctx.current
-    reader = ctx.extras.get("numa_reader")
-
     active = {uuid: dom for uuid, dom in current.domains.items() if dom.active}
     pids = current.qemu_pids
-    snap = None
-    if reader is not None:
-        targets: Dict[str, Tuple[str, Optional[int]]] = {
-            uuid: (dom.name, pids.get(uuid)) for uuid, dom in active.items()}
-        reader.set_targets(targets)
-        snap = reader.snapshot()
+    snap = ctx.numa
 
     cell_cpus = _cell_cpus(ctx, snap.node_cpus if snap is not None else {})
     cell_memory = current.cell_memory

@@ -1,6 +1,6 @@
 """The perfmon engine's state (``--perfmon.config``): values, levels, countdowns, alarms.
 
-The engine steps on its own timer; this collector only reads its snapshot from ``ctx.extras["perfmon"]``
+The engine steps on its own timer; this collector only reads its snapshot (``ctx.perfmon``)
 and yields nothing when perfmon is not configured. ``domain`` is empty on host series.
 """
 
@@ -20,10 +20,9 @@ VAR_LABELS = ["object", "domain", "variable"]
 @register("perfmon", stats_groups=("vcpu", "interface", "block", "balloon"),
           help="perfmon engine: consolidated values, levels, countdowns and alarms (needs --perfmon.config)")
 def collect(ctx: ScrapeContext) -> Iterable[Metric]:
-    engine = ctx.extras.get("perfmon")
-    if engine is None:
+    snap = ctx.perfmon
+    if snap is None:
         return
-    snap = engine.snapshot()
     value = gauge("libvirt_perfmon_value", "Last consolidated value of a perfmon variable (its unit is the data "
                   "sources', e.g. a CPU share or bytes/s), one per step.", VAR_LABELS)
     level = gauge("libvirt_perfmon_trigger_level", "alarm_trigger_level of the variable.", VAR_LABELS)

@@ -7,8 +7,9 @@ grows by itself — headroom, the limit, whether vdsm would extend it now and to
 on a filesystem grows with its writes (its physical size follows its allocation), so it never
 qualifies; neither do raw images, network disks and CD-ROMs.
 
-The event counters and the armed thresholds live in ``source.block_events.BlockEvents``
-(``ctx.extras["block_events"]``); without it only the watermark gauges are exported.
+The event counters come from the block-events subsystem's snapshot (``ctx.block_events``; the
+sampler hands that subsystem each sample to arm thresholds from); without it only the watermark
+gauges are exported.
 """
 
 from __future__ import annotations
@@ -19,12 +20,9 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 from prometheus_client.metrics_core import Metric
 
 from ..calc.watermark import (DEFAULT_CHUNK_MIB, DEFAULT_UTILIZATION_PERCENT, WatermarkPolicy, block_layers,
-                              layer_is_chunked)
-from ..source.block_events import layer_label, top_indexes
+                              layer_is_chunked, layer_label, top_indexes)
 from .base import Option, ScrapeContext, register
 from .families import counter, gauge
-
-EXTRAS_KEY = "block_events"
 
 QUALIFY = ("Only chunked volumes: qcow2 on block storage (an LV, LUN or loop device); a qcow2 file on a "
            "filesystem grows by itself and has no such value.")
@@ -102,8 +100,7 @@ def collect(ctx: ScrapeContext) -> Iterable[Metric]:
                         "guest pauses, libvirt_domain_state 3 with libvirt_domain_state_reason 5) or "
                         "'unspecified'. enospc is 0 for every disk before its first error.",
                         ["domain", "target", "reason"])
-    source = ctx.extras.get(EXTRAS_KEY)
-    counts = source.snapshot() if source is not None else None
+    counts = ctx.block_events
     thr_events: Dict[Tuple[str, str, Optional[int]], int] = {}
     if counts is not None:
         # Per sample, not per event: which index is the top is known only now.
@@ -146,9 +143,6 @@ def collect(ctx: ScrapeContext) -> Iterable[Metric]:
         if uuid in names:
             io_errors.add_metric([names[uuid], target, reason], n)
 
-    if source is not None:
-        # Arming happens off the scrape: this only compares and queues work for the BlockEvents worker.
-        source.observe(ctx.current, ctx.domain_info)
     yield from (headroom, limit, needed, next_size, threshold)
     if counts is not None:
         yield events

@@ -26,7 +26,6 @@ the calls through ``Connection.call`` (deadline, request budget).
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import re
 import threading
@@ -35,8 +34,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Set, Tuple
 
 import libvirt
 
-from ..calc.watermark import WatermarkPolicy, block_layers, chunked_layers
-from ..sample import DomainStats, Sample
+from ..sample import BlockEventCounts, DomainStats, Sample
 from .connection import CallTimeout, Connection, LibvirtUnavailable
 from .domxml import xml_or_none
 
@@ -67,39 +65,27 @@ def io_error_reason(reason: str) -> str:
     return reason or "unspecified"
 
 
-@dataclasses.dataclass(frozen=True)
-class BlockEventCounts:
-    """A consistent copy of the counters.
-
-    ``threshold_events`` is keyed (uuid, target, chain index) — the index as the event named the
-    layer, None when it named just the disk (the top layer). Which index is the top is known only from
-    a sample, so the collector maps indexes to ``backing_index`` labels, not this object.
-    ``io_errors`` is keyed (uuid, source path, device alias, reason) as the event gives them; the
-    collector maps path/alias to a target with the domain XML.
-    """
-
-    threshold_events: Mapping[Tuple[str, str, Optional[int]], int]
-    io_errors: Mapping[Tuple[str, str, str, str], int]
-    arm_errors_total: int
-    arms_total: int
-    arming: bool
+# (domain stats, its disks by target) -> device -> the write threshold to set now. The rule is the
+# watermark policy's (calc/watermark.py: thresholds_due); the wiring hands it in.
+ThresholdsDue = Callable[[DomainStats, Mapping[str, Any]], Mapping[str, int]]
 
 
 class BlockEvents:
     """Counts block-threshold and I/O-error events per disk; arms thresholds when asked to.
 
     ``xml_cache`` is the ``DomainXMLCache`` (``snapshot()``, ``missing()``, ``store()``): arming needs
-    each disk's type and format to tell chunked volumes apart.
+    each disk's type and format to tell chunked volumes apart. ``thresholds_due`` says which
+    thresholds a domain needs now; this class only counts events and makes the calls.
     """
 
-    def __init__(self, connection: Connection, xml_cache: Any, policy: WatermarkPolicy,
+    def __init__(self, connection: Connection, xml_cache: Any, thresholds_due: ThresholdsDue = lambda dom, disks: {},
                  arm_thresholds: bool = False, *, call_timeout_s: float = 10.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
         if arm_thresholds and connection.read_only:
             raise ValueError("arming block thresholds needs a read-write libvirt connection")
         self.connection = connection
         self.xml_cache = xml_cache
-        self.policy = policy
+        self.thresholds_due = thresholds_due
         self.arm_thresholds = arm_thresholds
         self.call_timeout_s = call_timeout_s
         self._clock = clock
@@ -215,10 +201,7 @@ class BlockEvents:
 
     def _arms_due(self, uuid: str, dom: DomainStats, disks: Mapping[str, Any], now: float) -> List[Tuple[str, int]]:
         due = []
-        for device, layer in chunked_layers(dom, disks).items():
-            threshold = self.policy.threshold_to_arm(layer)
-            if threshold is None:
-                continue
+        for device, threshold in self.thresholds_due(dom, disks).items():
             with self._lock:
                 if self._retry_after.get((uuid, device), 0.0) > now:
                     continue
@@ -326,21 +309,3 @@ class BlockEvents:
             self._retry_after.pop((uuid, device), None)
         log.debug("block threshold on domain %s disk %s set at %d bytes", name, device, threshold)
         return 1
-
-
-def top_indexes(dom: DomainStats) -> Dict[str, Optional[int]]:
-    """target → libvirt's chain index of the disk's top layer in this sample."""
-    out: Dict[str, Optional[int]] = {}
-    for layer in block_layers(dom):
-        if layer.backing_index is None:
-            out[layer.target] = layer.chain_index
-    return out
-
-
-def layer_label(target_index: Optional[int], top_index: Optional[int]) -> Optional[int]:
-    """The ``backing_index`` label of an event's layer: None (top) when the event named just the disk
-    or the top's own index."""
-    if target_index is None or target_index == top_index:
-        return None
-    return target_index
-

@@ -24,6 +24,7 @@ import threading
 import time
 from typing import Callable, Dict, List, Mapping, Optional, Tuple
 
+from ..sample import DomainPlacement, NumaSnapshot
 from .host import read_qemu_pid
 
 log = logging.getLogger(__name__)
@@ -190,40 +191,6 @@ def classify_error(exc: BaseException) -> str:
     if isinstance(exc, (FileNotFoundError, ProcessLookupError)) or getattr(exc, "errno", None) == errno.ESRCH:
         return REASON_PID_NOT_FOUND
     return REASON_READ_ERROR
-
-
-@dataclasses.dataclass(frozen=True)
-class DomainPlacement:
-    """One domain's last reading. ``memory_bytes_by_node`` / ``vcpu_cpus`` are None when that part
-    could not be read, and ``error`` then holds the reason; ``failures`` counts consecutive failed
-    reads of the domain."""
-
-    uuid: str
-    name: str
-    pid: Optional[int]
-    memory_bytes_by_node: Optional[Mapping[int, int]]
-    vcpu_cpus: Optional[Mapping[int, int]]
-    read_monotonic_s: float
-    duration_s: float
-    error: str = ""
-    failures: int = 0
-
-
-@dataclasses.dataclass(frozen=True)
-class NumaSnapshot:
-    """What a scrape reads: the placements of the current domains and the reader's health.
-
-    ``readable`` is False when a current domain could not be read CONFIRM_FAILURES times in a row;
-    ``reason`` says why (the worst reason seen, see _REASON_ORDER). ``refresh_duration_s`` is what
-    reading every current domain once cost, from each one's last read.
-    """
-
-    domains: Mapping[str, DomainPlacement]
-    node_cpus: Mapping[int, List[int]]
-    readable: bool
-    reason: str
-    refresh_duration_s: float
-    taken_monotonic_s: float
 
 
 EMPTY_SNAPSHOT = NumaSnapshot({}, {}, True, "", 0.0, 0.0)
