@@ -146,6 +146,25 @@ def indexed_devices(stats: Mapping[str, Any], group: str) -> List[Dict[str, Any]
     return devices
 
 
+def block_layers_with_top(stats: Mapping[str, Any]) -> List[Tuple[Dict[str, Any], bool]]:
+    """Every ``block.N`` entry with whether it is its disk's top (guest-visible) layer.
+
+    With the BACKING flag libvirt lists a disk's top layer first and its backing layers after it
+    under the same name. The top layer has a ``backingIndex`` too (its index in the chain, e.g. 1),
+    so "top" is "first entry of that name", not "has no backingIndex". Entries without a name are
+    left out.
+    """
+    seen = set()
+    out = []
+    for dev in indexed_devices(stats, "block"):
+        target = dev.get("name")
+        if not target:
+            continue
+        out.append((dev, target not in seen))
+        seen.add(target)
+    return out
+
+
 @dataclasses.dataclass(frozen=True)
 class HostMemory:
     """getMemoryStats(-1) or (cell): total and free, KiB as libvirt reports them."""

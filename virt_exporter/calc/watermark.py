@@ -25,7 +25,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Dict, List, Mapping, Optional
 
-from ..sample import DomainStats
+from ..sample import DomainStats, block_layers_with_top
 
 MIB = 1024 * 1024
 DEFAULT_CHUNK_MIB = 2560            # vdsm irs.volume_utilization_chunk_mb
@@ -111,20 +111,11 @@ def _int(value: Any) -> Optional[int]:
 
 
 def block_layers(dom: DomainStats) -> List[Layer]:
-    """Every layer of every disk, in libvirt's order.
-
-    With the BACKING flag libvirt lists a disk's top layer first and its backing layers after it under
-    the same name; the top carries a ``backingIndex`` too, so "top" means "first entry of that name".
-    """
-    seen = set()
+    """Every layer of every disk, in libvirt's order (sample.block_layers_with_top says which is top)."""
     out = []
-    for dev in dom.devices("block"):
-        target = str(dev.get("name", ""))
-        if not target:
-            continue
+    for dev, top in block_layers_with_top(dom.stats):
+        target = str(dev["name"])
         chain_index = _int(dev.get("backingIndex"))
-        top = target not in seen
-        seen.add(target)
         threshold = _int(dev.get("threshold"))
         out.append(Layer(
             target=target,

@@ -6,10 +6,11 @@ Every layer of a disk's chain has its own allocation / capacity / physical; laye
 
 from __future__ import annotations
 
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
 from prometheus_client.metrics_core import Metric
 
+from ..sample import block_layers_with_top
 from .base import ScrapeContext, register
 from .families import NS_PER_S, counter, gauge, info
 
@@ -33,23 +34,10 @@ BLOCK_SIZES = (
 )
 
 
-def disk_layers(devices: List[Dict[str, object]]) -> List[Tuple[Dict[str, object], Optional[str]]]:
-    """Pair each block.N entry with its backing_index label: None for the top layer of a disk.
-
-    With the BACKING flag libvirt lists each disk's top layer first and its backing layers after it
-    under the same name. The top layer has a ``backingIndex`` too (its index in the chain, e.g. 1),
-    so "top" is "first entry of that name", not "has no backingIndex".
-    """
-    seen = set()
-    out = []
-    for dev in devices:
-        target = dev.get("name")
-        if target in seen:
-            out.append((dev, str(dev.get("backingIndex", ""))))
-        else:
-            seen.add(target)
-            out.append((dev, None))
-    return out
+def disk_layers(stats: Mapping[str, Any]) -> List[Tuple[Dict[str, Any], Optional[str]]]:
+    """Pair each block.N entry with its backing_index label: None for the top layer of a disk."""
+    return [(dev, None if top else str(dev.get("backingIndex", "")))
+            for dev, top in block_layers_with_top(stats)]
 
 
 @register("block", stats_groups=("block",),
@@ -67,7 +55,7 @@ def collect(ctx: ScrapeContext) -> Iterable[Metric]:
             continue
         meta = ctx.domain_info.get(uuid)
         disks = {d.target: d for d in meta.disks} if meta is not None else {}
-        for dev, backing_index in disk_layers(dom.devices("block")):
+        for dev, backing_index in disk_layers(dom.stats):
             # The families zip label names with values: leaving backing_index off the list leaves the
             # label off the top layer's series.
             target = str(dev.get("name", ""))

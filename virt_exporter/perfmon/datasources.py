@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Dict, FrozenSet, Mapping, Optional, Set
 
-from ..sample import DomainStats, Sample, indexed_devices
+from ..sample import DomainStats, Sample, block_layers_with_top, indexed_devices
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,15 +57,8 @@ def _rate(values: Dict[str, float], unavailable: Set[str], name: str,
 
 
 def _top_layers(stats: Mapping[str, Any]) -> Dict[str, Dict[str, Any]]:
-    """Each disk's guest-visible layer by target. With the backing chain requested libvirt lists a
-    disk's top layer first and its backing layers after it under the same name (the top layer has a
-    backingIndex too), so the top layer is the first entry of each name."""
-    top: Dict[str, Dict[str, Any]] = {}
-    for dev in indexed_devices(stats, "block"):
-        target = dev.get("name")
-        if target and target not in top:
-            top[target] = dev
-    return top
+    """Each disk's guest-visible layer by target (sample.block_layers_with_top)."""
+    return {dev["name"]: dev for dev, top in block_layers_with_top(stats) if top}
 
 
 def vm_datasources(previous: Optional[DomainStats], current: DomainStats, interval_s: float) -> DataSources:

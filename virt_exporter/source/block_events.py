@@ -35,6 +35,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Set, Tuple
 import libvirt
 
 from ..sample import BlockEventCounts, DomainStats, Sample
+from . import bulk
 from .connection import CallTimeout, Connection, LibvirtUnavailable
 from .domxml import xml_or_none
 
@@ -49,6 +50,8 @@ ARM_RETRY_S = 60.0
 _DEV_RE = re.compile(r"^(?P<target>[^\[\]]+)(?:\[(?P<index>\d+)\])?$")
 
 ALL = "*"
+# What arming needs to know: which domains run, and every disk layer's sizes and armed threshold.
+GROUPS = ("state", "block")
 
 
 def parse_device(dev: str) -> Tuple[str, Optional[int]]:
@@ -245,11 +248,8 @@ class BlockEvents:
         timeout_s = self.call_timeout_s
 
         def read(conn: libvirt.virConnect) -> List[Tuple[Any, str, str, Dict[str, Any], Optional[str]]]:
-            flags = libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_BACKING | libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT
             if uuids is None:
-                result = conn.getAllDomainStats(
-                    libvirt.VIR_DOMAIN_STATS_STATE | libvirt.VIR_DOMAIN_STATS_BLOCK,
-                    flags | libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_ACTIVE)
+                entries = bulk.get_all_domain_stats(conn, GROUPS, backing=True, active_only=True)
             else:
                 doms = []
                 for uuid in uuids:
@@ -258,11 +258,7 @@ class BlockEvents:
                     except libvirt.libvirtError as e:
                         if e.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
                             raise
-                if not doms:
-                    return []
-                result = conn.domainListGetStats(
-                    doms, libvirt.VIR_DOMAIN_STATS_STATE | libvirt.VIR_DOMAIN_STATS_BLOCK, flags)
-            entries = [(dom, dom.UUIDString(), dom.name(), stats) for dom, stats in result]
+                entries = bulk.domain_list_stats(conn, doms, GROUPS, backing=True)
             missing = set(self.xml_cache.missing(uuid for _d, uuid, _n, _s in entries))
             out = []
             for dom, uuid, name, stats in entries:

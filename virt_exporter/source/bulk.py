@@ -63,10 +63,12 @@ def _compact(stats: Dict[str, Any]) -> Dict[str, Any]:
     return {intern(k): v for k, v in stats.items()}
 
 
-def get_all_domain_stats(conn: libvirt.virConnect, groups: Sequence[str], backing: bool) -> RawStats:
+def get_all_domain_stats(conn: libvirt.virConnect, groups: Sequence[str], backing: bool,
+                         active_only: bool = False) -> RawStats:
     """One getAllDomainStats call over every domain, active and inactive (inactive ones are cut to
-    their state group)."""
-    return _compact_all(conn.getAllDomainStats(stats_mask(groups), call_flags(backing)))
+    their state group), or over the active ones only."""
+    flags = call_flags(backing) | (libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_ACTIVE if active_only else 0)
+    return _compact_all(conn.getAllDomainStats(stats_mask(groups), flags))
 
 
 def domain_list_stats(conn: libvirt.virConnect, domains: Sequence[libvirt.virDomain],
