@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Idempotent set-up on Debian 12 as root: the distro packages the exporter and its tests need, and a
-# virtualenv in .venv with the package installed in editable mode. Safe to run again: it only
-# installs what is missing.
+# virtualenv in .venv with the package installed in editable mode (with the test and lint tools).
+# Safe to run again: it only installs what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,7 +35,7 @@ stamp=.venv/.installed-$(sha1sum pyproject.toml | cut -c1-12)
 if [ ! -x .venv/bin/python ] || [ ! -e "$stamp" ]; then
   [ -x .venv/bin/python ] || "$PY" -m venv .venv
   .venv/bin/pip install -q --upgrade pip >/dev/null
-  .venv/bin/pip install -q -e '.[test]'
+  .venv/bin/pip install -q -e '.[test,dev]'
   rm -f .venv/.installed-*
   touch "$stamp"
 fi

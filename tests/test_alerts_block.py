@@ -10,7 +10,6 @@ import pytest
 import yaml
 
 from promtool import promtool
-
 from virt_exporter.collectors import block, domain, watermark
 from virt_exporter.collectors.base import ScrapeContext
 from virt_exporter.sample import DomainStats, Sample

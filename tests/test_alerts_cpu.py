@@ -10,7 +10,6 @@ import pytest
 import yaml
 
 from promtool import promtool
-
 from virt_exporter.collectors import cpu_usage
 from virt_exporter.collectors.base import ScrapeContext
 from virt_exporter.sample import CpuTimes, DomainStats, HostCpu, NodeInfo, Sample
@@ -38,7 +37,7 @@ def test_threshold_factor_is_written_once():
 
 
 def _emitted_names() -> set:
-    node = NodeInfo(cpus=2, core_mhz=2000, model="x86_64", numa_cells=1)
+    node = NodeInfo(cpus=2, core_mhz=2000, model="x86_64")
 
     def sample(t: float, cpu_ns: int, busy: int) -> Sample:
         d = DomainStats("u", "vm", {"state.state": 1, "cpu.time": cpu_ns})

@@ -29,8 +29,8 @@ import pytest
 import yaml
 
 import testbed as tb  # tests/ is on sys.path (tests/conftest.py)
-from exporter import ExporterProcess, Samples, free_port
 from childproc import Process
+from exporter import ExporterProcess, Samples, free_port
 from promtool import promtool
 
 REPO = Path(__file__).resolve().parents[1]

@@ -12,7 +12,7 @@ from virt_exporter.collectors.base import ScrapeContext
 from virt_exporter.domain_filter import DomainFilter, compile_pattern
 from virt_exporter.sample import CpuTimes, DomainStats, HostCpu, NodeInfo, Sample
 
-NODE = NodeInfo(cpus=2, core_mhz=2000, model="x86_64", numa_cells=1)
+NODE = NodeInfo(cpus=2, core_mhz=2000, model="x86_64")
 
 
 def _sample(t: float, busy: int, total: int, unresponsive: frozenset = frozenset(), **cpu_ns: int) -> Sample:

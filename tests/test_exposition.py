@@ -6,13 +6,13 @@ import pytest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.exposition import generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as om_generate_latest
+from prometheus_client.utils import floatToGoString
 
 from virt_exporter.collectors import base, load_all
 from virt_exporter.collectors.families import counter, gauge, info
 from virt_exporter.exposition import go_float, negotiate, render
 from virt_exporter.sample import DomainStats, Sample
 from virt_exporter.source.domxml import parse_domain_xml
-from prometheus_client.utils import floatToGoString
 
 
 class _Registry:
@@ -33,7 +33,8 @@ def _pairs():
     fast, ref = [], []
     g, rg = gauge("t_gauge", "A gauge.\nWith \\ and \"quotes\".", ["domain", "b_label"]), \
         GaugeMetricFamily("t_gauge", "A gauge.\nWith \\ and \"quotes\".", labels=["domain", "b_label"])
-    c, rc = counter("t_things_total", "Counter.", ["z", "a"]), CounterMetricFamily("t_things", "Counter.", labels=["z", "a"])
+    c = counter("t_things_total", "Counter.", ["z", "a"])
+    rc = CounterMetricFamily("t_things", "Counter.", labels=["z", "a"])
     i, ri = info("t_thing_info", "Info.", ["x", "domain"]), InfoMetricFamily("t_thing", "Info.", labels=["x", "domain"])
     for n, v in enumerate(TRICKY_VALUES):
         lab = TRICKY_LABELS[n % len(TRICKY_LABELS)]

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import base64
 import http.server
-import os
 import shutil
-import socket
 import ssl
 import subprocess
 import threading

@@ -16,11 +16,11 @@ from typing import Dict, List, Optional, Tuple
 
 from prometheus_client import CollectorRegistry, ProcessCollector
 
-from .options import UsageError, collector_options, enabled_collectors, stats_groups
 from .calc.watermark import thresholds_due
 from .collectors.watermark import arms_thresholds, policy_from_options
 from .domain_filter import DomainFilter, compile_pattern
 from .exporter import Exporter, Subsystems
+from .options import UsageError, collector_options, enabled_collectors, stats_groups
 from .sample import Sample
 from .sampler import Sampler, SamplerOptions
 from .server import ExporterHTTPServer
@@ -51,12 +51,12 @@ class App:
             try:
                 web_config = load_web_config(args.web_config_file)
             except WebConfigError as e:
-                raise UsageError(str(e))
+                raise UsageError(str(e)) from None
         try:
             domain_filter = DomainFilter(compile_pattern("--libvirt.domain-include", args.domain_include),
                                          compile_pattern("--libvirt.domain-exclude", args.domain_exclude))
         except ValueError as e:
-            raise UsageError(str(e))
+            raise UsageError(str(e)) from None
         concurrency = args.concurrency or default_concurrency()
         enabled = {c.name for c in self.collectors}
         # Read-only unless the operator asked the exporter to arm block thresholds (a write call).
@@ -74,7 +74,7 @@ class App:
             try:
                 self.numa_reader = NumaPlacementReader(interval_s=self.options["numa"]["interval"])
             except ValueError as e:
-                raise UsageError("--collector.numa.interval: %s" % e)
+                raise UsageError("--collector.numa.interval: %s" % e) from None
         self.block_events = None
         if "watermark" in enabled:
             from .source.block_events import BlockEvents
@@ -93,7 +93,7 @@ class App:
                 self.perfmon = PerfmonEngine(self.sampler.get, self.xml_cache.snapshot, file_config,
                                              args.perfmon_step, fs_path=args.perfmon_fs_path)
             except (PerfmonConfigError, ValueError) as e:
-                raise UsageError(str(e))
+                raise UsageError(str(e)) from None
         self.domain_filter = domain_filter
         self.sampler.subscribe(self._on_sample)
         static = CollectorRegistry(auto_describe=False)
@@ -105,10 +105,10 @@ class App:
             self.server = ExporterHTTPServer(args.listen_address, self.exporter, args.telemetry_path,
                                              web_config, args.max_requests)
         except ValueError as e:
-            raise UsageError(str(e))
+            raise UsageError(str(e)) from None
         except OSError as e:
             why = "address already in use" if e.errno == errno.EADDRINUSE else (e.strerror or str(e))
-            raise UsageError("cannot listen on %s: %s" % (args.listen_address, why))
+            raise UsageError("cannot listen on %s: %s" % (args.listen_address, why)) from None
         self._threads: List[threading.Thread] = []
 
     def _on_sample(self, sample: Sample) -> None:
@@ -117,8 +117,7 @@ class App:
         domains only). Both only queue work; a failed sample changes nothing."""
         if not sample.up:
             return
-        exported = self.domain_filter.apply(sample)
-        assert exported is not None
+        exported = self.domain_filter.apply_to(sample)
         if self.numa_reader is not None:
             self.numa_reader.set_targets(numa_targets(exported))
         if self.block_events is not None and self.block_events.arm_thresholds:

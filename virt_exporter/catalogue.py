@@ -13,7 +13,9 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-from typing import Dict, Iterable, List, Tuple
+from typing import Iterable, List, Tuple
+
+from prometheus_client.metrics_core import Metric
 
 from .collectors import base, load_all
 
@@ -23,15 +25,19 @@ BEGIN_FLAGS, END_FLAGS = "<!-- flags:begin -->", "<!-- flags:end -->"
 
 
 
-def _idle_snapshots(empty: object) -> Dict[str, object]:
-    """What the background subsystems would show before their first reading: every family, no series."""
+def _idle_context(spec: base.CollectorSpec) -> base.ScrapeContext:
+    """An empty sample and what the background subsystems show before their first reading: every
+    family, no series."""
     from .perfmon.config import parse_perfmon_file
     from .perfmon.engine import PerfmonEngine
-    from .sample import BlockEventCounts, NumaSnapshot
+    from .sample import BlockEventCounts, NumaSnapshot, Sample
 
+    empty = Sample(wall_time_s=0.0, monotonic_s=0.0, up=True)
     engine = PerfmonEngine(lambda: empty, dict, parse_perfmon_file("<perfmon/>", "catalogue"), 60)
-    return {"perfmon": engine.snapshot(), "numa": NumaSnapshot({}, {}, True, "", 0.0, 0.0),
-            "block_events": BlockEventCounts({}, {}, 0, 0, False)}
+    return base.ScrapeContext(current=empty, previous=None, domain_info={},
+                              options={o.name: o.default for o in spec.options}, perfmon=engine.snapshot(),
+                              numa=NumaSnapshot({}, {}, True, "", 0.0),
+                              block_events=BlockEventCounts({}, {}, 0, 0))
 
 
 def metric_rows() -> List[Tuple[str, str, str, str, str]]:
@@ -40,32 +46,29 @@ def metric_rows() -> List[Tuple[str, str, str, str, str]]:
     from .sample import Sample
 
     load_all()
-    empty = Sample(wall_time_s=0.0, monotonic_s=0.0, up=True)
     rows: List[Tuple[str, str, str, str, str]] = []
     seen = set()
 
-    def add(collector: str, families: Iterable[object]) -> None:
+    def add(collector: str, families: Iterable[Metric]) -> None:
         for fam in families:
-            name = getattr(fam, "name")
-            typ = getattr(fam, "type")
+            name = fam.name
+            typ = fam.type
             exposed = name + {"counter": "_total", "info": "_info"}.get(typ, "")
             if exposed in seen:
                 continue
             seen.add(exposed)
             labels = ", ".join(getattr(fam, "labelnames", ())) if isinstance(fam, FastFamily) else ""
-            rows.append((collector, exposed, typ, labels, " ".join(getattr(fam, "documentation").split())))
+            rows.append((collector, exposed, typ, labels, " ".join(fam.documentation.split())))
 
     for spec in sorted(base.REGISTRY.values(), key=lambda s: s.name):
-        ctx = base.ScrapeContext(current=empty, previous=None, domain_info={},
-                                 options={o.name: o.default for o in spec.options}, **_idle_snapshots(empty))
         try:
-            add(spec.name, spec.collect(ctx))
+            add(spec.name, spec.collect(_idle_context(spec)))
         except Exception as e:  # a collector that needs a snapshot it did not get
             print("catalogue: collector %s yields nothing without its subsystem (%s)" % (spec.name, e),
                   file=sys.stderr)
     from .exporter import health_families
 
-    add("(always)", health_families(empty))
+    add("(always)", health_families(Sample(wall_time_s=0.0, monotonic_s=0.0, up=True)))
     return rows
 
 

@@ -39,7 +39,7 @@ def _valid_uri(uri: str) -> bool:
     if not _URI_RE.match(uri):
         return False
     try:
-        urllib.parse.urlsplit(uri).port  # raises on an unbalanced [ or a port out of range
+        _ = urllib.parse.urlsplit(uri).port  # raises on an unbalanced [ or a port out of range
     except ValueError:
         return False
     return True
@@ -49,7 +49,7 @@ def _positive_float(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError("not a number: %r" % text)
+        raise argparse.ArgumentTypeError("not a number: %r" % text) from None
     if not value > 0 or value == float("inf"):  # nan and inf too
         raise argparse.ArgumentTypeError("must be a number > 0: %r" % text)
     return value
@@ -59,7 +59,7 @@ def _non_negative_float(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError("not a number: %r" % text)
+        raise argparse.ArgumentTypeError("not a number: %r" % text) from None
     if not value >= 0 or value == float("inf"):
         raise argparse.ArgumentTypeError("must be a number >= 0: %r" % text)
     return value
@@ -69,7 +69,7 @@ def _non_negative_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError("not an integer: %r" % text)
+        raise argparse.ArgumentTypeError("not an integer: %r" % text) from None
     if value < 0:
         raise argparse.ArgumentTypeError("must be >= 0: %r" % text)
     return value
@@ -193,7 +193,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     setup_logging(args.log_level, args.log_format)
     stop = threading.Event()
 
-    def on_signal(signum: int, frame: Any) -> None:
+    def on_signal(signum: int, _frame: Any) -> None:
         log.info("received %s, shutting down", signal.Signals(signum).name)
         stop.set()
 

@@ -42,7 +42,11 @@ class DomainFilter:
 
     def apply(self, sample: Optional[Sample]) -> Optional[Sample]:
         """The sample with only the exported domains (the same object when nothing is cut)."""
-        if sample is None or not self.active:
+        return None if sample is None else self.apply_to(sample)
+
+    def apply_to(self, sample: Sample) -> Sample:
+        """apply() for a sample that is there."""
+        if not self.active:
             return sample
         kept = {u: d for u, d in sample.domains.items() if self.keeps(d.name)}
         if len(kept) == len(sample.domains):

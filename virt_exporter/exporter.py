@@ -57,7 +57,6 @@ class Exporter:
         self.options = options
         self.subsystems = subsystems or Subsystems()
         self.static_registry = static_registry  # process collector and other always-there metrics
-        self.scrapes_total = 0
         self.collector_errors_total: Dict[str, int] = {c.name: 0 for c in self.collectors}
         self._build_labels = [__version__, platform.python_version(), _libvirt_python_version(),
                               _prometheus_client_version()]
@@ -66,13 +65,12 @@ class Exporter:
         return Scrape(self, timeout_s)
 
     def families(self, pair: SamplePair) -> List[Metric]:
-        self.scrapes_total += 1
         previous, current = pair
         ctx_base: Dict[str, Any] = dict(domain_info=self.sampler.xml_cache.snapshot(),
                                         **self.subsystems.snapshots())
         if self.domain_filter.active:
             ctx_base.update(unfiltered=(previous, current), keeps_domain=self.domain_filter.keeps)
-            previous, current = self.domain_filter.apply(previous), self.domain_filter.apply(current)
+            previous, current = self.domain_filter.apply(previous), self.domain_filter.apply_to(current)
         ctx_base.update(current=current, previous=previous)
         out: List[Metric] = []
         timings: List[Tuple[str, float, bool]] = []

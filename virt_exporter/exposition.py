@@ -46,12 +46,12 @@ class FastFamily(Metric):
         self.rows.append((tuple(labels), value))
 
     # client_python's encoders (and tests) read .samples: materialise on demand.
-    @property  # type: ignore[override]
+    @property
     def samples(self) -> List[Sample]:
         suffix = {"counter": "_total", "info": "_info"}.get(self.type, "")
         out = []
         for row in self.rows:
-            names = row[2] if len(row) == 3 else self.labelnames  # type: ignore[misc]
+            names = row[2] if len(row) == 3 else self.labelnames
             out.append(Sample(self.name + suffix, dict(zip(names, row[0])), float(row[1]), None, None))
         return out
 
@@ -118,7 +118,7 @@ def _render_fast(m: FastFamily, openmetrics: bool, cache: _LabelCache, out: List
     for row in m.rows:
         values = row[0]
         if len(row) == 3:
-            names = row[2]  # type: ignore[misc]
+            names = row[2]
         elif len(values) == n_full:
             names = names_full
         else:

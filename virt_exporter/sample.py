@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Dict, FrozenSet, List, Mapping, Optional, Tuple
 
+
 @dataclasses.dataclass(frozen=True)
 class CpuTimes:
     """Jiffies of one /proc/stat cpu line, first seven columns (user nice system idle iowait irq softirq)."""
@@ -46,7 +47,6 @@ class NodeInfo:
     cpus: int
     core_mhz: int
     model: str
-    numa_cells: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -200,10 +200,8 @@ class Sample:
     host: Optional[HostFacts] = None
     # Host network devices by name.
     net_dev: Mapping[str, NetDevCounters] = dataclasses.field(default_factory=dict)
-    # getMemoryStats(cell) per host NUMA cell, and how old the host memory figures are (a late
-    # answer is not waited for: the last one stands).
+    # getMemoryStats(cell) per host NUMA cell.
     cell_memory: Mapping[int, HostMemory] = dataclasses.field(default_factory=dict)
-    host_memory_age_s: float = 0.0
     # libvirt domain ID by UUID (running domains; a new ID at every start: the restart test for rates).
     domain_ids: Mapping[str, int] = dataclasses.field(default_factory=dict)
     # QEMU pid by UUID (running domains; only when a collector needs them).
@@ -244,7 +242,6 @@ class NumaSnapshot:
     readable: bool
     reason: str
     refresh_duration_s: float
-    taken_monotonic_s: float
 
 
 @dataclasses.dataclass(frozen=True)
@@ -262,8 +259,4 @@ class BlockEventCounts:
     io_errors: Mapping[Tuple[str, str, str, str], int]
     arm_errors_total: int
     arms_total: int
-    arming: bool
 
-
-# libvirt stats group names, as getAllDomainStats takes them (VIR_DOMAIN_STATS_*).
-STATS_GROUPS: Tuple[str, ...] = ("state", "cpu-total", "balloon", "vcpu", "interface", "block")

@@ -132,14 +132,15 @@ class Sampler:
             with self._cond:
                 self._in_flight = False
                 if sample is not None:
-                    self._publish(sample)
-                    pair = (self._previous, self._current)
+                    sample = self._publish(sample)
+                    previous = self._previous
                 self._generation += 1
                 self._cond.notify_all()
-        self._notify(pair[1])
-        return pair
+        self._notify(sample)
+        return previous, sample
 
-    def _publish(self, sample: Sample) -> None:
+    def _publish(self, sample: Sample) -> Sample:
+        """Make ``sample`` current; returns it as served (without domains gone meanwhile)."""
         self.samples_total += 1
         sample = self._without_gone(sample)
         self._current = sample
@@ -148,6 +149,7 @@ class Sampler:
             self._last_good = sample
         else:
             self._previous = None
+        return sample
 
     def _notify(self, sample: Sample) -> None:
         for on_sample in self._subscribers:

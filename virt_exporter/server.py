@@ -15,7 +15,6 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, List, Optional, Tuple, Union
 
-
 from . import __version__
 from .exporter import Exporter
 from .exposition import negotiate
@@ -63,7 +62,7 @@ class ExporterHTTPServer(ThreadingHTTPServer):
             self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         super().server_bind()
 
-    def finish_request(self, request: socket.socket, client_address: Any) -> None:
+    def finish_request(self, request: Any, client_address: Any) -> None:
         if self.ssl_context is not None:
             request.settimeout(10.0)
             try:
@@ -80,6 +79,7 @@ class ExporterHTTPServer(ThreadingHTTPServer):
 
 class ExporterRequestHandler(BaseHTTPRequestHandler):
     server: ExporterHTTPServer
+    raw_requestline: bytes  # set by BaseHTTPRequestHandler.handle_one_request
     server_version = "virt_exporter/" + __version__
     protocol_version = "HTTP/1.1"
     timeout = 30  # idle clients (slowloris) lose their thread after this

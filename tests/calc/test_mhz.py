@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from virt_exporter.calc.mhz import (capacity_mhz, cpu_usage, domain_cpu_mhz, host_busy_mhz,
-                                    hypervisor_overhead_mhz)
+from virt_exporter.calc.mhz import capacity_mhz, cpu_usage, domain_cpu_mhz, host_busy_mhz, hypervisor_overhead_mhz
 from virt_exporter.sample import CpuTimes, DomainStats, HostCpu, NodeInfo, Sample
 
-NODE = NodeInfo(cpus=2, core_mhz=2000, model="x86_64", numa_cells=1)
+NODE = NodeInfo(cpus=2, core_mhz=2000, model="x86_64")
 
 
 def times(user=0, nice=0, system=0, idle=0, iowait=0, irq=0, softirq=0) -> CpuTimes:

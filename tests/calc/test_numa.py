@@ -5,7 +5,6 @@ from __future__ import annotations
 from virt_exporter.calc.numa import cpu_to_cell, memory_per_cell, vcpu_cells, vcpus_per_cell
 
 
-
 def test_vcpu_placement_three_vcpus_two_cells():
     cells = {0: [0, 1, 2, 3], 1: [4, 5, 6, 7]}
     vcpu_cpus = {0: 1, 1: 6, 2: 4}

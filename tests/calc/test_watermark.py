@@ -7,10 +7,22 @@ from typing import Optional, Tuple
 
 import pytest
 
-from virt_exporter.calc.watermark import (MIB, Layer, WatermarkPolicy, block_layers, chunked_layers,
-                                          extension_needed, headroom_bytes, is_chunked, layer_is_chunked,
-                                          max_volume_size_bytes, next_volume_size_bytes, round_up,
-                                          threshold_for, watermark_limit_bytes)
+from virt_exporter.calc.watermark import (
+    MIB,
+    Layer,
+    WatermarkPolicy,
+    block_layers,
+    chunked_layers,
+    extension_needed,
+    headroom_bytes,
+    is_chunked,
+    layer_is_chunked,
+    max_volume_size_bytes,
+    next_volume_size_bytes,
+    round_up,
+    threshold_for,
+    watermark_limit_bytes,
+)
 from virt_exporter.sample import DomainStats
 from virt_exporter.source.domxml import DiskInfo
 

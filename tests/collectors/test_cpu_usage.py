@@ -8,7 +8,7 @@ from virt_exporter.collectors import cpu_usage
 from virt_exporter.collectors.base import ScrapeContext
 from virt_exporter.sample import CpuTimes, DomainStats, HostCpu, NodeInfo, Sample
 
-NODE = NodeInfo(cpus=2, core_mhz=2445, model="x86_64", numa_cells=1)
+NODE = NodeInfo(cpus=2, core_mhz=2445, model="x86_64")
 
 
 def _sample(t: float, busy: int, total: int, **cpu_ns) -> Sample:

@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import List
 
 import pytest
-from exporter import EXPORTER, REPO, ExporterProcess, Samples, free_port
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from prometheus_client.parser import text_string_to_metric_families as parse_text
+
+from exporter import EXPORTER, REPO, ExporterProcess, Samples, free_port
 from promtool import check_metrics
 
 TEST_BOUND_S = 60
@@ -206,7 +207,8 @@ def _sigterm_exit(exp: ExporterProcess) -> int:
     try:
         return exp.proc.wait(timeout=EXIT_WAIT_S)
     except subprocess.TimeoutExpired:
-        raise AssertionError("exporter still running %.0f s after SIGTERM:\n%s" % (EXIT_WAIT_S, exp.log()[-3000:]))
+        raise AssertionError("exporter still running %.0f s after SIGTERM:\n%s"
+                             % (EXIT_WAIT_S, exp.log()[-3000:])) from None
 
 
 @pytest.mark.libvirt

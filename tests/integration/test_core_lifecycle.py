@@ -9,6 +9,7 @@ import time
 import xml.etree.ElementTree as ET
 
 import pytest
+
 import testbed as tb
 from exporter import ExporterProcess, Samples
 

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 import testbed as tb
 from exporter import ExporterProcess, Samples
 

@@ -18,12 +18,12 @@ import xml.etree.ElementTree as ET
 from typing import Callable, Dict, FrozenSet, List, Tuple
 
 import pytest
-import testbed as tb
-from exporter import ExporterProcess, Samples
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from prometheus_client.parser import text_string_to_metric_families as parse_text
-from promtool import check_metrics
 
+import testbed as tb
+from exporter import ExporterProcess, Samples
+from promtool import check_metrics
 from virt_exporter.collectors.block import BLOCK_COUNTERS, BLOCK_SIZES
 from virt_exporter.collectors.interface import NET_COUNTERS
 from virt_exporter.collectors.memory import BALLOON_FIELDS

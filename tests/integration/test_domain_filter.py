@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 import pytest
+
 from exporter import ExporterProcess
 
 pytestmark = [pytest.mark.libvirt, pytest.mark.timeout(180, func_only=True)]

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Set, Tuple
 
 import pytest
+
 import testbed as tb
 from exporter import ExporterProcess, Samples
 

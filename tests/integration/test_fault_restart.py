@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Iterator, List, Optional, Tuple
 
 import pytest
+
 import testbed as tb
 from exporter import ExporterProcess, Samples
 

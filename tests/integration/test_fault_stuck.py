@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Dict, Iterator, List, Set, Tuple
 
 import pytest
+
 from exporter import ExporterProcess, Samples
 
 TEST_BOUND_S = 150

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 import testbed as tb
 
 from .cpu_numa_harness import (
@@ -173,7 +174,7 @@ def test_unprivileged_exporter_keeps_host_cells_and_says_why(testbed):
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd="/",
                        env=env, preexec_fn=_drop_to_nobody)
     assert p.returncode == 0, p.stderr[-3000:]
-    s = {(n, tuple(sorted(l.items()))): v for n, l, v in json.loads(p.stdout.strip().splitlines()[-1])}
+    s = {(n, tuple(sorted(labels.items()))): v for n, labels, v in json.loads(p.stdout.strip().splitlines()[-1])}
 
     # numa_maps needs ptrace access to QEMU: the memory series are absent and the health metric says why
     assert value(s, "libvirt_exporter_numa_readable", reason="permission_denied") == 0

@@ -15,9 +15,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Dict, FrozenSet, Iterator, List, Optional, Tuple
 
 import pytest
-from exporter import ExporterProcess, Samples, free_port
 from prometheus_client.core import GaugeMetricFamily
 
+from exporter import ExporterProcess, Samples, free_port
 from virt_exporter.server import MAX_HEADERS, MAX_REQUEST_LINE_BYTES, ExporterHTTPServer
 
 TEST_BOUND_S = 150

@@ -22,6 +22,7 @@ from typing import Dict, Iterator, Tuple
 
 import bcrypt
 import pytest
+
 from exporter import ExporterProcess, free_port
 
 TEST_BOUND_S = 120
@@ -149,7 +150,8 @@ def test_prometheus_scrapes_with_the_same_credentials(exporter: TLSExporter, pki
       password: {PASSWORD}
     static_configs:
       - targets: ['{target}']""")
-    config.write_text("global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n" + "\n".join(jobs) + "\n")
+    config.write_text("global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n"
+                      + "\n".join(jobs) + "\n")
     proc = subprocess.Popen([PROMETHEUS, "--config.file", str(config), "--storage.tsdb.path", str(tmp_path / "tsdb"),
                              "--web.listen-address", "127.0.0.1:%d" % port, "--log.level", "warn"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

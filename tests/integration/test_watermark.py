@@ -13,6 +13,7 @@ import socket
 import subprocess
 
 import pytest
+
 import testbed as tb
 import watermark_bed as wb
 from watermark_bed import MIB, value

@@ -92,7 +92,8 @@ class CounterBook:
             stats["balloon.unused"] = int(values["memory_internal_free"])
         return stats
 
-    def advance_host(self, values: Mapping[str, float], interval_s: int) -> Tuple[HostCpu, Dict[str, NetDevCounters], HostMemory]:
+    def advance_host(self, values: Mapping[str, float],
+                     interval_s: int) -> Tuple[HostCpu, Dict[str, NetDevCounters], HostMemory]:
         per_cpu = {}
         for n, v in values.items():
             if n.startswith("cpu"):
@@ -105,7 +106,8 @@ class CounterBook:
             elif n.startswith("pif_"):
                 self.host[n] = self.host.get(n, 0) + int(v * interval_s)
         ifnames = sorted({n[4:-3] for n in values if n.startswith("pif_")})
-        net_dev = {i: NetDevCounters(int(self.host.get("pif_%s_rx" % i, 0)), 0, int(self.host.get("pif_%s_tx" % i, 0)), 0)
+        net_dev = {i: NetDevCounters(int(self.host.get("pif_%s_rx" % i, 0)), 0,
+                                     int(self.host.get("pif_%s_tx" % i, 0)), 0)
                    for i in ifnames}
         agg = CpuTimes(sum(c.user for c in per_cpu.values()), 0, 0, sum(c.idle for c in per_cpu.values()), 0, 0, 0)
         memory = HostMemory(int(values.get("memory_total_kib", 0)), int(values.get("memory_free_kib", 0)))

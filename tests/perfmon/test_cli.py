@@ -43,7 +43,8 @@ def test_check_explains_effective_settings(tmp_path):
 
 def test_check_a_bare_metadata_document_and_errors(tmp_path):
     doc = tmp_path / "meta.xml"
-    doc.write_text('<config><variable><name value="network_usage"/><alarm_trigger_level value="1e6"/></variable></config>')
+    doc.write_text('<config><variable><name value="network_usage"/>'
+                   '<alarm_trigger_level value="1e6"/></variable></config>')
     rc, out, _ = run(perfmon_check_main, [str(doc), "--object", "host"])
     assert rc == 0 and "^pif_(eth" in out
     doc.write_text('<config><variable><name value="cpu_usage"/><alarm_trigger_level value="1"/>'

@@ -4,8 +4,14 @@ import re
 
 import pytest
 
-from virt_exporter.perfmon.config import (PERFMON_METADATA_NS, PerfmonConfigError, load_perfmon_file,
-                                          parse_object_config, parse_perfmon_file, severity_of_priority)
+from virt_exporter.perfmon.config import (
+    PERFMON_METADATA_NS,
+    PerfmonConfigError,
+    load_perfmon_file,
+    parse_object_config,
+    parse_perfmon_file,
+    severity_of_priority,
+)
 
 
 def one(xml, object_type="vm"):

@@ -24,6 +24,7 @@ import warnings
 from pathlib import Path
 
 import pytest
+
 import testbed as tb  # tests/ is on sys.path (tests/conftest.py)
 from bounds import wait_for
 from exporter import ExporterProcess
@@ -72,7 +73,8 @@ def choose_level(fractions: list) -> float:
         pytest.fail("the busy guest got only %.3f of a CPU: the host is too loaded for this test" % mean)
     warnings.warn("loaded host: the 1-vCPU busy guest got %s of a CPU per %d s step (not all >= %.2f), so "
                   "cpu_usage level %.2f is used instead of the issue's %.1f"
-                  % ("/".join("%.2f" % f for f in fractions), STEP_S, ISSUE_LEVEL * 1.5, level, ISSUE_LEVEL))
+                  % ("/".join("%.2f" % f for f in fractions), STEP_S, ISSUE_LEVEL * 1.5, level, ISSUE_LEVEL),
+                  stacklevel=2)
     return level
 
 

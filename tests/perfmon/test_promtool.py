@@ -99,7 +99,8 @@ def random_vars(rng, step_s, min_inhibit_s=0):
                        alarm_trigger_level=str(rng.randint(0, 1500)))
         else:
             var.update(rrd_regex=rng.choice(["vbd_(xvd|hd|vd|sd)[a-z]+_(read|write)", "vbd_vda_write"]),
-                       consolidation_fn=rng.choice(["sum", "average", "max"]), alarm_trigger_level=str(rng.randint(0, 1500)))
+                       consolidation_fn=rng.choice(["sum", "average", "max"]),
+                       alarm_trigger_level=str(rng.randint(0, 1500)))
         var.update(alarm_trigger_sense=rng.choice(["high", "low"]),
                    alarm_trigger_period=str(rng.choice([0, step_s, rng.randint(1, 6 * step_s)])),
                    alarm_auto_inhibit_period=str(max(min_inhibit_s, rng.randint(0, 30) * step_s)),

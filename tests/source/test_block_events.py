@@ -15,10 +15,10 @@ import libvirt
 import pytest
 
 from virt_exporter.calc.watermark import MIB, WatermarkPolicy, layer_label, thresholds_due, top_indexes
+from virt_exporter.sample import DomainStats, Sample
 from virt_exporter.source.block_events import BlockEvents, io_error_reason, parse_device
 from virt_exporter.source.connection import LibvirtUnavailable
 from virt_exporter.source.domxml import DomainXMLCache
-from virt_exporter.sample import DomainStats, Sample
 
 UUID = "11111111-2222-3333-4444-555555555555"
 POLICY = WatermarkPolicy.from_options(64, 50)  # limit 32 MiB
@@ -76,7 +76,7 @@ class FakeConn:
         except KeyError:
             err = libvirt.libvirtError("no domain")
             err.err = (libvirt.VIR_ERR_NO_DOMAIN, 0, "no domain", 0, "", None, None, 0, 0)
-            raise err
+            raise err from None
 
     def getAllDomainStats(self, groups: int, flags: int):
         self.stats_calls.append(("all", groups, flags))

@@ -20,16 +20,20 @@ XML = """<domain type='kvm' id='3'>
   <devices>
     <disk type='block' device='disk'>
       <driver name='qemu' type='qcow2'/><source dev='/dev/vg/thin' index='2'/>
-      <backingStore type='file' index='3'><format type='qcow2'/><source file='/img/base.qcow2'/><backingStore/></backingStore>
+      <backingStore type='file' index='3'><format type='qcow2'/><source file='/img/base.qcow2'/>
+        <backingStore/></backingStore>
       <target dev='vda' bus='virtio'/><alias name='virtio-disk0'/>
     </disk>
     <disk type='network' device='disk'>
-      <driver name='qemu' type='raw'/><source protocol='nbd' name='export1'><host name='127.0.0.1' port='10809'/></source>
+      <driver name='qemu' type='raw'/>
+      <source protocol='nbd' name='export1'><host name='127.0.0.1' port='10809'/></source>
       <target dev='vdb' bus='virtio'/>
     </disk>
     <disk type='file' device='cdrom'><driver name='qemu' type='raw'/><target dev='hdc' bus='ide'/><readonly/></disk>
-    <interface type='bridge'><mac address='52:54:00:aa:bb:cc'/><source bridge='br0'/><target dev='vnet3'/><model type='virtio'/></interface>
-    <interface type='ethernet'><mac address='52:54:00:aa:bb:cd'/><target dev='tap7' managed='yes'/><model type='e1000'/></interface>
+    <interface type='bridge'><mac address='52:54:00:aa:bb:cc'/><source bridge='br0'/><target dev='vnet3'/>
+      <model type='virtio'/></interface>
+    <interface type='ethernet'><mac address='52:54:00:aa:bb:cd'/><target dev='tap7' managed='yes'/>
+      <model type='e1000'/></interface>
   </devices>
 </domain>""" % PERFMON_METADATA_NS
 

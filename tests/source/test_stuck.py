@@ -22,13 +22,13 @@ import libvirt
 import pytest
 
 from virt_exporter import sampler as sampler_mod
-from virt_exporter.sample import STATS_GROUPS, DomainStats, Sample
+from virt_exporter.sample import DomainStats, Sample
 from virt_exporter.sampler import Sampler, SamplerOptions, comparable_previous
-from virt_exporter.source import stuck
+from virt_exporter.source import bulk, stuck
 from virt_exporter.source.connection import CallTimeout, Connection, LibvirtUnavailable
 from virt_exporter.source.domxml import DomainXMLCache
 
-GROUPS = list(STATS_GROUPS)
+GROUPS = list(bulk.GROUP_FLAGS)
 NOWAIT = libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT
 TEST_BOUND_S = 30
 pytestmark = pytest.mark.timeout(TEST_BOUND_S)
@@ -97,7 +97,8 @@ class FakeDom:
     def XMLDesc(self, flags: int = 0) -> str:
         self.conn._gate()
         return ("<domain type='kvm'><name>%s</name><uuid>%s</uuid><memory>65536</memory><vcpu>1</vcpu>"
-                "<os><type arch='x86_64' machine='pc'>hvm</type></os><devices/></domain>" % (self.vm.name, self.vm.uuid))
+                "<os><type arch='x86_64' machine='pc'>hvm</type></os><devices/></domain>"
+                % (self.vm.name, self.vm.uuid))
 
 
 class FakeConn:

@@ -74,9 +74,11 @@ class CollectorSpec:
 REGISTRY: Dict[str, CollectorSpec] = {}
 
 
+CollectFn = Callable[[ScrapeContext], Iterable[Metric]]
+
+
 def register(name: str, *, default_enabled: bool = True, stats_groups: Tuple[str, ...] = (),
-             help: str = "", options: Tuple[Option, ...] = ()) -> Callable[[Callable[[ScrapeContext], Iterable[Metric]]],
-                                         Callable[[ScrapeContext], Iterable[Metric]]]:
+             help: str = "", options: Tuple[Option, ...] = ()) -> Callable[[CollectFn], CollectFn]:
     """Decorator: register ``collect(ctx)`` under ``name`` (the ``--collector.<name>`` flag)."""
 
     def wrap(fn: Callable[[ScrapeContext], Iterable[Metric]]) -> Callable[[ScrapeContext], Iterable[Metric]]:

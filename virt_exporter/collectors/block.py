@@ -21,9 +21,12 @@ BLOCK_COUNTERS = (
     ("rd.reqs", "libvirt_domain_block_read_requests_total", "Read requests (block.N.rd.reqs).", 1),
     ("wr.reqs", "libvirt_domain_block_write_requests_total", "Write requests (block.N.wr.reqs).", 1),
     ("fl.reqs", "libvirt_domain_block_flush_requests_total", "Flush requests (block.N.fl.reqs).", 1),
-    ("rd.times", "libvirt_domain_block_read_time_seconds_total", "Time spent on reads, seconds (block.N.rd.times).", NS_PER_S),
-    ("wr.times", "libvirt_domain_block_write_time_seconds_total", "Time spent on writes, seconds (block.N.wr.times).", NS_PER_S),
-    ("fl.times", "libvirt_domain_block_flush_time_seconds_total", "Time spent on flushes, seconds (block.N.fl.times).", NS_PER_S),
+    ("rd.times", "libvirt_domain_block_read_time_seconds_total",
+     "Time spent on reads, seconds (block.N.rd.times).", NS_PER_S),
+    ("wr.times", "libvirt_domain_block_write_time_seconds_total",
+     "Time spent on writes, seconds (block.N.wr.times).", NS_PER_S),
+    ("fl.times", "libvirt_domain_block_flush_time_seconds_total",
+     "Time spent on flushes, seconds (block.N.fl.times).", NS_PER_S),
 )
 BLOCK_SIZES = (
     ("allocation", "libvirt_domain_block_allocation_bytes",
@@ -44,12 +47,12 @@ def disk_layers(stats: Mapping[str, Any]) -> List[Tuple[Dict[str, Any], Optional
           help="disk I/O counters and times, allocation / capacity / physical of every backing layer")
 def collect(ctx: ScrapeContext) -> Iterable[Metric]:
     top = ["domain", "target"]
-    layer = ["domain", "target", "backing_index"]
+    layered = ["domain", "target", "backing_index"]
     block_info = info("libvirt_domain_block_info",
                       "Disk identity (value 1): source path, bus, image format, storage type, device kind.",
                       ["domain", "target", "path", "bus", "format", "storage_type", "device", "backing_index"])
     counters = [(key, counter(name, doc, top), scale) for key, name, doc, scale in BLOCK_COUNTERS]
-    sizes = [(key, gauge(name, doc, layer)) for key, name, doc in BLOCK_SIZES]
+    sizes = [(key, gauge(name, doc, layered)) for key, name, doc in BLOCK_SIZES]
     for uuid, dom in ctx.current.domains.items():
         if "block.count" not in dom.stats:
             continue

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from .families import gauge
 from prometheus_client.metrics_core import Metric
 
 from ..calc.mhz import cpu_usage
 from .base import ScrapeContext, register
+from .families import gauge
 
 
 @register("cpu_usage", default_enabled=True, stats_groups=("state", "cpu-total"),

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from .families import KIB, gauge
 from prometheus_client.metrics_core import Metric
 
 from .base import ScrapeContext, register
+from .families import KIB, gauge
 
 
 @register("host_memory", default_enabled=True,

@@ -3,18 +3,19 @@ domain's configured <numatune>.
 
 Host cells come from the Sample (the sampler's getMemoryStats(cell) and capabilities topology). Per-VM
 placement comes from the background NUMA reader's last snapshot (``ctx.numa``; the sampler hands
-the reader the running domains), so a scrape never waits for numa_maps. The option ``interval`` is the reader's refresh period; the CLI builds the reader with it.
+the reader the running domains), so a scrape never waits for numa_maps. The option ``interval`` is
+the reader's refresh period; the CLI builds the reader with it.
 """
 
 from __future__ import annotations
 
 from typing import Iterable, List, Mapping
 
-from .families import KIB, gauge, info
 from prometheus_client.metrics_core import Metric
 
 from ..calc.numa import memory_per_cell, vcpus_per_cell
 from .base import Option, ScrapeContext, register
+from .families import KIB, gauge, info
 
 
 def _cell_cpus(ctx: ScrapeContext, reader_node_cpus: Mapping[int, List[int]]) -> Mapping[int, List[int]]:

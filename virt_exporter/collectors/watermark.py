@@ -19,8 +19,15 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
 from prometheus_client.metrics_core import Metric
 
-from ..calc.watermark import (DEFAULT_CHUNK_MIB, DEFAULT_UTILIZATION_PERCENT, WatermarkPolicy, block_layers,
-                              layer_is_chunked, layer_label, top_indexes)
+from ..calc.watermark import (
+    DEFAULT_CHUNK_MIB,
+    DEFAULT_UTILIZATION_PERCENT,
+    WatermarkPolicy,
+    block_layers,
+    layer_is_chunked,
+    layer_label,
+    top_indexes,
+)
 from .base import Option, ScrapeContext, register
 from .families import counter, gauge
 
@@ -32,7 +39,7 @@ def _chunk_mib(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError("not an integer: %r" % text)
+        raise argparse.ArgumentTypeError("not an integer: %r" % text) from None
     if value < 1:
         raise argparse.ArgumentTypeError("must be >= 1 MiB: %r" % text)
     return value
@@ -42,7 +49,7 @@ def _percent(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError("not an integer: %r" % text)
+        raise argparse.ArgumentTypeError("not an integer: %r" % text) from None
     if not 0 <= value <= 100:
         raise argparse.ArgumentTypeError("must be 0..100: %r" % text)
     return value

@@ -9,12 +9,21 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import List, Optional, Sequence, TextIO, Tuple
+from typing import List, NoReturn, Optional, Sequence, TextIO, Tuple
 
 import yaml
 
-from .config import (PERFMON_METADATA_KEY, PERFMON_METADATA_NS, ObjectConfig, PerfmonConfigError,
-                     VariableConfig, parse_config_element, parse_perfmon_file, parse_xml, severity_of_priority)
+from .config import (
+    PERFMON_METADATA_KEY,
+    PERFMON_METADATA_NS,
+    ObjectConfig,
+    PerfmonConfigError,
+    VariableConfig,
+    parse_config_element,
+    parse_perfmon_file,
+    parse_xml,
+    severity_of_priority,
+)
 from .rules import alertmanager_routes, native_rules, periods_for
 
 EXIT_OK = 0
@@ -22,7 +31,7 @@ EXIT_USAGE = 2
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line and exit 2, like the exporter's own flags
+    def error(self, message: str) -> NoReturn:  # one line and exit 2, like the exporter's own flags
         raise PerfmonConfigError(message)
 
 

@@ -127,9 +127,11 @@ def host_datasources(previous: Optional[Sample], current: Sample, interval_s: fl
     if net_dev:
         prev_net = previous.net_dev if previous is not None else {}
         for ifname, counters in net_dev.items():
-            p = prev_net.get(ifname)
-            _rate(values, unavailable, "pif_%s_rx" % ifname, p.rx_bytes if p else None, counters.rx_bytes, interval_s)
-            _rate(values, unavailable, "pif_%s_tx" % ifname, p.tx_bytes if p else None, counters.tx_bytes, interval_s)
+            before = prev_net.get(ifname)
+            _rate(values, unavailable, "pif_%s_rx" % ifname, before.rx_bytes if before else None,
+                  counters.rx_bytes, interval_s)
+            _rate(values, unavailable, "pif_%s_tx" % ifname, before.tx_bytes if before else None,
+                  counters.tx_bytes, interval_s)
 
     if current.host_memory is not None:
         values["memory_free_kib"] = float(current.host_memory.free_kib)

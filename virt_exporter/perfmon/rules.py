@@ -44,7 +44,8 @@ def _number(x: float) -> str:
     return repr(float(x)) if not float(x).is_integer() or abs(x) >= 1e15 else str(int(x))
 
 
-def datasource_rules(object_type: str, step_s: int, rule_set: str, domain: Optional[str] = None) -> List[Dict[str, Any]]:
+def datasource_rules(object_type: str, step_s: int, rule_set: str,
+                     domain: Optional[str] = None) -> List[Dict[str, Any]]:
     """Recording rules turning the raw metrics into perfmon's data sources, one rate per scrape.
 
     ``rule_set`` labels the recorded series so several generated files never record the same series;
@@ -70,7 +71,8 @@ def datasource_rules(object_type: str, step_s: int, rule_set: str, domain: Optio
                 '"datasource", "vbd_${1}_read", "target", "(.*)")' % (d, w)),
             rec("block_write", 'label_replace(irate(libvirt_domain_block_write_bytes_total{backing_index=""%s}%s), '
                 '"datasource", "vbd_${1}_write", "target", "(.*)")' % (d, w)),
-            rec("memory", 'label_replace(libvirt_domain_memory_current_bytes%s, "datasource", "memory", "__name__", ".*")'
+            rec("memory", 'label_replace(libvirt_domain_memory_current_bytes%s, "datasource", "memory", '
+                '"__name__", ".*")'
                 % only),
             rec("memory_unused", 'label_replace(libvirt_domain_memory_unused_bytes%s / 1024, "datasource", '
                 '"memory_internal_free", "__name__", ".*")' % only),

@@ -139,8 +139,8 @@ class BlockEvents:
             if dup_key in self._recent:
                 return
             self._recent[dup_key] = now
-            key = (uuid, target, index)
-            self._threshold_events[key] = self._threshold_events.get(key, 0) + 1
+            event_key = (uuid, target, index)
+            self._threshold_events[event_key] = self._threshold_events.get(event_key, 0) + 1
         log.info("block threshold crossed: domain %s disk %s threshold %d excess %d",
                  dom.name(), dev, threshold, excess)
         if self.arm_thresholds:
@@ -160,14 +160,16 @@ class BlockEvents:
         if event == libvirt.VIR_DOMAIN_EVENT_UNDEFINED:
             # The domain is gone for good: its counters go with it (a new one gets a new UUID).
             with self._lock:
-                for d in (self._threshold_events, self._io_errors, self._retry_after):
+                # The three dicts are keyed by tuples of different shapes, all starting with the UUID.
+                counters: List[Dict[Any, Any]] = [self._threshold_events, self._io_errors, self._retry_after]
+                for d in counters:
                     for key in [k for k in d if k[0] == uuid]:
                         del d[key]
             return
         if self.arm_thresholds and event == libvirt.VIR_DOMAIN_EVENT_STARTED:
             self.request_reconcile(uuid)
 
-    def on_block_job(self, conn: Any, dom: Any, disk: str, job_type: int, status: int) -> None:
+    def on_block_job(self, conn: Any, dom: Any, disk: str, _job_type: int, status: int) -> None:
         # READY: an active commit now writes into its base layer; COMPLETED: a pivot changed which
         # image is the top and what storage is under it.
         if status in (libvirt.VIR_DOMAIN_BLOCK_JOB_COMPLETED, libvirt.VIR_DOMAIN_BLOCK_JOB_READY):
@@ -182,7 +184,7 @@ class BlockEvents:
     def snapshot(self) -> BlockEventCounts:
         with self._lock:
             return BlockEventCounts(dict(self._threshold_events), dict(self._io_errors),
-                                    self._arm_errors_total, self._arms_total, self.arm_thresholds)
+                                    self._arm_errors_total, self._arms_total)
 
     def observe(self, sample: Sample, domain_info: Mapping[str, Any]) -> None:
         """Queue arming for layers a sample shows unarmed (or armed at a stale value) that should be.

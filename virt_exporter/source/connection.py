@@ -257,7 +257,7 @@ class Connection:
         except RuntimeError as e:  # pool shut down: we are stopping
             with self._lock:
                 lane.in_flight -= 1
-            raise LibvirtUnavailable(str(e))
+            raise LibvirtUnavailable(str(e)) from None
         future.lane = lane  # type: ignore[attr-defined]
         return future
 
@@ -377,7 +377,7 @@ class Connection:
             if primary:
                 conn.registerCloseCallback(self._on_close, None)
             else:
-                conn.registerCloseCallback(lambda c, reason, opaque: self._drop_lane(lane, "closed"), None)
+                conn.registerCloseCallback(lambda _c, _reason, _opaque: self._drop_lane(lane, "closed"), None)
         except libvirt.libvirtError:
             pass  # in-process drivers have no close callback
         return lane
@@ -432,7 +432,7 @@ class Connection:
             log.warning("libvirt connect hook failed: %s: %s", type(e).__name__, e,
                         exc_info=log.isEnabledFor(logging.DEBUG))
 
-    def _on_close(self, conn: libvirt.virConnect, reason: int, opaque: Any) -> None:
+    def _on_close(self, conn: libvirt.virConnect, reason: int, _opaque: Any) -> None:
         reasons = {0: "error", 1: "end of file", 2: "keepalive timeout", 3: "client closed"}
         self._mark_broken(conn, "libvirt connection closed (%s)" % reasons.get(reason, reason))
 

@@ -43,7 +43,6 @@ class DiskInfo:
     path: str                   # file or device path, or "protocol:name" for network disks, "" when empty
     bus: str
     driver_type: Optional[str]  # image format: qcow2, raw …
-    serial: str = ""
     alias: str = ""             # device alias (virtio-disk0), what I/O error events name a disk by
     backing: Tuple[BackingLayer, ...] = ()
 
@@ -60,7 +59,6 @@ class InterfaceInfo:
 @dataclasses.dataclass(frozen=True)
 class NovaInfo:
     instance_name: str
-    instance_uuid: str
     project_name: str
     project_uuid: str
     user_name: str
@@ -139,7 +137,6 @@ def parse_domain_xml(xml: str) -> DomainInfo:
             path=_disk_path(disk, source_type),
             bus=_attr(disk.find("target"), "bus"),
             driver_type=driver.get("type") if driver is not None else None,
-            serial=_text(disk.find("serial")),
             alias=_attr(disk.find("alias"), "name"),
             backing=_backing_chain(disk),
         ))
@@ -200,7 +197,6 @@ def _parse_nova(instance: etree._Element, ns: str) -> NovaInfo:
     owner_project = instance.find(q("owner/project"))
     return NovaInfo(
         instance_name=_text(instance.find(q("name"))),
-        instance_uuid="",  # nova's metadata has no instance uuid element: it is the domain uuid
         project_name=_text(owner_project),
         project_uuid=_attr(owner_project, "uuid"),
         user_name=_text(owner_user),

@@ -49,8 +49,9 @@ _VCPU_COMM = re.compile(r"^CPU (\d+)/\S+$")
 
 
 def numa_maps_bytes_by_node(text: str, default_page_kib: int = 4) -> Dict[int, int]:
-    """Resident bytes per NUMA node of one process (numa_maps text, see below): Σ over mappings of N<node> pages × the mapping's
-    page size (``kernelpagesize_kB``; ``default_page_kib`` for kernels that do not print it)."""
+    """Resident bytes per NUMA node of one process (numa_maps text): Σ over mappings of N<node> pages ×
+    the mapping's page size (``kernelpagesize_kB``; ``default_page_kib`` for kernels that do not print
+    it)."""
     by_node: Dict[int, int] = {}
     for line in text.splitlines():
         page_kib = default_page_kib
@@ -152,8 +153,9 @@ def qemu_guest_name(cmdline: bytes) -> Optional[str]:
         if not value.startswith(b"guest="):
             return value.decode("utf-8", "replace")
         # the value runs to the first single comma; a doubled comma is a comma of the name
-        name = _GUEST_VALUE.match(value).group(1).replace(b",,", b",")
-        return name.decode("utf-8", "replace")
+        m = _GUEST_VALUE.match(value)
+        assert m is not None  # the pattern matches any value that starts with guest=
+        return m.group(1).replace(b",,", b",").decode("utf-8", "replace")
     return None
 
 
@@ -193,7 +195,7 @@ def classify_error(exc: BaseException) -> str:
     return REASON_READ_ERROR
 
 
-EMPTY_SNAPSHOT = NumaSnapshot({}, {}, True, "", 0.0, 0.0)
+EMPTY_SNAPSHOT = NumaSnapshot({}, {}, True, "", 0.0)
 
 # uuid -> (domain name, QEMU pid when the sampler knows it)
 Targets = Mapping[str, Tuple[str, Optional[int]]]
@@ -291,8 +293,8 @@ class NumaPlacementReader:
                 continue
             placement = self._read_domain(uuid, name, pid, scanned)
             if placement.error:
-                again = last is not None and last.error and last.pid == placement.pid
-                placement = dataclasses.replace(placement, failures=last.failures + 1 if again else 1)
+                failures = last.failures + 1 if last is not None and last.error and last.pid == placement.pid else 1
+                placement = dataclasses.replace(placement, failures=failures)
             placements[uuid] = placement
 
         reasons = {p.error for p in placements.values() if p.error and p.failures >= CONFIRM_FAILURES}
@@ -305,7 +307,6 @@ class NumaPlacementReader:
             readable=not reason,
             reason=reason,
             refresh_duration_s=sum(p.duration_s for p in placements.values()),
-            taken_monotonic_s=self._clock(),
         )
         self._snapshot = snap
         return snap
@@ -323,9 +324,10 @@ class NumaPlacementReader:
         if pid is None:
             pid = read_qemu_pid(name, self.root)
         if pid is None:
-            if scanned["pids"] is None:
-                scanned["pids"] = qemu_pids_by_name(self.root)
-            pid = scanned["pids"].get(name)
+            pids = scanned["pids"]
+            if pids is None:
+                pids = scanned["pids"] = qemu_pids_by_name(self.root)
+            pid = pids.get(name)
         if pid is None:
             return DomainPlacement(uuid, name, None, None, None, start, self._clock() - start,
                                    REASON_PID_UNKNOWN)

@@ -41,7 +41,7 @@ class SampleReader:
         self.stats = StuckAwareStats(connection, groups, backing, concurrency, clock)
         self._node: Optional[NodeInfo] = None
         self._host: Optional[HostFacts] = None
-        self._last_memory: Optional[Tuple[HostMemory, Dict[int, HostMemory], float]] = None
+        self._last_memory: Optional[MemoryReading] = None
         self._last_failure = ""
         connection.on_connect(self._on_connect)
 
@@ -65,7 +65,7 @@ class SampleReader:
         memory_future: Optional[Future] = None
         try:
             # Host memory runs beside the stats calls, on the lane for calls libvirtd answers itself:
-            # a late answer is not waited for, the last one stands, marked by its age.
+            # a late answer is not waited for, the last one stands.
             memory_future = self.connection.submit(_memory_stats(cells), cheap=True)
             result = self.stats.collect(deadline)
         except (LibvirtUnavailable, CallTimeout, libvirt.libvirtError) as e:
@@ -76,7 +76,7 @@ class SampleReader:
         if self._last_failure:
             log.info("libvirt sample succeeded again")
             self._last_failure = ""
-        host_memory, cell_memory, memory_age_s = self._host_memory(memory_future, deadline)
+        host_memory, cell_memory = self._host_memory(memory_future, deadline)
         memory_done = self._clock()
         domains: Dict[str, DomainStats] = {}
         domain_ids: Dict[str, int] = {}
@@ -101,7 +101,7 @@ class SampleReader:
         return Sample(wall_time_s=wall_time_s, monotonic_s=started, up=True, domains=domains, node=self._node,
                       host_cpu=host_cpu, host_memory=host_memory, bulk_duration_s=result.duration_s,
                       unresponsive=frozenset(unresponsive), host=self._host, net_dev=base.net_dev,
-                      cell_memory=cell_memory, host_memory_age_s=memory_age_s, domain_ids=domain_ids,
+                      cell_memory=cell_memory, domain_ids=domain_ids,
                       qemu_pids=pids)
 
     def _failed(self, base: Sample, error: BaseException) -> Sample:
@@ -115,27 +115,24 @@ class SampleReader:
                       host_cpu=base.host_cpu, error=why, host=base.host, net_dev=base.net_dev)
 
     def _host_memory(self, future: "Future[MemoryReading]",
-                     deadline: float) -> Tuple[Optional[HostMemory], Dict[int, HostMemory], float]:
-        """This sample's host memory if it came in time, else the last one and its age."""
+                     deadline: float) -> Tuple[Optional[HostMemory], Dict[int, HostMemory]]:
+        """This sample's host memory if it came in time, else the last one."""
         grace_end = min(deadline, self._clock() + HOST_CALL_GRACE_S)
         try:
-            host_memory, cells = future.result(timeout=max(0.0, grace_end - self._clock()))
-            self._last_memory = (host_memory, cells, self._clock())
+            self._last_memory = future.result(timeout=max(0.0, grace_end - self._clock()))
         except FuturesTimeout:
             self.connection.abandon(future)
             future.add_done_callback(self._late_memory)
         except (libvirt.libvirtError, LibvirtUnavailable) as e:
             log.warning("host memory stats failed: %s", one_line(e))
         if self._last_memory is None:
-            return None, {}, 0.0
-        host_memory, cells, taken = self._last_memory
-        return host_memory, cells, max(0.0, self._clock() - taken)
+            return None, {}
+        return self._last_memory
 
     def _late_memory(self, future: "Future[MemoryReading]") -> None:
         try:
             if not future.cancelled() and future.exception() is None:
-                host_memory, cells = future.result()
-                self._last_memory = (host_memory, cells, self._clock())
+                self._last_memory = future.result()
         except Exception as e:  # a done-callback must never raise
             log.debug("late host memory answer: %s", e)
 
@@ -189,8 +186,8 @@ class SampleReader:
 
 def read_host_facts(conn: libvirt.virConnect) -> Tuple[NodeInfo, HostFacts]:
     """What changes only with the host: node info, NUMA topology, versions."""
-    model, _memory_mib, cpus, mhz, nodes = conn.getInfo()[:5]
-    node = NodeInfo(cpus=int(cpus), core_mhz=int(mhz), model=str(model), numa_cells=int(nodes))
+    model, _memory_mib, cpus, mhz = conn.getInfo()[:4]
+    node = NodeInfo(cpus=int(cpus), core_mhz=int(mhz), model=str(model))
     facts = HostFacts(hostname=conn.getHostname(), libvirt_version=_version(conn.getLibVersion()),
                       hypervisor_version=_version(conn.getVersion()), cpu_model=str(model),
                       cell_cpus=cells_from_capabilities(conn.getCapabilities()))

@@ -277,7 +277,7 @@ class _Round:
         self.calls.append(call)
         self.counts["calls"] += 1
         if kind == "share":
-            fut.add_done_callback(lambda f, t0=now: self.owner._learn(f, t0))
+            fut.add_done_callback(functools.partial(self.owner._learn, started=now))
         return call
 
     def merge(self, call: _Call) -> None:
@@ -461,7 +461,7 @@ class StuckAwareStats:
 
     def _update_suspects(self, results: Dict[str, Tuple[Any, str, Dict[str, Any], _Call]],
                          held: Dict[str, List[Future]]) -> None:
-        new: List[str] = []
+        new: List[Tuple[str, str]] = []
         until = self._clock() + SUSPECT_HOLD_S
         with self._lock:
             for uuid, (_dom, name, stats, _call) in results.items():
@@ -480,11 +480,14 @@ class StuckAwareStats:
         # Outside the lock: a captor that returned meanwhile runs its callback right here.
         for uuid, _name in new:
             for fut in held[uuid]:
-                fut.add_done_callback(lambda f, u=uuid: self._captor_done(u))
+                fut.add_done_callback(functools.partial(self._captor_done_callback, uuid))
         if new:
             log.warning("domains not answering, flagged until they answer again: %s",
                         ", ".join(sorted(name for _u, name in new)))
             self._ensure_prober()
+
+    def _captor_done_callback(self, uuid: str, _future: Future) -> None:
+        self._captor_done(uuid)
 
     def _captor_done(self, uuid: str) -> None:
         """The last of our calls holding a suspect's job returned: QEMU answered, the suspect is

@@ -165,8 +165,9 @@ class TLSSettings:
     def _set_curves(self, ctx: ssl.SSLContext) -> None:
         if not self.curves:
             return
-        if len(self.curves) == 1 and _CURVES[self.curves[0]]:
-            ctx.set_ecdh_curve(_CURVES[self.curves[0]])
+        curve = _CURVES[self.curves[0]] if len(self.curves) == 1 else None
+        if curve is not None:
+            ctx.set_ecdh_curve(curve)
             return
         log.warning("web config: curve_preferences %s not enforced (Python's ssl can select a single "
                     "NIST curve only); OpenSSL's default groups are offered", self.curves)
