@@ -61,11 +61,20 @@ class ReplayedExporter:
                 time.sleep(0.2)
         raise RuntimeError("replayed exporter did not start")
 
-    def scrape(self) -> Tuple[float, int]:
+    def scrape(self, gzip: bool = False) -> Tuple[float, int]:
+        request = urllib.request.Request(self.url, headers={"Accept-Encoding": "gzip"} if gzip else {})
         t0 = time.perf_counter()
-        with urllib.request.urlopen(self.url, timeout=120) as r:
+        with urllib.request.urlopen(request, timeout=120) as r:
             body = r.read()
         return time.perf_counter() - t0, len(body)
+
+    def cpu_per_scrape_s(self, scrapes: int, gzip: bool) -> Tuple[float, int]:
+        """The exporter's own CPU per scrape (utime + stime of its process), and the body's size."""
+        cpu0 = self.cpu_s()
+        size = 0
+        for _ in range(scrapes):
+            _t, size = self.scrape(gzip)
+        return (self.cpu_s() - cpu0) / scrapes, size
 
     def peak_rss_mib(self) -> float:
         for line in Path("/proc/%d/status" % self.proc.pid).read_text().splitlines():
@@ -88,6 +97,8 @@ def main() -> int:
     ap.add_argument("--scrapes", type=int, default=15)
     ap.add_argument("--idle-seconds", type=float, default=60.0)
     ap.add_argument("--recording", default="", help="use this recording instead of making one")
+    ap.add_argument("--gzip-domains", type=int, default=1000,
+                    help="domains at which to compare the CPU of plain and gzip-compressed scrapes (0: skip)")
     args = ap.parse_args()
     recording = args.recording
     if not recording:
@@ -110,6 +121,22 @@ def main() -> int:
     by_n = dict(medians)
     if 1000 in by_n and 2000 in by_n:
         print("2000-domain time / 1000-domain time: %.2f" % (by_n[2000] / by_n[1000]))
+
+    if args.gzip_domains:
+        exp = ReplayedExporter(recording, args.gzip_domains)
+        try:
+            exp.scrape()
+            # interleaved, so both see the same load
+            plain, gz = [], []
+            for _ in range(max(1, args.scrapes // 3)):
+                plain.append(exp.cpu_per_scrape_s(3, gzip=False))
+                gz.append(exp.cpu_per_scrape_s(3, gzip=True))
+            p_cpu, g_cpu = statistics.median(c for c, _ in plain), statistics.median(c for c, _ in gz)
+            print("\ngzip at %d domains: exporter CPU per scrape %.0f ms plain, %.0f ms gzip (+%.0f ms); "
+                  "body %d -> %d bytes" % (args.gzip_domains, p_cpu * 1000, g_cpu * 1000, (g_cpu - p_cpu) * 1000,
+                                           plain[-1][1], gz[-1][1]))
+        finally:
+            exp.stop()
 
     exp = ReplayedExporter(recording, 100)
     try:

@@ -2,7 +2,8 @@
 exporter's own code path (connection → sampler → collectors → exposition).
 
 Only the libvirt connection object is replaced: ``libvirt.openReadOnly`` answers ``replay:`` URIs
-with a ReplayConnection that serves the recorded dicts. Used by the scale and idle benchmarks; not
+with a ReplayConnection (the tests' fake libvirt connection, tests/fakelibvirt.py) that serves the
+recorded dicts. Used by the scale and idle benchmarks; not
 part of the product.
 
     python bench/replay.py record FILE            # from qemu:///system
@@ -15,12 +16,14 @@ import json
 import sys
 import uuid as uuidlib
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List
 
 import libvirt
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))
+from fakelibvirt import FakeConnect, open_read_only_patch  # noqa: E402  (tests/ is on the path now)
 
 GROUPS = (libvirt.VIR_DOMAIN_STATS_STATE | libvirt.VIR_DOMAIN_STATS_CPU_TOTAL | libvirt.VIR_DOMAIN_STATS_BALLOON
           | libvirt.VIR_DOMAIN_STATS_VCPU | libvirt.VIR_DOMAIN_STATS_INTERFACE | libvirt.VIR_DOMAIN_STATS_BLOCK)
@@ -74,79 +77,39 @@ class ReplayDomain:
         return out
 
 
-class ReplayConnection:
+class ReplayConnection(FakeConnect):
     """Serves N copies of the recorded domains."""
+
+    hostname = "replay"
 
     def __init__(self, doc: Dict[str, Any], n_domains: int) -> None:
         self.doc = doc
         self.calls = 0
+        self.info = list(doc["info"])
+        self.capabilities = doc["capabilities"]
         recorded = doc["domains"]
-        self.domains: List[ReplayDomain] = [
+        self._domains: List[ReplayDomain] = [
             ReplayDomain("replay-%05d" % i, str(uuidlib.UUID(int=i + 1)), recorded[i % len(recorded)])
             for i in range(n_domains)]
 
-    def _advance(self, doms: List[ReplayDomain]) -> List[tuple]:
-        self.calls += 1
-        return [(d, d.stats()) for d in doms]
-
-    def getAllDomainStats(self, stats: int = 0, flags: int = 0) -> List[tuple]:
-        return self._advance(self.domains)
+    def domains(self) -> List[ReplayDomain]:
+        return list(self._domains)
 
     def domainListGetStats(self, doms: List[ReplayDomain], stats: int = 0, flags: int = 0) -> List[tuple]:
-        return self._advance(doms)
+        self.calls += 1
+        return super().domainListGetStats(doms, stats, flags)
 
-    def listAllDomains(self, flags: int = 0) -> List[ReplayDomain]:
-        return list(self.domains)
+    def stats_of(self, dom: ReplayDomain, flags: int) -> Dict[str, Any]:
+        return dom.stats()
 
-    def getMemoryStats(self, cell: int, flags: int = 0) -> Dict[str, int]:
+    def memory_stats(self, cell: int) -> Dict[str, int]:
         return dict(self.doc["memory"] if cell == -1 else self.doc["cells"].get(str(cell), self.doc["memory"]))
-
-    def getInfo(self) -> List[Any]:
-        return list(self.doc["info"])
-
-    def getCapabilities(self) -> str:
-        return self.doc["capabilities"]
-
-    def getLibVersion(self) -> int:
-        return 9000000
-
-    def getVersion(self) -> int:
-        return 7002000
-
-    def getHostname(self) -> str:
-        return "replay"
-
-    def setKeepAlive(self, *a: Any) -> None:
-        pass
-
-    def registerCloseCallback(self, *a: Any) -> None:
-        pass
-
-    def unregisterCloseCallback(self) -> None:
-        pass
-
-    def domainEventRegisterAny(self, *a: Any) -> int:
-        return 1
-
-    def domainEventDeregisterAny(self, *a: Any) -> None:
-        pass
-
-    def close(self) -> int:
-        return 0
 
 
 def install(path: str, n_domains: int) -> ReplayConnection:
     """Make libvirt.openReadOnly('replay:///…') return one shared ReplayConnection."""
-    doc = json.loads(Path(path).read_text())
-    replay = ReplayConnection(doc, n_domains)
-    real_open = libvirt.openReadOnly
-
-    def open_read_only(uri: Optional[str] = None) -> Any:
-        if uri and uri.startswith("replay:"):
-            return replay
-        return real_open(uri)
-
-    libvirt.openReadOnly = open_read_only
+    replay = ReplayConnection(json.loads(Path(path).read_text()), n_domains)
+    libvirt.openReadOnly = open_read_only_patch(lambda: replay, "replay")
     return replay
 
 

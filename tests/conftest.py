@@ -3,6 +3,7 @@
 - `libvirtd` (session): libvirtd is running; returns the URI (qemu:///system).
 - `testbed` (function): a testbed.Testbed; every guest made through it is removed afterwards,
   also when the test fails.
+- `host` (function): the scripted fake libvirtd of tests/fakelibvirt.py, opened by libvirt.openReadOnly.
 - `standard_guests` (session): testbed.StandardGuests(busy, idle, blank), booted, shared; do not
   stop or reconfigure them (make your own with `testbed` for that).
 
@@ -14,10 +15,12 @@ import signal
 import sys
 from pathlib import Path
 
+import libvirt
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import testbed as tb  # noqa: E402 - the tests directory has to be on sys.path first
+import fakelibvirt  # noqa: E402 - the tests directory has to be on sys.path first
+import testbed as tb  # noqa: E402
 
 _LIBVIRT_FIXTURES = {"libvirtd", "testbed", "standard_guests"}
 
@@ -62,6 +65,15 @@ def testbed(libvirtd):
         yield bed
     finally:
         bed.cleanup()
+
+
+@pytest.fixture
+def host(monkeypatch):
+    """The scripted libvirtd of tests/fakelibvirt.py with six domains, which libvirt.openReadOnly
+    now opens (for the connection, stuck-domain and sampler unit tests)."""
+    h = fakelibvirt.FakeHost(6)
+    monkeypatch.setattr(libvirt, "openReadOnly", h.open)
+    return h
 
 
 @pytest.fixture(scope="session")

@@ -12,8 +12,9 @@ import logging
 import socket
 import ssl
 import threading
+import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, List, Optional, Tuple, Union
+from typing import Any, Iterable, List, Optional, Tuple, Union
 
 from . import __version__
 from .exporter import Exporter
@@ -28,6 +29,37 @@ MAX_HEADERS = 64
 SCRAPE_TIMEOUT_MARGIN_S = 0.5
 # The body is written in pieces of about this size.
 WRITE_BATCH_BYTES = 256 * 1024
+# zlib level of gzip-compressed scrapes: Go's default, as node_exporter's promhttp uses. The body is
+# mostly repeated metric names and labels, so level 1 loses little size and 6 costs little more CPU
+# (bench/bench_scale.py --gzip measures both).
+GZIP_LEVEL = 6
+
+
+def accepts_gzip(accept_encoding: Optional[str]) -> bool:
+    """Whether an Accept-Encoding header takes gzip (or any coding) with a q-value above 0."""
+    for item in (accept_encoding or "").split(","):
+        coding, _, params = item.strip().partition(";")
+        if coding.strip().lower() not in ("gzip", "*"):
+            continue
+        q = 1.0
+        for param in params.split(";"):
+            name, _, val = param.strip().partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    q = float(val)
+                except ValueError:
+                    q = 0.0
+        if q > 0:
+            return True
+    return False
+
+
+def gzip_chunks(chunks: Iterable[bytes], level: int = GZIP_LEVEL) -> List[bytes]:
+    """One gzip stream over the chunks, compressed as they come (no joined copy of the whole body)."""
+    z = zlib.compressobj(level, zlib.DEFLATED, 31)  # wbits 16 + 15: a gzip header and trailer
+    out = [z.compress(chunk) for chunk in chunks]
+    out.append(z.flush())
+    return [c for c in out if c]
 
 
 def parse_listen_address(address: str) -> Tuple[str, int]:
@@ -168,12 +200,18 @@ class ExporterRequestHandler(BaseHTTPRequestHandler):
             self._send(503, "text/plain; charset=utf-8",
                        b"too many concurrent scrapes (--web.max-requests), try again\n")
             return
+        headers = {}
         try:
             chunks = encode(scrape.collect())
+            if accepts_gzip(self.headers.get("Accept-Encoding")):
+                chunks = gzip_chunks(chunks)
+                headers = {"Content-Encoding": "gzip"}
         finally:
             if slots is not None:
                 slots.release()
-        self._send(200, content_type, chunks)
+        # Caches must not hand a compressed body to a client that did not ask for one.
+        headers["Vary"] = "Accept-Encoding"
+        self._send(200, content_type, chunks, headers)
 
     def _send(self, code: int, content_type: str, body: Union[bytes, List[bytes]],
               headers: Optional[dict] = None) -> None:

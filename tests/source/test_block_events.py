@@ -14,6 +14,7 @@ from typing import Any, Callable, Dict, List, Optional
 import libvirt
 import pytest
 
+from fakelibvirt import FakeConnect
 from virt_exporter.calc.watermark import MIB, WatermarkPolicy, layer_label, thresholds_due, top_indexes
 from virt_exporter.sample import DomainStats, Sample
 from virt_exporter.source.block_events import BlockEvents, io_error_reason, parse_device
@@ -65,26 +66,24 @@ class FakeDomain:
         self.stats.pop("block.%d.threshold" % i, None)
 
 
-class FakeConn:
+class FakeConn(FakeConnect):
     def __init__(self, domains: List[FakeDomain]) -> None:
-        self.domains = {d.uuid: d for d in domains}
+        self.by_uuid = {d.uuid: d for d in domains}
         self.stats_calls: List[Any] = []
 
-    def lookupByUUIDString(self, uuid: str) -> FakeDomain:
-        try:
-            return self.domains[uuid]
-        except KeyError:
-            err = libvirt.libvirtError("no domain")
-            err.err = (libvirt.VIR_ERR_NO_DOMAIN, 0, "no domain", 0, "", None, None, 0, 0)
-            raise err from None
+    def domains(self) -> List[FakeDomain]:
+        return list(self.by_uuid.values())
 
-    def getAllDomainStats(self, groups: int, flags: int):
-        self.stats_calls.append(("all", groups, flags))
-        return [(d, dict(d.stats)) for d in self.domains.values()]
+    def getAllDomainStats(self, stats: int = 0, flags: int = 0) -> List[Any]:
+        self.stats_calls.append(("all", stats, flags))
+        return [(d, self.stats_of(d, flags)) for d in self.domains()]
 
-    def domainListGetStats(self, doms, groups: int, flags: int):
-        self.stats_calls.append(([d.uuid for d in doms], groups, flags))
-        return [(d, dict(d.stats)) for d in doms]
+    def domainListGetStats(self, doms: List[Any], stats: int = 0, flags: int = 0) -> List[Any]:
+        self.stats_calls.append(([d.uuid for d in doms], stats, flags))
+        return [(d, self.stats_of(d, flags)) for d in doms]
+
+    def stats_of(self, dom: FakeDomain, flags: int) -> Dict[str, Any]:
+        return dict(dom.stats)
 
 
 class FakeConnection:
