@@ -10,9 +10,10 @@ import pytest
 import yaml
 
 from promtool import promtool
+from samples import cpu_sample, domain
 from virt_exporter.collectors import cpu_usage
 from virt_exporter.collectors.base import ScrapeContext
-from virt_exporter.sample import CpuTimes, DomainStats, HostCpu, NodeInfo, Sample
+from virt_exporter.sample import Sample
 
 REPO = Path(__file__).resolve().parents[1]
 RULES = REPO / "alerts/cpu.rules.yml"
@@ -37,12 +38,8 @@ def test_threshold_factor_is_written_once():
 
 
 def _emitted_names() -> set:
-    node = NodeInfo(cpus=2, core_mhz=2000, model="x86_64")
-
     def sample(t: float, cpu_ns: int, busy: int) -> Sample:
-        d = DomainStats("u", "vm", {"state.state": 1, "cpu.time": cpu_ns})
-        return Sample(wall_time_s=t, monotonic_s=t, up=True, domains={"u": d}, node=node,
-                      host_cpu=HostCpu(CpuTimes(0, 0, busy, 1000 + busy, 0, 0, 0), {}))
+        return cpu_sample(t, [domain("u", cpu_ns)], busy, 1000 + 2 * busy)
 
     ctx = ScrapeContext(current=sample(12.0, 2_000_000_000, 300), previous=sample(10.0, 0, 0), domain_info={})
     names = set()

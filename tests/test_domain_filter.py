@@ -4,23 +4,21 @@ overhead still accounts for the ones that are not."""
 from __future__ import annotations
 
 import re
+from typing import Iterable
 
 import pytest
 
+from samples import cpu_sample, named
 from virt_exporter.collectors import cpu_usage
 from virt_exporter.collectors.base import ScrapeContext
 from virt_exporter.domain_filter import DomainFilter, compile_pattern
-from virt_exporter.sample import CpuTimes, DomainStats, HostCpu, NodeInfo, Sample
-
-NODE = NodeInfo(cpus=2, core_mhz=2000, model="x86_64")
+from virt_exporter.sample import Sample
 
 
-def _sample(t: float, busy: int, total: int, unresponsive: frozenset = frozenset(), **cpu_ns: int) -> Sample:
-    doms = {"u-" + n: DomainStats("u-" + n, n, {"state.state": 1, "cpu.time": v}) for n, v in cpu_ns.items()}
-    return Sample(wall_time_s=t, monotonic_s=t, up=True, domains=doms, node=NODE,
-                  host_cpu=HostCpu(CpuTimes(0, 0, busy, total - busy, 0, 0, 0), {}),
-                  unresponsive=unresponsive,
-                  qemu_pids={"u-" + n: 100 + i for i, n in enumerate(cpu_ns)})
+def _sample(t: float, busy: int, total: int, unresponsive: Iterable[str] = (), **cpu_ns: int) -> Sample:
+    """Domains "u-<name>" with QEMU pids 100, 101, ..."""
+    return cpu_sample(t, named("u-", **cpu_ns), busy, total, pids={"u-" + n: 100 + i for i, n in enumerate(cpu_ns)},
+                      unresponsive=unresponsive)
 
 
 @pytest.mark.parametrize("include,exclude,kept", [

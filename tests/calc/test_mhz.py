@@ -4,28 +4,13 @@ from __future__ import annotations
 
 import pytest
 
+from samples import cpu_sample, domain
 from virt_exporter.calc.mhz import capacity_mhz, cpu_usage, domain_cpu_mhz, host_busy_mhz, hypervisor_overhead_mhz
-from virt_exporter.sample import CpuTimes, DomainStats, HostCpu, NodeInfo, Sample
-
-NODE = NodeInfo(cpus=2, core_mhz=2000, model="x86_64")
+from virt_exporter.sample import CpuTimes
 
 
 def times(user=0, nice=0, system=0, idle=0, iowait=0, irq=0, softirq=0) -> CpuTimes:
     return CpuTimes(user, nice, system, idle, iowait, irq, softirq)
-
-
-def dom(uuid: str, cpu_time_ns=None, state=1, name=None) -> DomainStats:
-    stats = {"state.state": state}
-    if cpu_time_ns is not None:
-        stats["cpu.time"] = cpu_time_ns
-    return DomainStats(uuid=uuid, name=name or "vm-" + uuid, stats=stats)
-
-
-def sample(t_s: float, domains=(), busy=0, total=0, pids=None, unresponsive=(), node=NODE) -> Sample:
-    # busy jiffies go to system (guest time lands there on the test bed), the rest to idle
-    agg = times(system=busy, idle=total - busy)
-    return Sample(wall_time_s=1e9 + t_s, monotonic_s=t_s, up=True, domains={d.uuid: d for d in domains},
-                  node=node, host_cpu=HostCpu(agg, {}), qemu_pids=pids or {}, unresponsive=frozenset(unresponsive))
 
 
 # --- domain_cpu_mhz ----------------------------------------------------------------------------------
@@ -106,7 +91,7 @@ def test_overhead_without_vms_is_host_busy():
 # --- cpu_usage over samples --------------------------------------------------------------------------
 
 def test_first_sample_exports_capacity_but_no_rates():
-    cur = sample(10.0, [dom("a", 5_000_000_000)], busy=10, total=100)
+    cur = cpu_sample(10.0, [domain("a", 5_000_000_000)], busy=10, total=100)
     u = cpu_usage(None, cur)
     assert (u.core_mhz, u.capacity_mhz) == (2000.0, 4000.0)
     assert u.host_busy_mhz is None and u.hypervisor_overhead_mhz is None
@@ -114,9 +99,9 @@ def test_first_sample_exports_capacity_but_no_rates():
 
 
 def test_steady_state_two_samples():
-    prev = sample(10.0, [dom("a", 0), dom("b", 1_000_000_000)], busy=0, total=0)
+    prev = cpu_sample(10.0, [domain("a", 0), domain("b", 1_000_000_000)], busy=0, total=0)
     # 2 s; a used 1 s of CPU (1000 MHz), b 0.2 s (200 MHz); host busy 60 % of 4000 MHz = 2400 MHz
-    cur = sample(12.0, [dom("a", 1_000_000_000), dom("b", 1_400_000_000)], busy=240, total=400)
+    cur = cpu_sample(12.0, [domain("a", 1_000_000_000), domain("b", 1_400_000_000)], busy=240, total=400)
     u = cpu_usage(prev, cur)
     assert u.domain_mhz == {"a": pytest.approx(1000.0), "b": pytest.approx(400.0)}
     assert u.host_busy_mhz == pytest.approx(2400.0)
@@ -124,8 +109,8 @@ def test_steady_state_two_samples():
 
 
 def test_new_domain_has_no_value_and_overhead_is_withheld():
-    prev = sample(10.0, [dom("a", 0)], busy=0, total=0)
-    cur = sample(12.0, [dom("a", 1_000_000_000), dom("new", 3_000_000_000)], busy=300, total=400)
+    prev = cpu_sample(10.0, [domain("a", 0)], busy=0, total=0)
+    cur = cpu_sample(12.0, [domain("a", 1_000_000_000), domain("new", 3_000_000_000)], busy=300, total=400)
     u = cpu_usage(prev, cur)
     assert u.domain_mhz == {"a": pytest.approx(1000.0)}
     # the new domain's CPU is in host busy but not attributable: overhead would be inflated
@@ -134,70 +119,70 @@ def test_new_domain_has_no_value_and_overhead_is_withheld():
 
 
 def test_vanished_domain_drops_out_and_withholds_overhead_once():
-    prev = sample(10.0, [dom("a", 0), dom("gone", 0)], busy=0, total=0)
-    cur = sample(12.0, [dom("a", 1_000_000_000)], busy=300, total=400)
+    prev = cpu_sample(10.0, [domain("a", 0), domain("gone", 0)], busy=0, total=0)
+    cur = cpu_sample(12.0, [domain("a", 1_000_000_000)], busy=300, total=400)
     u = cpu_usage(prev, cur)
     assert set(u.domain_mhz) == {"a"}
     assert u.hypervisor_overhead_mhz is None
     # the next interval no longer involves it
-    nxt = sample(14.0, [dom("a", 2_000_000_000)], busy=500, total=800)
+    nxt = cpu_sample(14.0, [domain("a", 2_000_000_000)], busy=500, total=800)
     assert cpu_usage(cur, nxt).hypervisor_overhead_mhz == pytest.approx(4000.0 * 200 / 400 - 1000.0)
 
 
 def test_domain_that_stopped_is_not_exported():
-    prev = sample(10.0, [dom("a", 5_000_000_000)], busy=0, total=0)
-    cur = sample(12.0, [dom("a", state=5)], busy=100, total=400)  # shut off: no cpu.time
+    prev = cpu_sample(10.0, [domain("a", 5_000_000_000)], busy=0, total=0)
+    cur = cpu_sample(12.0, [domain("a", state=5)], busy=100, total=400)  # shut off: no cpu.time
     u = cpu_usage(prev, cur)
     assert u.domain_mhz == {}
     assert u.hypervisor_overhead_mhz is None
 
 
 def test_restarted_domain_counter_reset_has_no_value():
-    prev = sample(10.0, [dom("a", 50_000_000_000)], busy=0, total=0)
-    cur = sample(12.0, [dom("a", 100_000_000)], busy=100, total=400)
+    prev = cpu_sample(10.0, [domain("a", 50_000_000_000)], busy=0, total=0)
+    cur = cpu_sample(12.0, [domain("a", 100_000_000)], busy=100, total=400)
     u = cpu_usage(prev, cur)
     assert u.domain_mhz == {}
     assert u.hypervisor_overhead_mhz is None
 
 
 def test_restarted_domain_detected_by_pid_even_when_cpu_time_grew():
-    prev = sample(10.0, [dom("a", 1_000_000_000)], busy=0, total=0, pids={"a": 100})
-    cur = sample(40.0, [dom("a", 9_000_000_000)], busy=100, total=400, pids={"a": 200})
+    prev = cpu_sample(10.0, [domain("a", 1_000_000_000)], busy=0, total=0, pids={"a": 100})
+    cur = cpu_sample(40.0, [domain("a", 9_000_000_000)], busy=100, total=400, pids={"a": 200})
     assert cpu_usage(prev, cur).domain_mhz == {}
-    same = sample(40.0, [dom("a", 9_000_000_000)], busy=100, total=400, pids={"a": 100})
+    same = cpu_sample(40.0, [domain("a", 9_000_000_000)], busy=100, total=400, pids={"a": 100})
     assert cpu_usage(prev, same).domain_mhz == {"a": pytest.approx(2000.0 * 8 / 30)}
 
 
 def test_clock_going_backwards_gives_no_domain_values():
-    prev = sample(10.0, [dom("a", 0)], busy=0, total=0)
-    cur = sample(9.0, [dom("a", 1_000_000_000)], busy=100, total=400)
+    prev = cpu_sample(10.0, [domain("a", 0)], busy=0, total=0)
+    cur = cpu_sample(9.0, [domain("a", 1_000_000_000)], busy=100, total=400)
     u = cpu_usage(prev, cur)
     assert u.domain_mhz == {}
     assert u.hypervisor_overhead_mhz is None
 
 
 def test_same_sample_twice_zero_interval():
-    s = sample(10.0, [dom("a", 1_000_000_000)], busy=100, total=400)
+    s = cpu_sample(10.0, [domain("a", 1_000_000_000)], busy=100, total=400)
     u = cpu_usage(s, s)
     assert u.domain_mhz == {} and u.host_busy_mhz is None and u.hypervisor_overhead_mhz is None
 
 
 def test_unresponsive_domain_left_out_withholds_overhead():
-    prev = sample(10.0, [dom("a", 0), dom("stuck", 0)], busy=0, total=0)
-    cur = sample(12.0, [dom("a", 1_000_000_000)], busy=300, total=400, unresponsive=["stuck"])
+    prev = cpu_sample(10.0, [domain("a", 0), domain("stuck", 0)], busy=0, total=0)
+    cur = cpu_sample(12.0, [domain("a", 1_000_000_000)], busy=300, total=400, unresponsive=["stuck"])
     u = cpu_usage(prev, cur)
     assert u.domain_mhz == {"a": pytest.approx(1000.0)}
     assert u.hypervisor_overhead_mhz is None
 
 
 def test_shut_off_domains_on_both_sides_do_not_block_overhead():
-    prev = sample(10.0, [dom("a", 0), dom("off", state=5)], busy=0, total=0)
-    cur = sample(12.0, [dom("a", 1_000_000_000), dom("off", state=5)], busy=300, total=400)
+    prev = cpu_sample(10.0, [domain("a", 0), domain("off", state=5)], busy=0, total=0)
+    cur = cpu_sample(12.0, [domain("a", 1_000_000_000), domain("off", state=5)], busy=300, total=400)
     assert cpu_usage(prev, cur).hypervisor_overhead_mhz == pytest.approx(2000.0)
 
 
 def test_no_node_info_no_values():
-    prev = sample(10.0, [dom("a", 0)], node=None)
-    cur = sample(12.0, [dom("a", 1_000_000_000)], node=None)
+    prev = cpu_sample(10.0, [domain("a", 0)], node=None)
+    cur = cpu_sample(12.0, [domain("a", 1_000_000_000)], node=None)
     u = cpu_usage(prev, cur)
     assert u.capacity_mhz is None and u.domain_mhz == {} and u.host_busy_mhz is None
