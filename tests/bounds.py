@@ -3,8 +3,9 @@ own bound is pytest-timeout's: `pytest.mark.timeout`, and the suite-wide default
 
 from __future__ import annotations
 
+import threading
 import time
-from typing import Callable, TypeVar
+from typing import Any, Callable, List, TypeVar
 
 T = TypeVar("T")
 
@@ -19,3 +20,25 @@ def wait_for(predicate: Callable[[], T], timeout_s: float, what: str, interval_s
         if time.monotonic() > deadline:
             raise AssertionError("timed out after %.0f s waiting for %s" % (timeout_s, what))
         time.sleep(interval_s)
+
+
+def finishes(fn: Callable[[], T], timeout_s: float = 10.0) -> T:
+    """``fn()`` run in another thread, which must finish by itself while what would block it stays
+    in place (a test of "does not wait", not of speed; the bound only catches a hang). Exceptions
+    are raised here."""
+    result: List[Any] = []
+
+    def run() -> None:
+        try:
+            result.append(("ok", fn()))
+        except BaseException as e:  # handed to the caller
+            result.append(("error", e))
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    assert result, "still blocked after %.0f s" % timeout_s
+    kind, value = result[0]
+    if kind == "error":
+        raise value
+    return value

@@ -253,4 +253,3 @@ def connected(lanes: int = 3, **kw: Any) -> Iterator[Connection]:
     finally:
         conn.stop()
 
-

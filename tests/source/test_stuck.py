@@ -49,18 +49,15 @@ def test_a_stuck_domain_costs_one_soft_deadline_then_nothing(host: FakeHost) -> 
         others = set(host.vms) - {vm.uuid}
         host.stop_qemu(vm)
         try:
-            t0 = time.monotonic()
             first = stats.collect(time.monotonic() + 5.0)
-            first_s = time.monotonic() - t0
-            # late at SOFT_DEADLINE_MIN_S (the fake's calls take milliseconds), then a NOWAIT retry
-            assert first_s < stuck.SOFT_DEADLINE_MIN_S + 0.5, first_s
+            # one call late (the fake's calls take milliseconds), then one NOWAIT retry of its share
+            assert (first.counts["late"], first.counts["retries"]) == (1, 1), first.counts
             assert vm.uuid in first.unresponsive
             assert complete_uuids(first) == others
             assert stats.suspects() == {vm.uuid}
             for _ in range(5):
-                t0 = time.monotonic()
                 again = stats.collect(time.monotonic() + 5.0)
-                assert time.monotonic() - t0 < 0.2  # captured: NOWAIT answers for it at once
+                assert again.counts["late"] == 0, again.counts  # captured: NOWAIT answers for it at once
                 assert again.unresponsive == {vm.uuid}
                 assert complete_uuids(again) == others
                 # still in the calls, partially: state, cpu, balloon are fresh
@@ -94,9 +91,8 @@ def test_a_suspect_whose_captor_failed_is_set_apart_and_probed(host: FakeHost) -
             time.sleep(0.1)
             host.broken = False
             for _ in range(5):
-                t0 = time.monotonic()
                 result = stats.collect(time.monotonic() + 5.0)
-                assert time.monotonic() - t0 < 0.3
+                assert result.counts["late"] == 0 and result.counts["apart"] == 1, result.counts
                 assert result.unresponsive == {vm.uuid}
                 assert complete_uuids(result) == set(host.vms) - {vm.uuid}
                 time.sleep(0.05)
@@ -137,14 +133,12 @@ def test_two_stuck_domains_in_one_share(host: FakeHost) -> None:
         host.stop_qemu(a)
         host.stop_qemu(b)
         try:
-            t0 = time.monotonic()
             first = stats.collect(time.monotonic() + 5.0)
-            assert time.monotonic() - t0 < 4 * stuck.SOFT_DEADLINE_MIN_S + 0.5
+            assert 1 <= first.counts["retries"] <= 2, first.counts  # one per share holding a stopped QEMU
             assert {a.uuid, b.uuid} <= first.unresponsive
             assert complete_uuids(first) == set(host.vms) - {a.uuid, b.uuid}
-            t0 = time.monotonic()
             again = stats.collect(time.monotonic() + 5.0)
-            assert time.monotonic() - t0 < 0.2
+            assert again.counts["late"] == 0, again.counts
             assert again.unresponsive == {a.uuid, b.uuid}
         finally:
             host.cont_qemu(a)
@@ -182,15 +176,12 @@ def test_hung_libvirtd_fails_the_sample_within_the_deadline(host: FakeHost) -> N
         warm_up(stats)
         host.alive.clear()
         try:
-            t0 = time.monotonic()
             with pytest.raises((CallTimeout, LibvirtUnavailable)):
                 stats.collect(time.monotonic() + 1.5)
-            assert time.monotonic() - t0 < 1.5 + 0.2
-            # every lane is now held by a call libvirtd does not answer: the next fails at once
-            t0 = time.monotonic()
-            with pytest.raises((CallTimeout, LibvirtUnavailable)):
+            # the ping libvirtd did not answer is still out: the next sample fails at once, waiting
+            # for nothing
+            with pytest.raises(CallTimeout, match="libvirtd has not answered for"):
                 stats.collect(time.monotonic() + 1.5)
-            assert time.monotonic() - t0 < 1.5 + 0.2
         finally:
             host.alive.set()
         deadline = time.monotonic() + 3.0
@@ -220,10 +211,9 @@ def test_first_sample_has_only_the_hard_deadline(host: FakeHost) -> None:
         vm = list(host.vms.values())[0]
         host.stop_qemu(vm)
         try:
-            t0 = time.monotonic()
             result = stats.collect(time.monotonic() + 1.0)
-            took = time.monotonic() - t0
-            assert 0.9 < took < 1.3
+            # nothing known of a typical call yet: no call is judged late before the hard deadline
+            assert result.counts["late"] == 0 and result.counts["retries"] == 0, result.counts
             # the share without the stopped QEMU answered
             assert vm.uuid not in complete_uuids(result) and complete_uuids(result)
         finally:
