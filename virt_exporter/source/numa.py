@@ -165,7 +165,8 @@ def _cmdline_names_guest(cmdline: bytes, name: str) -> bool:
 
 def qemu_pids_by_name(root: str = "/") -> Dict[str, int]:
     """Every QEMU process under /proc by the domain name it runs: one scan of /proc, made only
-    when some domain has neither a pid from the sampler nor a pid file."""
+    when some domain has neither a pid from the sampler nor a pid file. Not psutil.process_iter:
+    its /proc is one path for the whole process, this reader's is its own ``root`` (fixture trees)."""
     try:
         entries = os.listdir(_path(root, "proc"))
     except OSError:
