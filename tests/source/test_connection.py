@@ -40,7 +40,7 @@ def test_an_abandoned_call_taints_its_lane_and_a_spare_is_opened(host: FakeHost)
     with connected(lanes=2) as conn:
         release = threading.Event()
         blocked = conn.submit(lambda c: release.wait(5.0) and c)
-        blocked_conn = blocked.lane.conn
+        blocked_conn = conn._lane_of[blocked].conn
         with pytest.raises(CallTimeout):
             conn.call(lambda c: release.wait(5.0), 0.05)  # goes elsewhere, times out, is abandoned
         conn.abandon(blocked)

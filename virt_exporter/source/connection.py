@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import weakref
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FuturesTimeout
 from typing import Any, Callable, List, Optional, Tuple, TypeVar
@@ -144,6 +145,12 @@ class Connection:
         self.connects_total = 0
         self.last_error = ""
         self._exhausted_logged = False
+        # What we know of a call and of a libvirt connection, kept here rather than on their objects:
+        # the lane a call runs on, the calls we stopped waiting for, each connection's event ids
+        # (teardown of an old connection deregisters its own).
+        self._lane_of: "weakref.WeakKeyDictionary[Future[Any], _Lane]" = weakref.WeakKeyDictionary()
+        self._abandoned: "weakref.WeakSet[Future[Any]]" = weakref.WeakSet()
+        self._event_ids: "weakref.WeakKeyDictionary[libvirt.virConnect, List[int]]" = weakref.WeakKeyDictionary()
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -169,10 +176,6 @@ class Connection:
     @property
     def up(self) -> bool:
         return bool(self._lanes)
-
-    @property
-    def in_flight(self) -> int:
-        return sum(lane.in_flight for lane in list(self._lanes))
 
     @property
     def lanes(self) -> int:
@@ -258,16 +261,17 @@ class Connection:
             with self._lock:
                 lane.in_flight -= 1
             raise LibvirtUnavailable(str(e)) from None
-        future.lane = lane  # type: ignore[attr-defined]
+        with self._lock:
+            self._lane_of[future] = lane
         return future
 
     def abandon(self, future: "Future[Any]") -> None:
         """We stopped waiting for ``future``: keep new calls off its lane until it returns."""
-        lane = getattr(future, "lane", None)
-        if lane is None or getattr(future, "abandoned", False) or future.done():
-            return
-        future.abandoned = True  # type: ignore[attr-defined]
         with self._lock:
+            lane = self._lane_of.get(future)
+            if lane is None or future in self._abandoned or future.done():
+                return
+            self._abandoned.add(future)
             lane.abandoned += 1
         self._wake.set()  # a replacement lane, so that the clean ones stay at their number
 
@@ -280,8 +284,8 @@ class Connection:
 
     def current(self, future: "Future[Any]") -> bool:
         """Whether ``future`` runs on a lane of the current connection (not one dropped since)."""
-        lane = getattr(future, "lane", None)
         with self._lock:
+            lane = self._lane_of.get(future)
             return lane is not None and any(lane is known for known in self._lanes)
 
     def call(self, fn: Callable[[libvirt.virConnect], T], timeout_s: float, *, cheap: bool = False) -> T:
@@ -418,8 +422,8 @@ class Connection:
 
         try:
             callback_id = conn.domainEventRegisterAny(None, event_id, relay, None)
-            # Kept on the connection itself: teardown of an old connection must deregister its own ids.
-            conn.__dict__.setdefault("_vexp_event_ids", []).append(callback_id)
+            with self._lock:
+                self._event_ids.setdefault(conn, []).append(callback_id)
         except libvirt.libvirtError as e:
             log.warning("cannot register libvirt event %d: %s", event_id, e.get_error_message())
 
@@ -476,7 +480,9 @@ class Connection:
         threading.Thread(target=run, name="libvirt-close", daemon=True).start()
 
     def _teardown(self, conn: libvirt.virConnect) -> None:
-        for callback_id in conn.__dict__.get("_vexp_event_ids", []):
+        with self._lock:
+            event_ids = self._event_ids.pop(conn, [])
+        for callback_id in event_ids:
             try:
                 conn.domainEventDeregisterAny(callback_id)
             except libvirt.libvirtError:
