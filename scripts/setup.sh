@@ -10,6 +10,7 @@ APT_PACKAGES=(
   qemu-system-x86 qemu-utils pkg-config gcc python3-dev python3-venv
   prometheus prometheus-alertmanager prometheus-libvirt-exporter
   lvm2 openssl curl
+  podman debootstrap runc systemd
 )
 
 missing=()

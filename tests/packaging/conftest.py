@@ -1,0 +1,76 @@
+"""Fixtures of the packaging tests: the wheel and sdist built once per session, and an installed
+copy of the wheel in a fresh virtualenv (what an operator gets from `pip install`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import grp
+import os
+import pwd
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+# Debian's interpreter, as scripts/setup.sh uses: the one an operator's host has.
+SYSTEM_PYTHON = "/usr/bin/python3"
+BUILD_TIMEOUT_S = 600
+
+
+@dataclasses.dataclass
+class Dist:
+    wheel: Path
+    sdist: Path
+
+
+def run(argv, timeout_s: float = BUILD_TIMEOUT_S, **kw) -> subprocess.CompletedProcess:
+    """Run a command; a failure shows its output."""
+    p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, **kw)
+    assert p.returncode == 0, "%s failed (%d):\n%s\n%s" % (argv, p.returncode, p.stdout[-3000:], p.stderr[-3000:])
+    return p
+
+
+@pytest.fixture(scope="session")
+def dist(tmp_path_factory) -> Dist:
+    out = tmp_path_factory.mktemp("dist")
+    run([sys.executable, "-m", "build", "--outdir", str(out), str(REPO)])
+    wheels, sdists = list(out.glob("*.whl")), list(out.glob("*.tar.gz"))
+    assert len(wheels) == 1 and len(sdists) == 1, list(out.iterdir())
+    return Dist(wheels[0], sdists[0])
+
+
+def install_into(prefix: Path, wheel: Path) -> Path:
+    """A fresh virtualenv at ``prefix`` (Debian's python3) with the wheel installed; its bin dir."""
+    run([SYSTEM_PYTHON, "-m", "venv", str(prefix)])
+    run([str(prefix / "bin" / "pip"), "install", "-q", str(wheel)])
+    return prefix / "bin"
+
+
+@pytest.fixture(scope="session")
+def world_readable_dir() -> Iterator[Path]:
+    """A directory other users can read (pytest's tmp_path is root's only): for what the unit's
+    unprivileged user must run."""
+    d = Path(tempfile.mkdtemp(prefix="virt-exporter-pkg-", dir="/var/tmp"))
+    os.chmod(d, 0o755)
+    try:
+        yield d
+    finally:
+        subprocess.run(["rm", "-rf", str(d)], check=False)
+
+
+def ensure_unit_user() -> None:
+    """The unit's user, as a package's postinst would make it (idempotent)."""
+    try:
+        pwd.getpwnam("virt-exporter")
+    except KeyError:
+        run(["useradd", "--system", "--user-group", "--no-create-home", "--home-dir", "/nonexistent",
+             "--shell", "/usr/sbin/nologin", "virt-exporter"], timeout_s=60)
+    try:
+        grp.getgrnam("libvirt")
+    except KeyError:
+        return  # no libvirt group on this host: the read-only socket needs none
+    run(["usermod", "--append", "--groups", "libvirt", "virt-exporter"], timeout_s=60)
