@@ -60,6 +60,8 @@ NO_DATA_IN_TESTBED: Dict[Tuple[str, str, Optional[str]], str] = {
         "needs a balloon driver in the guest OS; test guests run a boot-sector program",
     ("virt-domain.json", "Guest swap and page faults", None):
         "needs a balloon driver in the guest OS; test guests run a boot-sector program",
+    ("virt-domain.json", "Guest memory pressure (LibvirtDomainGuestMemoryPressure)", None):
+        "needs a balloon driver in the guest OS; test guests run a boot-sector program",
     ("virt-domain.json", "Thin volume headroom vs limit", "C"):
         "a write threshold exists only with --collector.watermark.threshold (read-write libvirt connection)",
     ("virt-domain.json", "Perfmon alarms", None):
