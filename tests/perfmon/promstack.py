@@ -15,7 +15,7 @@ import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import yaml
 
@@ -124,22 +124,28 @@ def start_alertmanager(workdir: Path, webhook_url: str) -> Process:
     return Process("alertmanager", argv, workdir / "alertmanager.log", "http://127.0.0.1:%d/-/ready" % port).start()
 
 
-def prometheus_config(exporter_address: str, alertmanager_address: str, interval_s: int = 5) -> Dict[str, Any]:
+def prometheus_config(exporter_address: str, alertmanager_address: Optional[str], interval_s: int = 5,
+                      rule_files: Optional[List[Path]] = None) -> Dict[str, Any]:
     """Scrape the exporter every ``interval_s`` (perfmon.rules.yml wants 5 s or less), evaluate every
-    ``interval_s`` (the perfmon group pins its own 5 s anyway), alert to the Alertmanager."""
-    return {
+    ``interval_s`` (the perfmon group pins its own 5 s anyway), alert to the Alertmanager (if any).
+    The rules are the shipped perfmon file, verbatim, unless ``rule_files`` says otherwise."""
+    config: Dict[str, Any] = {
         "global": {"scrape_interval": "%ds" % interval_s, "scrape_timeout": "%ds" % interval_s,
                    "evaluation_interval": "%ds" % interval_s},
-        "rule_files": [str(RULES)],  # the shipped rules file, verbatim
-        "alerting": {"alertmanagers": [{"static_configs": [{"targets": [alertmanager_address]}]}]},
+        "rule_files": [str(p) for p in (rule_files or [RULES])],
         "scrape_configs": [{"job_name": "virt", "static_configs": [{"targets": [exporter_address]}]}],
     }
+    if alertmanager_address:
+        config["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": [alertmanager_address]}]}]}
+    return config
 
 
-def start_prometheus(workdir: Path, exporter_address: str, alertmanager_address: str) -> Process:
+def start_prometheus(workdir: Path, exporter_address: str, alertmanager_address: Optional[str],
+                     interval_s: int = 5, rule_files: Optional[List[Path]] = None) -> Process:
     workdir.mkdir(parents=True, exist_ok=True)
     config = workdir / "prometheus.yml"
-    config.write_text(yaml.safe_dump(prometheus_config(exporter_address, alertmanager_address), sort_keys=False))
+    config.write_text(yaml.safe_dump(prometheus_config(exporter_address, alertmanager_address, interval_s,
+                                                       rule_files), sort_keys=False))
     port = free_port()
     argv = [PROMETHEUS, "--config.file=%s" % config, "--storage.tsdb.path=%s" % (workdir / "data"),
             "--web.listen-address=127.0.0.1:%d" % port, "--log.level=debug"]
