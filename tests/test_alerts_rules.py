@@ -122,9 +122,9 @@ def _promtool_numa(tmp_path: Path, root: Path, ratio: float, fires: bool) -> Non
              "exp_annotations": {
                  "summary": "Memory of multi on h is mostly on remote NUMA cells",
                  "description": "%.4g%% of the resident memory of multi lies on host cells where none of its "
-                                "vCPUs ran, for 30 minutes. Pin its vCPUs and memory to one cell (<numatune> and <cputune> in "
-                                "the domain XML, virsh numatune / vcpupin), or give it a guest NUMA topology that "
-                                "matches the host's." % (100 * ratio)}}
+                                "vCPUs ran, for 30 minutes. Pin its vCPUs and memory to one cell (<numatune> and "
+                                "<cputune> in the domain XML, virsh numatune / vcpupin), or give it a guest NUMA "
+                                "topology that matches the host's." % (100 * ratio)}}
     doc = {"rule_files": [str(REPO / "alerts" / "numa.rules.yml")], "evaluation_interval": "1m",
            "tests": [{"interval": "1m", "input_series": _fixture_series(root),
                       "promql_expr_test": [{"expr": "domain:libvirt_numa_remote_memory:ratio", "eval_time": "5m",
