@@ -11,6 +11,7 @@ APT_PACKAGES=(
   prometheus prometheus-alertmanager prometheus-libvirt-exporter
   lvm2 openssl curl
   podman debootstrap runc systemd
+  chromium
 )
 
 missing=()

@@ -16,7 +16,7 @@ import libvirt
 import prometheus_client
 from prometheus_client.metrics_core import Metric
 
-from . import __version__
+from . import __version__, statuspage
 from .collectors import base
 from .collectors.families import counter, gauge, info
 from .domain_filter import NO_FILTER, DomainFilter
@@ -64,7 +64,9 @@ class Exporter:
     def scrape(self, timeout_s: Optional[float] = None) -> "Scrape":
         return Scrape(self, timeout_s)
 
-    def families(self, pair: SamplePair) -> List[Metric]:
+    def _context_base(self, pair: SamplePair) -> Dict[str, Any]:
+        """What every collector's context (and the status page's) holds: the pair with only the
+        exported domains, the whole pair, the domain XML, the background snapshots."""
         previous, current = pair
         ctx_base: Dict[str, Any] = dict(domain_info=self.sampler.xml_cache.snapshot(),
                                         **self.subsystems.snapshots())
@@ -72,6 +74,23 @@ class Exporter:
             ctx_base.update(unfiltered=(previous, current), keeps_domain=self.domain_filter.keeps)
             previous, current = self.domain_filter.apply(previous), self.domain_filter.apply_to(current)
         ctx_base.update(current=current, previous=previous)
+        return ctx_base
+
+    def status(self, timeout_s: Optional[float] = None) -> Dict[str, Any]:
+        """The status page's data: the sample a scrape would get now (shared or reused through the
+        single-flight sampler, never a libvirt call of the page's own), with the exporter's health."""
+        pair = self.sampler.get(timeout_s)
+        ctx = base.ScrapeContext(options={}, **self._context_base(pair))
+        current = ctx.current
+        health = {"sample_age_s": max(0.0, time.monotonic() - current.monotonic_s) if current.monotonic_s else 0.0,
+                  "bulk_stats_s": current.bulk_duration_s, "unresponsive": len(current.unresponsive),
+                  "collector_errors": dict(self.collector_errors_total),
+                  "reconnects": self.sampler.connection.reconnects_total}
+        return statuspage.build_view(ctx, self.options.get("watermark", {}), health)
+
+    def families(self, pair: SamplePair) -> List[Metric]:
+        ctx_base = self._context_base(pair)
+        current = ctx_base["current"]
         out: List[Metric] = []
         timings: List[Tuple[str, float, bool]] = []
         for spec in self.collectors:

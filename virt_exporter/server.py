@@ -7,7 +7,6 @@ unexpected here is logged and answered with a short 500 body, never a traceback.
 
 from __future__ import annotations
 
-import html
 import logging
 import socket
 import ssl
@@ -16,7 +15,7 @@ import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Iterable, List, Optional, Tuple, Union
 
-from . import __version__
+from . import __version__, statuspage
 from .exporter import Exporter
 from .exposition import negotiate
 
@@ -177,20 +176,35 @@ class ExporterRequestHandler(BaseHTTPRequestHandler):
         if path == self.server.telemetry_path:
             self._metrics()
         elif path == "/":
-            self._send(200, "text/html; charset=utf-8", _landing_page(self.server.telemetry_path))
+            self._status_page()
         elif path == "/-/healthy":
             self._send(200, "text/plain; charset=utf-8", b"Healthy\n")
         else:
             self._send(404, "text/plain; charset=utf-8", b"not found\n")
 
-    def _metrics(self) -> None:
-        timeout_s = None
+    def _status_page(self) -> None:
+        """The status page, or its data as JSON for ``Accept: application/json``."""
+        view = self.server.exporter.status(self._scrape_timeout_s())
+        accept = self.headers.get("Accept") or ""
+        if "application/json" in accept and "text/html" not in accept:
+            self._send(200, "application/json", statuspage.render_json(view))
+            return
+        # Only the page's own script runs, whatever a domain name or metadata string holds.
+        self._send(200, "text/html; charset=utf-8", statuspage.render_html(view, self.server.telemetry_path),
+                   {"Content-Security-Policy": statuspage.CONTENT_SECURITY_POLICY,
+                    "X-Content-Type-Options": "nosniff"})
+
+    def _scrape_timeout_s(self) -> Optional[float]:
         header = self.headers.get("X-Prometheus-Scrape-Timeout-Seconds")
         if header:
             try:
-                timeout_s = max(0.1, float(header) - SCRAPE_TIMEOUT_MARGIN_S)
+                return max(0.1, float(header) - SCRAPE_TIMEOUT_MARGIN_S)
             except ValueError:
                 pass
+        return None
+
+    def _metrics(self) -> None:
+        timeout_s = self._scrape_timeout_s()
         encode, content_type = negotiate(self.headers.get("Accept"))
         scrape = self.server.exporter.scrape(timeout_s)
         # Waiting for a shared in-flight sample does not count against the cap: take it first.
@@ -237,10 +251,3 @@ class ExporterRequestHandler(BaseHTTPRequestHandler):
             if batch:
                 self.wfile.write(b"".join(batch))
 
-
-def _landing_page(telemetry_path: str) -> bytes:
-    path = html.escape(telemetry_path)
-    return ("<!DOCTYPE html><html><head><title>virt_exporter</title></head><body>"
-            "<h1>virt_exporter %s</h1><p>Prometheus exporter for libvirt/KVM hosts.</p>"
-            "<ul><li><a href=\"%s\">Metrics</a></li><li><a href=\"/-/healthy\">Health</a></li></ul>"
-            "</body></html>\n" % (html.escape(__version__), path, )).encode("utf-8")
