@@ -10,10 +10,13 @@ import pwd
 import subprocess
 import sys
 import tempfile
+import urllib.request
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Optional
 
 import pytest
+
+from exporter import Samples
 
 REPO = Path(__file__).resolve().parents[2]
 # Debian's interpreter, as scripts/setup.sh uses: the one an operator's host has.
@@ -74,3 +77,13 @@ def ensure_unit_user() -> None:
     except KeyError:
         return  # no libvirt group on this host: the read-only socket needs none
     run(["usermod", "--append", "--groups", "libvirt", "virt-exporter"], timeout_s=60)
+
+
+def scrape_when_up(port: int) -> Optional[Samples]:
+    """The exporter's samples at 127.0.0.1:port once it answers with libvirt_up 1, else None."""
+    try:
+        with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=10) as r:
+            samples = Samples.parse(r.read().decode())
+    except OSError:
+        return None
+    return samples if samples.get("libvirt_up") == 1 else None

@@ -16,18 +16,17 @@ import pwd
 import shutil
 import subprocess
 import tempfile
-import urllib.request
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional
+from typing import Dict, Iterator, List
 
 import pytest
 
 import testbed as tb
 import virt_exporter
 from bounds import wait_for
-from exporter import Samples, free_port
+from exporter import free_port
 
-from .conftest import REPO, ensure_unit_user, run
+from .conftest import REPO, ensure_unit_user, run, scrape_when_up
 
 BASE_IMAGE = "docker.io/library/debian:12-slim"
 IMAGE = "localhost/virt-exporter:test"
@@ -123,15 +122,6 @@ def container(podman_env, image) -> Iterator[Dict[str, object]]:
         print(logs[-2000:])
 
 
-def scrape(port: int) -> Optional[Samples]:
-    try:
-        with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=10) as r:
-            samples = Samples.parse(r.read().decode())
-    except OSError:
-        return None
-    return samples if samples.get("libvirt_up") == 1 else None
-
-
 def test_image_runs_unprivileged_without_compilers_and_labelled(podman_env, image):
     info = json.loads(podman(podman_env, "image", "inspect", image).stdout)[0]
     config = info["Config"]
@@ -146,9 +136,9 @@ def test_image_runs_unprivileged_without_compilers_and_labelled(podman_env, imag
 def test_container_serves_the_test_bed_as_virsh_sees_it(podman_env, container, standard_guests):
     port = container["port"]
     guests: List = list(standard_guests)
-    wait_for(lambda: scrape(port), 60, "the container's exporter to reach libvirtd")
+    wait_for(lambda: scrape_when_up(port), 60, "the container's exporter to reach libvirtd")
     before = {g.name: tb.virsh_domstats(g.name, "cpu", "balloon") for g in guests}
-    samples = scrape(port)
+    samples = scrape_when_up(port)
     after = {g.name: tb.virsh_domstats(g.name, "cpu", "balloon") for g in guests}
     assert samples is not None
     for g in guests:

@@ -10,17 +10,16 @@ import pwd
 import shlex
 import shutil
 import subprocess
-import urllib.request
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 import pytest
 
 import testbed as tb
 from bounds import wait_for
-from exporter import Samples, free_port
+from exporter import free_port
 
-from .conftest import REPO, ensure_unit_user, install_into
+from .conftest import REPO, ensure_unit_user, install_into, scrape_when_up
 
 UNIT = REPO / "contrib/systemd/virt-exporter.service"
 DEFAULTS = REPO / "contrib/default/virt-exporter"
@@ -119,26 +118,16 @@ def test_exec_start_as_the_unit_user_serves_the_test_bed(root, standard_guests, 
                             extra_groups=os.getgrouplist("virt-exporter", user.pw_gid), cwd="/",
                             env={"PATH": "/usr/bin:/bin"}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        samples = wait_for(lambda: _scrape(port), 30, "the exporter run as virt-exporter to reach libvirt")
+        samples = wait_for(lambda: scrape_when_up(port), 30, "the exporter run as virt-exporter to reach libvirt")
         for guest in standard_guests:
             assert samples.get("libvirt_domain_state", domain=guest.name) == 1  # running, as virsh says
             assert tb.domain_active(guest.name)
         # numa_maps needs the QEMU user's rights: an unprivileged exporter says so instead (after
         # two failed reads in a row, --collector.numa.interval apart)
-        wait_for(lambda: (_scrape(port) or samples).get("libvirt_exporter_numa_readable",
+        wait_for(lambda: (scrape_when_up(port) or samples).get("libvirt_exporter_numa_readable",
                                                         reason="permission_denied") == 0,
                  20, "numa_readable to say permission_denied")
     finally:
         proc.terminate()
         out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0, out[-3000:]  # SIGTERM is a clean stop
-
-
-def _scrape(port: int) -> Optional[Samples]:
-    """The exporter's samples once it answers with libvirt_up 1."""
-    try:
-        with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=10) as r:
-            samples = Samples.parse(r.read().decode())
-    except OSError:
-        return None
-    return samples if samples.get("libvirt_up") == 1 else None
