@@ -60,7 +60,9 @@ class ExporterProcess:
             except (urllib.error.URLError, ConnectionError, socket.timeout, ssl.SSLError):
                 pass
             time.sleep(0.1)
-        raise RuntimeError("exporter not ready: " + self.log())
+        log = self.log()
+        self.stop()  # __exit__ never runs when __enter__ raises: do not leave it running
+        raise RuntimeError("exporter not ready: " + log)
 
     def ready(self) -> bool:
         """Whether the exporter is serving: /-/healthy answers 200."""
