@@ -172,10 +172,11 @@ def _fail(message: str) -> int:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in ("perfmon-check", "perfmon-rules"):
+    if argv and argv[0] in ("perfmon-check", "perfmon-rules", "perfmon-replay"):
         from .perfmon import cli as perfmon_cli
 
-        entry = perfmon_cli.perfmon_check_main if argv[0] == "perfmon-check" else perfmon_cli.perfmon_rules_main
+        entry = {"perfmon-check": perfmon_cli.perfmon_check_main, "perfmon-rules": perfmon_cli.perfmon_rules_main,
+                 "perfmon-replay": perfmon_cli.perfmon_replay_main}[argv[0]]
         return entry(argv[1:])
     load_all()
     try:

@@ -8,17 +8,20 @@ Exit codes: 0 fine, 2 unusable config or arguments (one line on stderr).
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from typing import List, NoReturn, Optional, Sequence, TextIO, Tuple
 
 import yaml
 
+from . import replay
 from .config import (
     PERFMON_METADATA_KEY,
     PERFMON_METADATA_NS,
     ObjectConfig,
     PerfmonConfigError,
     VariableConfig,
+    load_perfmon_file,
     parse_config_element,
     parse_perfmon_file,
     parse_xml,
@@ -156,4 +159,34 @@ def perfmon_rules_main(argv: Sequence[str], out: TextIO = sys.stdout, err: TextI
     else:
         out.write("# Alertmanager child routes (put under route.routes): auto-inhibit as repeat_interval.\n")
         out.write("".join("# " + line + "\n" for line in routes.splitlines()))
+    return EXIT_OK
+
+
+def perfmon_replay_main(argv: Sequence[str], out: TextIO = sys.stdout, err: TextIO = sys.stderr,
+                        stdin: TextIO = sys.stdin) -> int:
+    """``perfmon-replay --perfmon.config FILE [--perfmon.step S] [--show-inhibited] DATA.csv``: the
+    alarms perfmon would send over recorded values, one JSON object per line (see perfmon/replay.py)."""
+    parser = _Parser(prog="virt-exporter perfmon-replay",
+                     description="Run the perfmon engine over recorded data-source values and print the alarms "
+                                 "it would send, one JSON object per line.")
+    parser.add_argument("--perfmon.config", dest="config", required=True,
+                        help="the --perfmon.config file (<perfmon><host>…</host><vm>…</vm></perfmon>)")
+    parser.add_argument("--perfmon.step", dest="step", type=int, default=60,
+                        help="seconds between an object's rows, perfmon's rrd_step (default 60)")
+    parser.add_argument("--show-inhibited", action="store_true",
+                        help="also print the attempts alarm_auto_inhibit_period dropped (\"inhibited\": true)")
+    parser.add_argument("data", help="CSV: time,object,<data source>,… (- reads standard input)")
+    try:
+        args = parser.parse_args(list(argv))
+        if not 1 <= args.step <= 3600:
+            raise PerfmonConfigError("--perfmon.step must be 1..3600 seconds")
+        config = load_perfmon_file(args.config)
+        rows = replay.parse_csv(replay.read_data(args.data, stdin), "<stdin>" if args.data == "-" else args.data,
+                                args.step)
+    except (PerfmonConfigError, replay.ReplayError) as e:
+        err.write("perfmon-replay: error: %s\n" % " ".join(str(e).split()))
+        return EXIT_USAGE
+    for event in replay.replay(config, rows, args.step):
+        if event.sent or args.show_inhibited:
+            out.write(json.dumps(replay.event_json(event, args.show_inhibited), sort_keys=False) + "\n")
     return EXIT_OK
