@@ -72,9 +72,14 @@ class _Clock:
         return self.t
 
 
+def _sampler(conn, min_interval_s: float, concurrency: int) -> Sampler:
+    return Sampler(conn, DomainXMLCache(), SamplerOptions(groups=GROUPS, min_interval_s=min_interval_s,
+                                                         concurrency=concurrency))
+
+
 def test_sampler_keeps_the_last_good_sample_across_a_failed_one(host: FakeHost) -> None:
     with connected() as conn:
-        s = Sampler(conn, DomainXMLCache(), SamplerOptions(groups=GROUPS, min_interval_s=0.0, concurrency=2))
+        s = _sampler(conn, min_interval_s=0.0, concurrency=2)
         _p, first = s.get()
         assert first.up and len(first.domains) == 6
         host.alive.clear()
@@ -95,7 +100,7 @@ def test_sampler_keeps_the_last_good_sample_across_a_failed_one(host: FakeHost) 
 def test_concurrent_scrapes_share_one_sample(host: FakeHost) -> None:
     host.work_s = 0.02
     with connected() as conn:
-        s = Sampler(conn, DomainXMLCache(), SamplerOptions(groups=GROUPS, min_interval_s=1.0, concurrency=2))
+        s = _sampler(conn, min_interval_s=1.0, concurrency=2)
         s.get()
         time.sleep(1.05)
         before = s.samples_total
@@ -110,7 +115,7 @@ def test_concurrent_scrapes_share_one_sample(host: FakeHost) -> None:
 def test_a_domain_stopped_during_a_sample_leaves_it(host: FakeHost) -> None:
     host.work_s = 0.05
     with connected() as conn:
-        s = Sampler(conn, DomainXMLCache(), SamplerOptions(groups=GROUPS, min_interval_s=0.0, concurrency=1))
+        s = _sampler(conn, min_interval_s=0.0, concurrency=1)
         s.get()
         vm = list(host.vms.values())[0]
         threading.Timer(0.1, s._on_lifecycle, args=(vm.uuid, libvirt.VIR_DOMAIN_EVENT_STOPPED, 0)).start()
