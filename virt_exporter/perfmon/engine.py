@@ -16,16 +16,17 @@ Per object (the host, each running VM) and variable, once per step (``rrd_step``
 "now" is the step's sample timestamp (wall clock, taken before the libvirt call). Decisions where the
 seed is silent or accidental: a regex matching no data source consolidates to 0 with ``sum`` and skips
 the step with ``average``/``max``; an object's first step (no earlier reading to take rates against)
-only loads its config; a data source without a value this step (counter reset, new device)
-skips the variables that match it; a config that fails validation leaves the object's last valid config
-in force, and is counted and logged once.
+only loads its config; a config that fails validation leaves the object's last valid config in force,
+and is counted and logged once. As in perfmon: a matched data source without a value this step
+(counter reset, new device) counts as 0.0 (ObjectReport.get_value's bare except), and a NaN value is
+compared with the level like any other — neither above nor below it, so the step is good and the
+countdown resets.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import threading
 import time
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
@@ -99,9 +100,8 @@ def consolidate(var: VariableState, sources: DataSources,
     if fn == "get_percent_fs_usage":
         return fs_fraction()  # perfmon ignores the matched values here
     matched = sorted(n for n in sources.names if var.matches(n))
-    if any(n in sources.unavailable for n in matched):
-        return None
-    values = [sources.values[n] for n in matched]
+    # perfmon's ObjectReport.get_value: a source without a value reads 0.0
+    values = [sources.values.get(n, 0.0) for n in matched]
     if not values:
         # perfmon: sum([]) = 0; average([]) divides by zero and max([]) raises, so skip.
         return 0.0 if fn == "sum" else None
@@ -160,8 +160,8 @@ class ObjectMonitor:
         events: List[AlarmEvent] = []
         for var in self.variables:
             value = consolidate(var, sources, fs_fraction)
-            if value is None or math.isnan(value):
-                continue
+            if value is None:
+                continue  # average / max over no source, or no fs reading: perfmon would crash
             outcome = var.update(value, now_s, step_s)
             if outcome is None:
                 continue
