@@ -76,14 +76,12 @@ def test_libvirt_namespaced_metadata_is_accepted_by_local_name():
      r"^variable x: consolidation function 'median' not supported \(one of sum, average, max, get_percent_fs_usage\)$"),
     ('<name value="cpu_usage"/><alarm_trigger_level value="half"/>',
      r"^variable cpu_usage: alarm_trigger_level 'half' is not a number$"),
-    ('<name value="cpu_usage"/><alarm_trigger_level value="nan"/>',
-     r"^variable cpu_usage: alarm_trigger_level 'nan' is not a finite number$"),
     ('<name value="cpu_usage"/><alarm_trigger_level value="1"/><alarm_trigger_period value="1.5"/>',
      r"^variable cpu_usage: alarm_trigger_period '1.5' is not an integer number of seconds$"),
     ('<name value="cpu_usage"/><alarm_trigger_level value="1"/><alarm_auto_inhibit_period value="1h"/>',
      r"^variable cpu_usage: alarm_auto_inhibit_period '1h' is not an integer number of seconds$"),
-    ('<name value="cpu_usage"/><alarm_trigger_level value="1"/><alarm_trigger_period value="-5"/>',
-     r"^variable cpu_usage: alarm_trigger_period -5 is out of range 0..2147483647 s$"),
+    ('<name value="cpu_usage"/><alarm_trigger_level value="1"/><alarm_trigger_period value="-2147483648"/>',
+     r"^variable cpu_usage: alarm_trigger_period -2147483648 is out of range -2147483647..2147483647 s$"),
     ('<name value="cpu_usage"/><alarm_trigger_level value="1"/><alarm_priority value="high"/>',
      r"^variable cpu_usage: alarm_priority 'high' is not an integer$"),
     ('<name value="cpu_usage"/>', r"^variable cpu_usage: no default alarm_trigger_level - please specify one$"),
@@ -91,8 +89,9 @@ def test_libvirt_namespaced_metadata_is_accepted_by_local_name():
      r"^variable my_var: no default rrd_regex - please specify one$"),
     ('<alarm_trigger_level value="1"/>', r"^variable missing 'name' tag$"),
     ('<name/><alarm_trigger_level value="1"/>', r"^variable has a 'name' tag without a value$"),
+    # perfmon reads a missing value attribute as '', and float('') fails
     ('<name value="cpu_usage"/><alarm_trigger_level/>',
-     r"^variable cpu_usage: <alarm_trigger_level> has no value attribute$"),
+     r"^variable cpu_usage: alarm_trigger_level '' is not a number$"),
 ])
 def test_validation_errors_are_one_precise_line(variable, message):
     with pytest.raises(PerfmonConfigError) as err:
@@ -162,3 +161,28 @@ def test_perfmon_file_errors(doc, message):
 def test_missing_file_is_one_line(tmp_path):
     with pytest.raises(PerfmonConfigError, match=r"^.*/nope\.xml: No such file or directory$"):
         load_perfmon_file(str(tmp_path / "nope.xml"))
+
+
+@pytest.mark.parametrize("variable,warning,check", [
+    # perfmon's int() takes a negative period: the first bad step alarms
+    ('<name value="cpu_usage"/><alarm_trigger_level value="1"/><alarm_trigger_period value="-60"/>',
+     "a negative period", lambda v: v.alarm_trigger_period_s == -60),
+    # float('inf') and float('nan') are levels perfmon compares as they are
+    ('<name value="cpu_usage"/><alarm_trigger_level value="inf"/>', "is not finite",
+     lambda v: v.alarm_trigger_level == float("inf")),
+    ('<name value="cpu_usage"/><alarm_trigger_level value="nan"/>', "is not finite",
+     lambda v: v.alarm_trigger_level != v.alarm_trigger_level),
+    # getAttribute('value') of a missing attribute is '': a regex matching every data source
+    ('<name value="x"/><rrd_regex/><alarm_trigger_level value="1"/>', "matches every data source",
+     lambda v: v.rrd_regex == "" and v.regex.search("anything")),
+    ('<name value="x"/><rrd_regex value=""/><alarm_trigger_level value="1"/>', "matches every data source",
+     lambda v: v.rrd_regex == ""),
+    # anything but "high" means low
+    ('<name value="cpu_usage"/><alarm_trigger_level value="1"/><alarm_trigger_sense value=""/>', "means 'low'",
+     lambda v: not v.sense_high and v.is_bad(0.5)),
+])
+def test_accepted_as_perfmon_accepts_with_one_warning(variable, warning, check):
+    config = parse_object_config("<config><variable>%s</variable></config>" % variable, "vm")
+    assert len(config.warnings) == 1 and warning in config.warnings[0], config.warnings
+    assert check(config.variables[0])
+

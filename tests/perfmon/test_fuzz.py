@@ -81,7 +81,7 @@ def test_random_bytes_and_mutations_are_handled():
 
 @pytest.mark.parametrize("value,message", [
     ("9" * 5000, "is not a number"),
-    ("1e999", "is not a finite number"),
+    ("1e999", None),  # float() makes it inf: accepted with a warning, as perfmon's float() takes it
     ("1" * 13, None),  # a 13-digit period is refused below
 ])
 def test_huge_values(value, message):

@@ -237,8 +237,11 @@ def _parse_int_s(variable: str, tag: str, raw: str) -> int:
     if not re.fullmatch(r"\s*[+-]?[0-9]{1,12}\s*", raw):
         raise PerfmonConfigError(f"variable {variable}: {tag} {_show(raw)} is not an integer number of seconds")
     value = int(raw)
-    if not 0 <= value <= MAX_PERIOD_S:
-        raise PerfmonConfigError(f"variable {variable}: {tag} {value} is out of range 0..{MAX_PERIOD_S} s")
+    # perfmon's int() takes a negative period too (a negative trigger period alarms at the first bad
+    # step, a negative inhibit period inhibits nothing): accepted, with a warning (parse_config_element)
+    if not -MAX_PERIOD_S <= value <= MAX_PERIOD_S:
+        raise PerfmonConfigError(f"variable {variable}: {tag} {value} is out of range "
+                                 f"-{MAX_PERIOD_S}..{MAX_PERIOD_S} s")
     return value
 
 
@@ -258,11 +261,9 @@ def parse_variable(el: etree._Element, object_type: str) -> VariableConfig:
     def get_value(tag: str) -> str:
         found = _descendants(el, tag)
         if found:
-            value = found[0].get("value")
-            if value is None:
-                raise PerfmonConfigError(f"variable {name}: <{tag}> has no value attribute")
             explicit.add(tag)
-            return value
+            # perfmon's getAttribute('value') reads a missing attribute as ''
+            return found[0].get("value", "")
         return default_setting(object_type, name, tag)
 
     rrd_regex = get_value("rrd_regex")
@@ -290,8 +291,6 @@ def parse_variable(el: etree._Element, object_type: str) -> VariableConfig:
         level = float(level_raw)
     except ValueError:
         raise PerfmonConfigError(f"variable {name}: alarm_trigger_level {_show(level_raw)} is not a number") from None
-    if not math.isfinite(level):
-        raise PerfmonConfigError(f"variable {name}: alarm_trigger_level {_show(level_raw)} is not a finite number")
     if not re.fullmatch(r"\s*[+-]?[0-9]{1,9}\s*", priority_raw):
         raise PerfmonConfigError(f"variable {name}: alarm_priority {_show(priority_raw)} is not an integer")
     priority = int(priority_raw)
@@ -318,6 +317,17 @@ def parse_config_element(root: etree._Element, object_type: str) -> ObjectConfig
     for node in nodes:
         var = parse_variable(node, object_type)
         sequence.append(var)
+        if var.alarm_trigger_period_s < 0 or var.alarm_auto_inhibit_period_s < 0:
+            warnings.append(f"variable {var.name}: a negative period (trigger {var.alarm_trigger_period_s} s, "
+                            f"inhibit {var.alarm_auto_inhibit_period_s} s) is taken as perfmon takes it: a "
+                            "negative trigger period alarms at the first bad step, a negative inhibit period "
+                            "inhibits nothing")
+        if not var.rrd_regex:
+            warnings.append(f"variable {var.name}: rrd_regex is empty, so it matches every data source, as in "
+                            "perfmon")
+        if not math.isfinite(var.alarm_trigger_level):
+            warnings.append(f"variable {var.name}: alarm_trigger_level {var.alarm_trigger_level} is not finite; "
+                            "values are compared with it as perfmon compares them")
         if var.alarm_trigger_sense not in ("high", "low"):
             warnings.append(f"variable {var.name}: alarm_trigger_sense {_show(var.alarm_trigger_sense)} "
                             "is not 'high', so it means 'low' (alarm below the level), as in perfmon")
