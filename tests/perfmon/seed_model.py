@@ -278,7 +278,7 @@ class SeedModel:
 
     def record(self, var, t, sent):
         self.alarms.append((t, self._monitor.monitortype, self._monitor.uuid, var.name,
-                            int(var.alarm_priority), var.value, sent))
+                            var.alarm_priority, var.value, sent))
 
     def refresh(self, monitor, xmlconfig):
         """refresh_config, then the project's all-or-nothing decision: a rejected document leaves the

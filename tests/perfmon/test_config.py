@@ -22,7 +22,7 @@ def one(xml, object_type="vm"):
 def test_vm_defaults_are_perfmons():
     cpu = one('<config><variable><name value="cpu_usage"/><alarm_trigger_level value="0.5"/></variable></config>')
     assert (cpu.rrd_regex, cpu.consolidation_fn, cpu.alarm_trigger_period_s, cpu.alarm_auto_inhibit_period_s,
-            cpu.alarm_trigger_sense, cpu.alarm_priority) == ("cpu[0-9]+", "average", 60, 3600, "high", 5)
+            cpu.alarm_trigger_sense, cpu.alarm_priority) == ("cpu[0-9]+", "average", 60, 3600, "high", "5")
     net = one('<config><variable><name value="network_usage"/><alarm_trigger_level value="1e6"/></variable></config>')
     assert (net.rrd_regex, net.consolidation_fn, net.alarm_trigger_level) == ("vif_[0-9]+_[rt]x", "sum", 1e6)
     fs = one('<config><variable><name value="fs_usage"/></variable></config>')
@@ -82,8 +82,8 @@ def test_libvirt_namespaced_metadata_is_accepted_by_local_name():
      r"^variable cpu_usage: alarm_auto_inhibit_period '1h' is not an integer number of seconds$"),
     ('<name value="cpu_usage"/><alarm_trigger_level value="1"/><alarm_trigger_period value="-2147483648"/>',
      r"^variable cpu_usage: alarm_trigger_period -2147483648 is out of range -2147483647..2147483647 s$"),
-    ('<name value="cpu_usage"/><alarm_trigger_level value="1"/><alarm_priority value="high"/>',
-     r"^variable cpu_usage: alarm_priority 'high' is not an integer$"),
+    ('<name value="cpu_usage"/><alarm_trigger_level value="1"/><alarm_priority value="%s"/>' % ("p" * 129),
+     r"^variable cpu_usage: alarm_priority must be at most 128 printable characters$"),
     ('<name value="cpu_usage"/>', r"^variable cpu_usage: no default alarm_trigger_level - please specify one$"),
     ('<name value="my_var"/><alarm_trigger_level value="1"/>',
      r"^variable my_var: no default rrd_regex - please specify one$"),
@@ -125,8 +125,8 @@ def test_repeated_variable_last_wins_and_warnings_are_given():
 
 
 def test_severity_mapping_follows_xenserver_priorities():
-    assert [severity_of_priority(p) for p in (0, 1, 2, 3, 4, 5, 9)] == [
-        "critical", "critical", "critical", "warning", "warning", "info", "info"]
+    assert [severity_of_priority(p) for p in ("0", "1", "2", "3", "4", "5", "9", "high")] == [
+        "critical", "critical", "critical", "warning", "warning", "info", "info", "info"]
 
 
 def test_perfmon_file_with_host_and_vm_sections(tmp_path):
@@ -177,6 +177,9 @@ def test_missing_file_is_one_line(tmp_path):
      lambda v: v.rrd_regex == "" and v.regex.search("anything")),
     ('<name value="x"/><rrd_regex value=""/><alarm_trigger_level value="1"/>', "matches every data source",
      lambda v: v.rrd_regex == ""),
+    # perfmon passes any priority string on to the alarm
+    ('<name value="cpu_usage"/><alarm_trigger_level value="1"/><alarm_priority value="high"/>', "passed on as it is",
+     lambda v: v.alarm_priority == "high"),
     # anything but "high" means low
     ('<name value="cpu_usage"/><alarm_trigger_level value="1"/><alarm_trigger_sense value=""/>', "means 'low'",
      lambda v: not v.sense_high and v.is_bad(0.5)),

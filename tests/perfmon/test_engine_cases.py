@@ -120,7 +120,7 @@ def test_a_changed_variable_config_resets_its_state():
     assert sent(pair) == [(15, BAD)]
     run(pair, [BAD])                                        # fresh inhibit too: sent at once
     assert [(t, p) for (t, _o, _u, _n, p, _v, ok) in pair.engine_alarms() if ok] == [
-        (T0_S + 15, 5), (T0_S + 40, 3)]
+        (T0_S + 15, "5"), (T0_S + 40, "3")]
     agree(pair)
 
 
@@ -203,7 +203,7 @@ def test_a_domain_without_metadata_uses_the_default_vm_config_from_the_file():
     pair = Pair(5, default_vm_xml=config_xml([cpu_var(alarm_trigger_period=5, alarm_priority=2)]))
     run(pair, [BAD])
     (row,) = pair.engine.snapshot().rows
-    assert (row.object_type, row.uuid, row.domain, row.priority) == ("vm", UUID, DOMAIN, 2)
+    assert (row.object_type, row.uuid, row.domain, row.priority) == ("vm", UUID, DOMAIN, "2")
     assert sent(pair) == [(5, BAD)]
     agree(pair)
 

@@ -135,7 +135,7 @@ def perfmon_alarm_case(step_s, variables, values):
             if times and e - times[-1] < EPISODE_S:
                 prio = int(var["alarm_priority"])
                 exp.append({"exp_labels": dict(INSTANCE, object="vm", domain="guest-a", variable=var["name"],
-                                               priority=str(prio), severity=severity_of_priority(prio)),
+                                               priority=str(prio), severity=severity_of_priority(str(prio))),
                             "exp_annotations": {
                                 "summary": "perfmon alarm: vm guest-a %s (priority %d)" % (var["name"], prio),
                                 "alarm_timestamp": str(times[-1])}})

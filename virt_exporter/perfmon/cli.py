@@ -77,7 +77,7 @@ def _explain(var: VariableConfig, step_s: int, out: TextIO) -> None:
         ("alarm_trigger_period", "%d s = %d consecutive bad step%s of %d s" % (
             var.alarm_trigger_period_s, n, "" if n == 1 else "s", step_s), origin("alarm_trigger_period")),
         ("alarm_auto_inhibit_period", "%d s" % var.alarm_auto_inhibit_period_s, origin("alarm_auto_inhibit_period")),
-        ("alarm_priority", "%d (severity %s)" % (var.alarm_priority, severity_of_priority(var.alarm_priority)),
+        ("alarm_priority", "%s (severity %s)" % (var.alarm_priority, severity_of_priority(var.alarm_priority)),
          origin("alarm_priority")),
     ]
     out.write("  variable %s\n" % var.name)

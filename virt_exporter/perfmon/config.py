@@ -95,7 +95,7 @@ class VariableConfig:
     alarm_trigger_sense: str  # the raw value: "high" alarms above the level, anything else below
     alarm_trigger_period_s: int
     alarm_auto_inhibit_period_s: int
-    alarm_priority: int
+    alarm_priority: str  # as perfmon passes it on; an integer is written canonically ("05" → "5")
     explicit: FrozenSet[str]
     identity: Tuple[Tuple[str, Optional[str]], ...]
     xml: str
@@ -291,9 +291,14 @@ def parse_variable(el: etree._Element, object_type: str) -> VariableConfig:
         level = float(level_raw)
     except ValueError:
         raise PerfmonConfigError(f"variable {name}: alarm_trigger_level {_show(level_raw)} is not a number") from None
-    if not re.fullmatch(r"\s*[+-]?[0-9]{1,9}\s*", priority_raw):
-        raise PerfmonConfigError(f"variable {name}: alarm_priority {_show(priority_raw)} is not an integer")
-    priority = int(priority_raw)
+    # perfmon passes the priority to the alarm message as it is, any string; an integer is written
+    # canonically. Bounded as a variable's name is: it becomes a label value.
+    if re.fullmatch(r"\s*[+-]?[0-9]{1,9}\s*", priority_raw):
+        priority = str(int(priority_raw))
+    elif len(priority_raw) > 128 or not priority_raw.isprintable():
+        raise PerfmonConfigError(f"variable {name}: alarm_priority must be at most 128 printable characters")
+    else:
+        priority = priority_raw
 
     identity = tuple((_local(e) or "", e.get("value")) for e in el.iter() if _local(e) and e is not el)
     return VariableConfig(
@@ -328,6 +333,10 @@ def parse_config_element(root: etree._Element, object_type: str) -> ObjectConfig
         if not math.isfinite(var.alarm_trigger_level):
             warnings.append(f"variable {var.name}: alarm_trigger_level {var.alarm_trigger_level} is not finite; "
                             "values are compared with it as perfmon compares them")
+        if not re.fullmatch(r"-?[0-9]+", var.alarm_priority):
+            warnings.append(f"variable {var.name}: alarm_priority {_show(var.alarm_priority)} is not an integer: "
+                            "passed on as it is, as perfmon does, with severity "
+                            f"{severity_of_priority(var.alarm_priority)}")
         if var.alarm_trigger_sense not in ("high", "low"):
             warnings.append(f"variable {var.name}: alarm_trigger_sense {_show(var.alarm_trigger_sense)} "
                             "is not 'high', so it means 'low' (alarm below the level), as in perfmon")
@@ -399,11 +408,16 @@ def load_perfmon_file(path: str) -> PerfmonFileConfig:
     return parse_perfmon_file(data, path)
 
 
-def severity_of_priority(priority: int) -> str:
+def severity_of_priority(priority: str) -> str:
     """XenServer's alarm priorities as Alertmanager severities: 1-2 critical, 3-4 warning, 5 info
-    (below 1 counts as critical, above 5 as info)."""
-    if priority <= 2:
+    (below 1 counts as critical, above 5 as info); a priority that is no integer, info, as
+    alerts/perfmon.rules.yml maps it."""
+    try:
+        number = int(priority)
+    except ValueError:
+        return "info"
+    if number <= 2:
         return "critical"
-    if priority <= 4:
+    if number <= 4:
         return "warning"
     return "info"

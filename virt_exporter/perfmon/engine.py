@@ -49,7 +49,7 @@ class AlarmEvent:
     uuid: str
     domain: str
     variable: str
-    priority: int
+    priority: str
     value: float
     sent: bool
 
@@ -132,7 +132,7 @@ class ObjectMonitor:
         self.config: Optional[ObjectConfig] = None        # the config in force
         self.error: Optional[str] = None                  # why the config last seen was rejected
         self.variables: List[VariableState] = []
-        self.stats: Dict[Tuple[str, int], AlarmStats] = {}
+        self.stats: Dict[Tuple[str, str], AlarmStats] = {}
 
     def apply(self, config: ObjectConfig, now_s: float) -> None:
         """perfmon's ``__parse_xmlconfig``: a variable whose config is unchanged keeps its state, a
@@ -185,7 +185,7 @@ class VariableRow:
     uuid: str
     domain: str
     variable: str
-    priority: int
+    priority: str
     value: Optional[float]
     level: float
     countdown_s: float
@@ -301,7 +301,7 @@ class PerfmonEngine:
             events = self._step_locked(sample)
         for event in events:
             if event.sent:
-                log.warning("perfmon alarm: %s%s variable %s priority %d value %f", event.object_type,
+                log.warning("perfmon alarm: %s%s variable %s priority %s value %f", event.object_type,
                             " " + event.domain if event.domain else "", event.variable, event.priority, event.value)
             if self._on_alarm is not None:
                 self._on_alarm(event)
