@@ -98,3 +98,16 @@ def test_arrows_point_down_from_source_to_sample_to_calc_and_collectors() -> Non
                                    ("calc", "source"), ("calc", "collectors")}:
                 wrong.append((module, dep))
     assert wrong == []
+
+
+def test_the_sampler_stays_small_and_no_function_grows_past_80_lines() -> None:
+    """Issue 13's bounds: the sampler keeps time only (≤ 200 lines); no function over 80 lines."""
+    assert len((PACKAGE / "sampler.py").read_text().splitlines()) <= 200
+    long = []
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = (node.end_lineno or node.lineno) - node.lineno + 1
+                if lines > 80:
+                    long.append("%s:%s %d lines" % (path.relative_to(PACKAGE), node.name, lines))
+    assert long == []

@@ -1,11 +1,10 @@
 """The single-flight sampler: the one place that decides when a sample is read.
 
-Like vdsm's sampler it owns time and trouble: it takes the timestamp before the reads, bounds them
-by a deadline, and hands out (previous, current) samples. Concurrent scrapers (and the perfmon
-engine) share one in-flight sample; a request within ``min_interval_s`` of the last sample reuses it,
-so two Prometheus servers scraping one exporter never get a rate over a few milliseconds. Every new
-sample is handed to the subscribers (the NUMA reader's targets, block-threshold arming), as vdsm's
-sampling hands its samples to their consumers. The reading itself is source/reader.py's.
+Like vdsm's sampler it owns time: it stamps a sample before the reads, bounds them by a deadline and
+hands out (previous, current). Concurrent scrapers and the perfmon engine share one in-flight sample;
+a request within ``min_interval_s`` of the last one reuses it (two Prometheus servers never get a
+rate over milliseconds). Each new sample goes to the subscribers (the NUMA reader's targets,
+threshold arming), as vdsm hands samples to their consumers. source/reader.py does the reading.
 
 ``previous`` is the last good sample, kept across a failed one (libvirtd restarting) so rates go on
 after a short outage, but only for what the counters prove comparable (``comparable_previous``).
@@ -30,8 +29,7 @@ log = logging.getLogger(__name__)
 
 SamplePair = Tuple[Optional[Sample], Sample]
 
-# A previous sample older than this is not used for rates: after a long outage the first sample is a
-# new baseline, as the very first one is.
+# An older previous sample gives no rates: after a long outage the first sample is a new baseline.
 PREVIOUS_MAX_GAP_S = 600.0
 # How long a stop / undefine event is remembered for samples in flight.
 GONE_MEMORY_S = 60.0
