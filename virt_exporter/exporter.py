@@ -82,7 +82,7 @@ class Exporter:
         pair = self.sampler.get(timeout_s)
         ctx = base.ScrapeContext(options={}, **self._context_base(pair))
         current = ctx.current
-        health = {"sample_age_s": max(0.0, time.monotonic() - current.monotonic_s) if current.monotonic_s else 0.0,
+        health = {"sample_age_s": sample_age_s(current),
                   "bulk_stats_s": current.bulk_duration_s, "unresponsive": len(current.unresponsive),
                   "collector_errors": dict(self.collector_errors_total),
                   "reconnects": self.sampler.connection.reconnects_total}
@@ -115,6 +115,11 @@ class Exporter:
         return out
 
 
+def sample_age_s(current: Sample) -> float:
+    """How long ago the sample was stamped (0 for one never taken)."""
+    return max(0.0, time.monotonic() - current.monotonic_s) if current.monotonic_s else 0.0
+
+
 def health_families(current: Sample, timings: Sequence[Tuple[str, float, bool]] = (), reconnects_total: int = 0,
                     collector_errors: Optional[Mapping[str, int]] = None,
                     build_labels: Optional[Sequence[str]] = None) -> List[Metric]:
@@ -138,7 +143,7 @@ def health_families(current: Sample, timings: Sequence[Tuple[str, float, bool]] 
     bulk.add_metric([], current.bulk_duration_s)
     age = gauge("libvirt_exporter_sample_age_seconds",
                 "Age of the sample this scrape served (0 when taken for it; >0 when shared or reused).", [])
-    age.add_metric([], max(0.0, time.monotonic() - current.monotonic_s) if current.monotonic_s else 0.0)
+    age.add_metric([], sample_age_s(current))
     unresponsive = gauge("libvirt_exporter_domain_unresponsive",
                          "1 for each domain left out of or incomplete in this scrape because it did not answer.")
     for uuid in sorted(current.unresponsive):

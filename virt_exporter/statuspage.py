@@ -19,8 +19,9 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 from . import __version__
 from .calc.mhz import cpu_usage
 from .calc.numa import vcpu_cells
-from .calc.watermark import block_layers, layer_is_chunked
+from .calc.watermark import block_layers, layer_watermark
 from .collectors.base import ScrapeContext
+from .collectors.families import KIB, NS_PER_S
 from .collectors.watermark import policy_from_options
 from .sample import DomainStats, Sample
 
@@ -30,8 +31,6 @@ STATE_NAMES = {0: "no state", 1: "running", 2: "blocked", 3: "paused", 4: "shutt
 PAUSED_REASONS = {0: "unknown", 1: "user", 2: "migration", 3: "save", 4: "dump", 5: "I/O error", 6: "watchdog",
                   7: "from snapshot", 8: "shutting down", 9: "snapshot", 10: "crashed", 11: "starting up",
                   12: "post-copy", 13: "post-copy failed", 14: "API error"}
-NS_PER_S = 1e9
-KIB = 1024
 
 
 def build_view(ctx: ScrapeContext, watermark_options: Mapping[str, Any], health: Mapping[str, Any]) -> Dict[str, Any]:
@@ -145,10 +144,8 @@ def _disks(ctx: ScrapeContext, dom: DomainStats, watermark_options: Mapping[str,
         disk: Dict[str, Any] = {"target": layer.target, "allocation_bytes": layer.allocation_bytes,
                                 "physical_bytes": layer.physical_bytes, "capacity_bytes": layer.capacity_bytes,
                                 "thin": False, "headroom_bytes": None, "extension_needed": None}
-        if layer.sized and layer_is_chunked(layer, disks):
-            assert layer.allocation_bytes is not None and layer.capacity_bytes is not None
-            assert layer.physical_bytes is not None
-            wm = policy.evaluate(layer.allocation_bytes, layer.capacity_bytes, layer.physical_bytes)
+        wm = layer_watermark(policy, layer, disks)
+        if wm is not None:
             disk.update(thin=True, headroom_bytes=wm.headroom_bytes, extension_needed=wm.extension_needed)
         out.append(disk)
     return out

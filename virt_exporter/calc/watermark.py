@@ -220,6 +220,15 @@ class Watermark:
     threshold_bytes: Optional[int]  # physical − limit where a write threshold belongs
 
 
+def layer_watermark(policy: WatermarkPolicy, layer: Layer, disks: Mapping[str, Any]) -> Optional[Watermark]:
+    """The rule's verdict on a layer, or None for a layer that is not a sized chunked volume."""
+    if not (layer.sized and layer_is_chunked(layer, disks)):
+        return None
+    assert layer.allocation_bytes is not None and layer.capacity_bytes is not None
+    assert layer.physical_bytes is not None
+    return policy.evaluate(layer.allocation_bytes, layer.capacity_bytes, layer.physical_bytes)
+
+
 def chunked_layers(dom: DomainStats, disks: Mapping[str, Any]) -> Dict[str, Layer]:
     """The chunked, sized layers of a domain by ``device`` name (``vda[1]``…)."""
     return {layer.device: layer for layer in block_layers(dom)

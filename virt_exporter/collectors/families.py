@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from ..calc.mhz import NS_PER_S  # noqa: F401  (re-exported for the collectors)
 from ..exposition import FastFamily
 
-NS_PER_S = 1e9
 KIB = 1024  # libvirt reports memory in KiB
 
 

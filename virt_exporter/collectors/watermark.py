@@ -24,8 +24,8 @@ from ..calc.watermark import (
     DEFAULT_UTILIZATION_PERCENT,
     WatermarkPolicy,
     block_layers,
-    layer_is_chunked,
     layer_label,
+    layer_watermark,
     top_indexes,
 )
 from .base import Option, ScrapeContext, register
@@ -128,10 +128,8 @@ def collect(ctx: ScrapeContext) -> Iterable[Metric]:
             labels = [dom.name, layer.target] + ([] if layer.backing_index is None else [str(layer.backing_index)])
             if layer.threshold_bytes is not None:
                 threshold.add_metric(labels, layer.threshold_bytes)
-            if layer.sized and layer_is_chunked(layer, disks):
-                assert layer.allocation_bytes is not None and layer.capacity_bytes is not None
-                assert layer.physical_bytes is not None
-                wm = policy.evaluate(layer.allocation_bytes, layer.capacity_bytes, layer.physical_bytes)
+            wm = layer_watermark(policy, layer, disks)
+            if wm is not None:
                 headroom.add_metric(labels, wm.headroom_bytes)
                 limit.add_metric(labels, wm.limit_bytes)
                 needed.add_metric(labels, 1 if wm.extension_needed else 0)
