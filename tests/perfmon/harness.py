@@ -15,11 +15,12 @@ from virt_exporter.perfmon.engine import AlarmEvent, PerfmonEngine
 from virt_exporter.sample import CpuTimes, DomainStats, HostCpu, HostMemory, Sample
 from virt_exporter.source.host import NetDevCounters
 
-from .seed_model import ObjectMonitor, SeedModel
+from .seed_model import Perfmon, rrd_updates
 
 T0_S = 1_700_000_000
 UUID = "00000000-0000-4000-8000-00000000000a"
 DOMAIN = "guest-a"
+HOST_UUID = "host"  # the seed's host monitor's uuid; the engine's alarms name no uuid for the host
 HOST_JIFFIES_PER_STEP = 1600  # busy = k × 100 jiffies gives a share of exactly k/16
 
 
@@ -114,6 +115,30 @@ class CounterBook:
         return HostCpu(agg, per_cpu), net_dev, memory
 
 
+class SeedVM:
+    """The seed's perfmon watching one VM with one config from ``t0_s`` on: ``run`` is one pass of
+    its loop over a page of ``rows`` (one per step by default) at time ``now_s``."""
+
+    def __init__(self, step_s: int, xml: Optional[str], t0_s: float = T0_S, uuid: str = UUID) -> None:
+        self.uuid = uuid
+        self.perfmon = Perfmon(step_s, now=t0_s)
+        self.perfmon.other_config[uuid] = xml
+        self.perfmon.run_once(rrd_updates({("vm", uuid): []}, num_rows=0))
+        assert not self.perfmon.errors, self.perfmon.errors
+
+    @property
+    def variables(self) -> list:
+        return self.perfmon.vm_mon_lookup[self.uuid].variables
+
+    def run(self, now_s: float, *rows: Mapping[str, Optional[float]]) -> None:
+        self.perfmon.now = now_s
+        self.perfmon.run_once(rrd_updates({("vm", self.uuid): [dict(r) for r in rows]}, num_rows=len(rows)))
+
+    def alarms(self) -> List[tuple]:
+        """(time, variable, value, sent) of every attempt."""
+        return [(t, name, value, sent) for t, _type, _uuid, name, _prio, value, sent in self.perfmon.alarms]
+
+
 class Pair:
     """One engine and one seed model fed the same step values for one VM and/or the host."""
 
@@ -126,15 +151,12 @@ class Pair:
         self.events: List[AlarmEvent] = []
         self.engine = PerfmonEngine(lambda: None, lambda: self.info, file_config(default_vm_xml, host_xml), step_s,
                                     fs_fraction=lambda: self.fs_usage)
-        self.model = SeedModel(step_s, fs_usage=lambda: self.fs_usage)
+        # The seed's perfmon sees the effective config of each object in other-config:perfmon.
+        self.perfmon = Perfmon(step_s, now=T0_S, fs_usage=lambda: self.fs_usage)
         self.k = 0
-        self.model.now = T0_S
-        self.vm_mon = ObjectMonitor(self.model, "VM", UUID, None)
-        self.host_mon = ObjectMonitor(self.model, "HOST", "host", None)
         self._vm_xml = vm_xml if vm_xml is not None else default_vm_xml
         self._host_xml = host_xml
-        self.model_accepts = {"vm": self.model.refresh(self.vm_mon, self._vm_xml),
-                              "host": self.model.refresh(self.host_mon, self._host_xml)}
+        self.perfmon.other_config = {UUID: self._vm_xml, HOST_UUID: host_xml}
 
     def _feed(self, vm_values: Mapping[str, float], host_values: Mapping[str, float]) -> List[AlarmEvent]:
         t = T0_S + self.k * self.step_s
@@ -147,33 +169,34 @@ class Pair:
         self.events += events
         return events
 
-    def set_vm_xml(self, xml: Optional[str], metadata: bool = True) -> None:
-        """Change the VM's config (its metadata, or the default in the file); both see it at the
-        next step, as perfmon sees other-config at its next refresh."""
+    def set_vm_xml(self, xml: Optional[str], metadata: bool = True, seed_xml: Optional[str] = None) -> None:
+        """Change the VM's config (its metadata, or the default in the file). The engine applies it
+        at its next step; the seed is sent its ``refresh`` command so that it re-reads configs at its
+        next run too (on its own it would wait up to config_update_period, a documented deviation).
+        ``seed_xml``, when given, is what the seed is shown instead (a test's documented deviation)."""
         if metadata:
             self.info[UUID] = FakeDomainInfo(UUID, DOMAIN, xml)
         else:
             self.engine.set_file_config(file_config(xml, self._host_xml))
         self._vm_xml = xml
+        self.perfmon.other_config[UUID] = xml if seed_xml is None else seed_xml
+        self.perfmon.refresh()
 
     def step(self, vm_values: Mapping[str, float], host_values: Mapping[str, float] = {}) -> None:
+        """One step for both: the VM and the host are in every rrd_updates page, as in perfmon."""
         if self.k == 0:
             # Baseline sample at T0 with the same devices: the engine loads its configs (now = T0)
-            # and has no rates yet; the model's monitors were created at T0 too.
+            # and has no rates yet; the seed creates its monitors at T0 from a page without rows.
             self._feed({n: 0 for n in vm_values}, {n: 0 for n in host_values})
+            self.perfmon.run_once(rrd_updates({("vm", UUID): [], ("host", HOST_UUID): []}, num_rows=0))
         self.k += 1
-        self.model.now = T0_S + self.k * self.step_s
-        self.model_accepts["vm"] = self.model.refresh(self.vm_mon, self._vm_xml)
-        self.model.refresh(self.host_mon, self._host_xml)
+        self.perfmon.now = T0_S + self.k * self.step_s
         self._feed(vm_values, host_values)
-        if vm_values:
-            self.model.process(self.vm_mon, dict(vm_values))
-        if host_values:
-            self.model.process(self.host_mon, dict(host_values))
+        self.perfmon.run_once(rrd_updates({("vm", UUID): [dict(vm_values)], ("host", HOST_UUID): [dict(host_values)]}))
 
     def engine_alarms(self) -> List[tuple]:
-        return sorted((e.time_s, "VM" if e.object_type == "vm" else "HOST", e.uuid or "host", e.variable,
+        return sorted((e.time_s, "VM" if e.object_type == "vm" else "HOST", e.uuid or HOST_UUID, e.variable,
                        e.priority, e.value, e.sent) for e in self.events)
 
     def model_alarms(self) -> List[tuple]:
-        return sorted(self.model.alarms)
+        return sorted(self.perfmon.alarms)

@@ -152,20 +152,14 @@ def test_a_variable_removed_from_the_config_is_dropped():
     agree(pair)
 
 
-def test_a_regex_matching_nothing_sums_to_zero_and_skips_average_and_max():
-    xml = config_xml([
-        {"name": "s", "rrd_regex": "nothing", "consolidation_fn": "sum", "alarm_trigger_level": "1",
-         "alarm_trigger_sense": "low", "alarm_trigger_period": "5", "alarm_auto_inhibit_period": "0"},
-        {"name": "a", "rrd_regex": "nothing", "consolidation_fn": "average", "alarm_trigger_level": "1",
-         "alarm_trigger_sense": "low", "alarm_trigger_period": "5", "alarm_auto_inhibit_period": "0"},
-        {"name": "m", "rrd_regex": "nothing", "consolidation_fn": "max", "alarm_trigger_level": "1",
-         "alarm_trigger_sense": "low", "alarm_trigger_period": "5", "alarm_auto_inhibit_period": "0"}])
+def test_a_regex_matching_nothing_sums_to_zero_as_in_perfmon():
+    xml = config_xml([{"name": "s", "rrd_regex": "nothing", "consolidation_fn": "sum", "alarm_trigger_level": "1",
+                       "alarm_trigger_sense": "low", "alarm_trigger_period": "5", "alarm_auto_inhibit_period": "0"}])
     pair = Pair(5, vm_xml=xml)
     run(pair, [GOOD, GOOD])
     assert [(t - T0_S, n, v) for (t, _o, _u, n, _p, v, _ok) in pair.engine_alarms()] == [(5, "s", 0.0), (10, "s", 0.0)]
-    rows = {r.variable: r for r in pair.engine.snapshot().rows}
-    assert rows["a"].value is None and rows["m"].value is None and rows["a"].countdown_s == 5
     agree(pair)
+    # average / max over nothing: a documented deviation, pinned in test_engine_paths.py
 
 
 def test_a_rejected_config_keeps_the_last_valid_one_whole_and_is_counted():
@@ -175,7 +169,9 @@ def test_a_rejected_config_keeps_the_last_valid_one_whole_and_is_counted():
                       {"name": "x", "rrd_regex": "cpu[", "alarm_trigger_level": "1"}])
     pair = Pair(5, vm_xml=good)
     run(pair, [BAD])
-    pair.set_vm_xml(bad)
+    # perfmon would keep the changed first variable (test_engine_paths.py pins that deviation); the
+    # engine keeps the last valid config, so the seed is shown that one to compare the rest
+    pair.set_vm_xml(bad, seed_xml=good)
     run(pair, [BAD, BAD, BAD])
     snap = pair.engine.snapshot()
     assert snap.config_errors == 1 and snap.config_rejections_total == 1

@@ -18,8 +18,7 @@ import yaml
 from virt_exporter.perfmon.config import parse_object_config, severity_of_priority
 from virt_exporter.perfmon.rules import native_rules
 
-from .harness import config_xml
-from .seed_model import ObjectMonitor, SeedModel
+from .harness import SeedVM, config_xml
 
 pytestmark = pytest.mark.prometheus
 
@@ -62,17 +61,13 @@ def go_float(v):
 def run_model(step_s, xml, values_per_step):
     """Seed model over ``values_per_step`` (steps 1..n at k × step). Returns (alarms, bad) where bad
     maps variable → list of per-step bad flags (index k-1)."""
-    model = SeedModel(step_s)
-    model.now = 0
-    mon = ObjectMonitor(model, "VM", "u", xml)
-    assert not mon.errors, mon.errors
-    bad = {v.name: [] for v in mon.variables}
+    seed = SeedVM(step_s, xml, t0_s=0)
+    bad = {v.name: [] for v in seed.variables}
     for k, values in enumerate(values_per_step, start=1):
-        model.now = k * step_s
-        model.process(mon, values)
-        for v in mon.variables:
+        seed.run(k * step_s, values)
+        for v in seed.variables:
             bad[v.name].append(v.value is not None and v.test_level())
-    return model.alarms, bad
+    return seed.perfmon.alarms, bad
 
 
 def random_values(rng, n):
@@ -207,12 +202,10 @@ def native_case(step_s, variables, values, rules_by_name, domain="guest-a"):
     assert onsets == first_attempts
     cfg = {v.name: v for v in parse_object_config(xml, "vm").variables}
     model_values = {}
-    model = SeedModel(step_s)
-    mon = ObjectMonitor(model, "VM", "u", xml)
+    seed = SeedVM(step_s, xml, t0_s=0)
     for k, vals in enumerate(values, start=1):
-        model.now = k * step_s
-        model.process(mon, vals)
-        for v in mon.variables:
+        seed.run(k * step_s, vals)
+        for v in seed.variables:
             model_values[(k, v.name)] = v.value
     checks = []
     for k in range(0, len(values) + 1):

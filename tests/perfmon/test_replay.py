@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import random
 import re
 from pathlib import Path
@@ -14,8 +15,7 @@ import pytest
 
 from virt_exporter.perfmon.cli import perfmon_replay_main
 
-from .harness import config_xml
-from .seed_model import ObjectMonitor, SeedModel
+from .harness import SeedVM, config_xml
 from .test_engine_random import random_values, random_variable
 
 REPO = Path(__file__).resolve().parents[2]
@@ -52,14 +52,10 @@ def test_stdin_and_show_inhibited():
 
 
 def _model_alarms(step_s, xml, rows):
-    model = SeedModel(step_s)
-    model.now = T0_S
-    monitor = ObjectMonitor(model, "VM", "vm1", None)
-    model.refresh(monitor, xml)
+    seed = SeedVM(step_s, xml, T0_S)
     for k, values in enumerate(rows, start=1):
-        model.now = T0_S + k * step_s
-        model.process(monitor, dict(values))
-    return sorted((t, name, value, sent) for t, _type, _uuid, name, _prio, value, sent in model.alarms)
+        seed.run(T0_S + k * step_s, values)
+    return sorted(seed.alarms())
 
 
 @pytest.mark.parametrize("chunk", range(4))
@@ -74,10 +70,11 @@ def test_replay_equals_the_seed_model_on_random_sequences(chunk, tmp_path):
         rows, values = [], None
         for _ in range(rng.randint(20, 80)):
             values = random_values(rng, values)
-            rows.append(values)
+            # now and then a cell without a value (perfmon reads 0.0) or a NaN (a good step)
+            rows.append({n: rng.choice([None, math.nan]) if rng.random() < 0.04 else v for n, v in values.items()})
         names = sorted(rows[0])
         csv = ["time,object," + ",".join(names)]
-        csv += ["%d,vm1,%s" % (T0_S + k * step_s, ",".join(repr(float(v[n])) for n in names))
+        csv += ["%d,vm1,%s" % (T0_S + k * step_s, ",".join("" if v[n] is None else repr(float(v[n])) for n in names))
                 for k, v in enumerate(rows, start=1)]
         config = tmp_path / ("%d.xml" % seed)
         config.write_text("<perfmon><vm>%s</vm></perfmon>" % xml)

@@ -286,7 +286,8 @@ def parse_variable(el: etree._Element, object_type: str) -> VariableConfig:
     period_s = _parse_int_s(name, "alarm_trigger_period", period_raw)
     inhibit_s = _parse_int_s(name, "alarm_auto_inhibit_period", inhibit_raw)
     try:
-        if len(level_raw) > 64:
+        # float() as in the seed, whose Python 2 took no "_" between digits (Python 3's does)
+        if len(level_raw) > 64 or "_" in level_raw:
             raise ValueError
         level = float(level_raw)
     except ValueError:
