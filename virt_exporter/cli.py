@@ -112,7 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="perfmon XML (<perfmon><host><config>…</config></host><vm><config>…</config></vm>"
                          "</perfmon>); enables the perfmon alarm engine")
     pm.add_argument("--perfmon.step", dest="perfmon_step", type=int, default=60,
-                    help="seconds between perfmon engine steps, perfmon's rrd_step (default 60; 5 allowed)")
+                    help="seconds between perfmon engine steps, perfmon's rrd_step (default 60; perfmon "
+                         "allows 5 or 60, this engine 1..3600)")
     pm.add_argument("--perfmon.fs-path", dest="perfmon_fs_path", default="/",
                     help="path whose filesystem fs_usage measures (default /)")
     lg = p.add_argument_group("logging")
