@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import random
+from fractions import Fraction
 
 import pytest
 
@@ -332,3 +333,19 @@ def test_max_over_a_nan_takes_the_data_sources_in_name_order():
         seed = SeedVM(STEP_S, config_xml([var]))
         seed.run(T0_S + STEP_S, row)
         assert len(events) == len(seed.alarms()) == alarms
+
+
+def test_fs_usage_exact_fraction_alarms_where_perfmons_whole_percent_does_for_whole_percent_levels():
+    """perfmon's fs_usage is df's Use% / 100 (rounded up to a whole percent); the engine's is the exact
+    used / (used + available). With a level in whole percent (the default 0.9) they agree: a usage
+    rounded up to a whole percent is above n % exactly when the usage is. With a finer level they can
+    differ, as the last case shows."""
+    rng = random.Random(9)
+    for _ in range(20000):
+        used, avail = rng.randint(0, 10 ** 6), rng.randint(1, 10 ** 6)
+        exact = Fraction(used, used + avail)
+        df_percent = math.ceil(exact * 100)  # df's rounding
+        level = Fraction(rng.randint(0, 100), 100)
+        assert (Fraction(df_percent, 100) > level) == (exact > level), (used, avail, level)
+    exact, level = Fraction(8935, 10000), Fraction(894, 1000)   # 89.35 % used, level 0.894
+    assert Fraction(math.ceil(exact * 100), 100) > level and not exact > level
