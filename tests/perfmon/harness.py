@@ -154,9 +154,8 @@ class Pair:
         # The seed's perfmon sees the effective config of each object in other-config:perfmon.
         self.perfmon = Perfmon(step_s, now=T0_S, fs_usage=lambda: self.fs_usage)
         self.k = 0
-        self._vm_xml = vm_xml if vm_xml is not None else default_vm_xml
         self._host_xml = host_xml
-        self.perfmon.other_config = {UUID: self._vm_xml, HOST_UUID: host_xml}
+        self.perfmon.other_config = {UUID: vm_xml if vm_xml is not None else default_vm_xml, HOST_UUID: host_xml}
 
     def _feed(self, vm_values: Mapping[str, float], host_values: Mapping[str, float]) -> List[AlarmEvent]:
         t = T0_S + self.k * self.step_s
@@ -178,7 +177,6 @@ class Pair:
             self.info[UUID] = FakeDomainInfo(UUID, DOMAIN, xml)
         else:
             self.engine.set_file_config(file_config(xml, self._host_xml))
-        self._vm_xml = xml
         self.perfmon.other_config[UUID] = xml if seed_xml is None else seed_xml
         self.perfmon.refresh()
 

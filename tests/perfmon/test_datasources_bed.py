@@ -123,7 +123,7 @@ def send_loopback_traffic(count: int = 200, size: int = 1000) -> None:
 
 
 @pytest.fixture(scope="module")
-def measured(libvirtd, tmp_path_factory):
+def measured(libvirtd):
     """(virsh readings and /proc readings, each [(before, after) sample 0, (before, after) sample 1],
     the samples' interval, engine rows by (domain or "host", variable), the guest, statvfs before and
     after the second step)."""

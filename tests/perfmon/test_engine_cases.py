@@ -159,7 +159,7 @@ def test_a_regex_matching_nothing_sums_to_zero_as_in_perfmon():
     run(pair, [GOOD, GOOD])
     assert [(t - T0_S, n, v) for (t, _o, _u, n, _p, v, _ok) in pair.engine_alarms()] == [(5, "s", 0.0), (10, "s", 0.0)]
     agree(pair)
-    # average / max over nothing: a documented deviation, pinned in test_engine_paths.py
+    # average / max over nothing: a documented deviation, pinned in test_deviations.py
 
 
 def test_a_rejected_config_keeps_the_last_valid_one_whole_and_is_counted():
@@ -169,7 +169,7 @@ def test_a_rejected_config_keeps_the_last_valid_one_whole_and_is_counted():
                       {"name": "x", "rrd_regex": "cpu[", "alarm_trigger_level": "1"}])
     pair = Pair(5, vm_xml=good)
     run(pair, [BAD])
-    # perfmon would keep the changed first variable (test_engine_paths.py pins that deviation); the
+    # perfmon would keep the changed first variable (test_deviations.py pins that deviation); the
     # engine keeps the last valid config, so the seed is shown that one to compare the rest
     pair.set_vm_xml(bad, seed_xml=good)
     run(pair, [BAD, BAD, BAD])

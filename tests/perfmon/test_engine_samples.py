@@ -40,6 +40,12 @@ class Bed:
     def step(self, sample: Sample):
         return self.engine.step(sample)
 
+    def counting_down(self) -> None:
+        """A baseline and one busy step: the countdown is one step into its 180 s."""
+        self.step(self.sample())
+        self.step(self.sample())
+        assert self.countdown() == 120
+
     def countdown(self) -> Optional[float]:
         rows = [r for r in self.engine.snapshot().rows if r.uuid == UUID]
         return rows[0].countdown_s if rows else None
@@ -56,9 +62,7 @@ def test_the_same_sample_twice_moves_nothing():
 
 def test_a_domain_that_shuts_off_loses_its_monitor_and_starts_afresh():
     bed = Bed()
-    bed.step(bed.sample())
-    bed.step(bed.sample())
-    assert bed.countdown() == 120
+    bed.counting_down()
     bed.step(bed.sample(state=5))
     assert bed.countdown() is None
     bed.step(bed.sample())          # running again: a fresh monitor; no vCPU reading before → 0.0, a good step
@@ -69,9 +73,7 @@ def test_a_domain_that_shuts_off_loses_its_monitor_and_starts_afresh():
 
 def test_a_metadata_config_removed_with_no_file_default_stops_monitoring():
     bed = Bed()
-    bed.step(bed.sample())
-    bed.step(bed.sample())
-    assert bed.countdown() == 120
+    bed.counting_down()
     bed.info[UUID] = FakeDomainInfo(UUID, DOMAIN, None)
     assert bed.step(bed.sample()) == [] and bed.countdown() is None
 
@@ -90,9 +92,7 @@ def test_a_metadata_config_removed_falls_back_to_the_file_default():
 @pytest.mark.parametrize("fields", [{"unresponsive": frozenset({UUID})}, "incomplete"])
 def test_a_stuck_or_incomplete_domain_keeps_its_state_and_skips_the_step(fields):
     bed = Bed()
-    bed.step(bed.sample())
-    bed.step(bed.sample())
-    assert bed.countdown() == 120
+    bed.counting_down()
     stuck = bed.sample(**fields) if isinstance(fields, dict) else bed.sample()
     if fields == "incomplete":
         dom = stuck.domains[UUID]
@@ -104,8 +104,6 @@ def test_a_stuck_or_incomplete_domain_keeps_its_state_and_skips_the_step(fields)
 
 def test_the_monitor_of_a_vm_that_is_gone_is_dropped():
     bed = Bed()
-    bed.step(bed.sample())
-    bed.step(bed.sample())
-    assert bed.countdown() == 120
+    bed.counting_down()
     bed.step(bed.sample(present=False))
     assert bed.countdown() is None
