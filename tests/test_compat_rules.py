@@ -189,8 +189,8 @@ def test_kumina_names_come_out_as_the_go_exporter_gives_them(standard_guests, tm
     # CPU time moves while we look: ours, read between the two Go scrapes, lies between them, in the
     # same unit. The Go exporter's comes from virDomainGetInfo in clock ticks of the QEMU process, ours
     # from the cgroup (measured: up to 0.06 s apart on a guest that has used 4 s): allow a little.
-    ours_cpu = {dict(l)["domain"]: v for (n, l), v in Samples.parse(ours_text).values.items()
-                if n == "libvirt_domain_cpu_seconds_total" and dict(l).get("domain") in domains}
+    ours_cpu = {dict(lbl)["domain"]: v for (n, lbl), v in Samples.parse(ours_text).values.items()
+                if n == "libvirt_domain_cpu_seconds_total" and dict(lbl).get("domain") in domains}
     for (name, labels), before in go1.items():
         if name == "libvirt_domain_info_cpu_time_seconds_total":
             domain = dict(labels)["domain"]
