@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import json
+from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 DASHBOARD_DEFAULTS: Dict[str, str] = {
@@ -80,6 +81,41 @@ def value_map(names: Mapping[int, Tuple[str, str]]) -> List[dict]:
         str(code): {"text": text, "color": colour, "index": i} for i, (code, (text, colour)) in enumerate(names.items())
     }
     return [{"type": "value", "options": options}]
+
+
+# virDomainState and, per state, its virDomain<State>Reason enum (libvirt-domain.h): code → name.
+DOMAIN_STATES: Dict[int, Tuple[str, str, Dict[int, str]]] = {
+    0: ("no state", "gray", {0: "unknown"}),
+    1: ("running", "green", {
+        0: "unknown", 1: "booted", 2: "migrated", 3: "restored", 4: "from snapshot", 5: "unpaused",
+        6: "migration canceled", 7: "save canceled", 8: "wakeup", 9: "crashed", 10: "post-copy",
+        11: "post-copy failed"}),
+    2: ("blocked", "yellow", {0: "unknown"}),
+    3: ("paused", "orange", {
+        0: "unknown", 1: "user", 2: "migration", 3: "save", 4: "dump", 5: "I/O error", 6: "watchdog",
+        7: "from snapshot", 8: "shutting down", 9: "snapshot", 10: "crashed", 11: "starting up", 12: "post-copy",
+        13: "post-copy failed", 14: "API error"}),
+    4: ("shutting down", "yellow", {0: "unknown", 1: "user"}),
+    5: ("shut off", "gray", {
+        0: "unknown", 1: "shutdown", 2: "destroyed", 3: "crashed", 4: "migrated", 5: "saved", 6: "failed",
+        7: "from snapshot", 8: "daemon"}),
+    6: ("crashed", "red", {0: "unknown", 1: "panicked"}),
+    7: ("pmsuspended", "blue", {0: "unknown"}),
+}
+# Reasons that mean trouble whatever the state's own colour says.
+ALARMING_REASONS = {(1, 11), (3, 5), (3, 10), (3, 13), (3, 14), (5, 3), (5, 6)}
+
+
+def state_mappings() -> List[dict]:
+    """libvirt_domain_state codes named."""
+    return value_map({code: (name, colour) for code, (name, colour, _reasons) in DOMAIN_STATES.items()})
+
+
+def reason_mappings() -> List[dict]:
+    """Codes 100 x state + reason named "state: reason" (a reason code alone means nothing without its state)."""
+    return value_map({
+        100 * state + reason: ("%s: %s" % (name, why), "red" if (state, reason) in ALARMING_REASONS else colour)
+        for state, (name, colour, reasons) in DOMAIN_STATES.items() for reason, why in reasons.items()})
 
 
 def override(matcher: str, options: str, **properties: Any) -> dict:
@@ -251,23 +287,28 @@ def layout(sections: Sequence[Tuple[str, bool, List[dict]]]) -> List[dict]:
     return out
 
 
-def _selectors(config: Mapping[str, Any]) -> Tuple[str, str]:
-    """(host selector, domain selector) the panels' @H and @V stand for."""
-    parts = ['job=~"$job"']
+def _markers(config: Mapping[str, Any]) -> Dict[str, str]:
+    """What the panels' markers stand for: @H the host selector, @V the domain selector, @Q the variables a
+    link to the other board carries besides host and domain."""
+    matchers, params = ['job=~"$job"'], ["${job:queryparam}"]
     if config["datacenter_label"]:
-        parts.append('%s=~"$datacenter"' % config["datacenter_label"])
-    parts.append('instance="$instance"')
-    host = ", ".join(parts)
-    return host, host + ', domain=~"$domain"'
+        matchers.append('%s=~"$datacenter"' % config["datacenter_label"])
+        params.append("${datacenter:queryparam}")
+    matchers.append('instance="$instance"')
+    host = ", ".join(matchers)
+    return {"@V": host + ', domain=~"$domain"', "@H": host, "@Q": "".join("&" + p for p in params)}
 
 
-def _expand(value: Any, host: str, domain: str) -> Any:
+def _expand(value: Any, markers: Mapping[str, str]) -> Any:
+    """value with every marker replaced, in strings at any depth."""
     if isinstance(value, str):
-        return value.replace("@V", domain).replace("@H", host)
+        for marker, text in markers.items():
+            value = value.replace(marker, text)
+        return value
     if isinstance(value, list):
-        return [_expand(v, host, domain) for v in value]
+        return [_expand(v, markers) for v in value]
     if isinstance(value, dict):
-        return {k: _expand(v, host, domain) for k, v in value.items()}
+        return {k: _expand(v, markers) for k, v in value.items()}
     return value
 
 
@@ -297,12 +338,12 @@ def state_timeline(*args: Any, **kwargs: Any) -> dict:
 
 # --- the boards' panels --------------------------------------------------------------------------------
 
-_HOST_STATUS = [
+_HOST_OVERVIEW = [
     stat(
         "libvirt up",
         ("libvirt_up: 1 when this scrape's libvirt calls succeeded. 0 means the exporter answers but cannot "
-                     "reach libvirtd (see its log); it reconnects with backoff. LibvirtDown fires when it stays 0 for 5 "
-                     "minutes."),
+         "reach libvirtd (see its log); it reconnects with backoff. LibvirtDown fires when it stays 0 for 5 "
+         "minutes."),
         (4, 4),
         [
             now("libvirt_up{@H}", "{{instance}}"),
@@ -312,7 +353,7 @@ _HOST_STATUS = [
     stat(
         "Domains by state",
         ("Domains libvirt knows on the host, by virDomainState (libvirt_domain_state). Defined but shut-off "
-                     "domains count as shut off."),
+         "domains count as shut off."),
         (10, 4),
         [
             now("count(libvirt_domain_state{@H} == 1) or vector(0)", "running"),
@@ -320,32 +361,64 @@ _HOST_STATUS = [
             now("count(libvirt_domain_state{@H} == 5) or vector(0)", "shut off"),
             now("count(libvirt_domain_state{@H} == 6) or vector(0)", "crashed"),
             now(("count(libvirt_domain_state{@H} == 0 or libvirt_domain_state{@H} == 2 or "
-                           "libvirt_domain_state{@H} == 4 or libvirt_domain_state{@H} == 7) or vector(0)"), "other"),
+                 "libvirt_domain_state{@H} == 4 or libvirt_domain_state{@H} == 7) or vector(0)"), "other"),
         ],
         options={"colorMode": "none", "textMode": "value_and_name"},
-        overrides=[override("byName", "paused", color=fixed("orange")), override("byName", "crashed", color=fixed("red"))],
+        overrides=[
+            override("byName", "paused", color=fixed("orange")),
+            override("byName", "crashed", color=fixed("red")),
+        ],
     ),
     stat(
         "Unresponsive now",
         ("Domains the exporter left out of (or could not complete in) the last scrape because their QEMU "
-                     "did not answer (libvirt_exporter_domain_unresponsive). Every other domain is still sampled. Check "
-                     "them with virsh domstats."),
+         "did not answer (libvirt_exporter_domain_unresponsive). Every other domain is still sampled. Check "
+         "them with virsh domstats."),
         (4, 4),
         [
             now(("count by (instance) (libvirt_exporter_domain_unresponsive{@H} == 1) or sum by (instance) (0 "
-                           "* libvirt_up{@H})"), "{{instance}}"),
+                 "* libvirt_up{@H})"), "{{instance}}"),
         ],
         defaults={"thresholds": steps(("green", None), ("red", 1))},
     ),
     stat(
         "libvirt reconnects",
         ("Times the exporter reconnected to libvirtd in the selected range "
-                     "(libvirt_exporter_libvirt_reconnects_total): libvirtd restarts or lost connections."),
+         "(libvirt_exporter_libvirt_reconnects_total): libvirtd restarts or lost connections."),
         (6, 4),
         [
             now("increase(libvirt_exporter_libvirt_reconnects_total{@H}[$__range])", "{{instance}}"),
         ],
         defaults={"thresholds": steps(("green", None), ("orange", 1)), "decimals": 0},
+    ),
+    gauge(
+        "Load of the overload threshold",
+        ("instance:libvirt_cpu_total_mhz:sum / instance:libvirt_cpu_overload_threshold_mhz: 100 % is where "
+         "LibvirtHostCpuOverload starts counting its 5 minutes."),
+        (6, 8),
+        [
+            now("instance:libvirt_cpu_total_mhz:sum{@H} / instance:libvirt_cpu_overload_threshold_mhz{@H}",
+                "{{instance}}"),
+        ],
+        unit="percentunit",
+        defaults={"thresholds": steps(("green", None), ("orange", 0.8), ("red", 1)), "min": 0, "max": 1.25},
+    ),
+    timeseries(
+        "Host CPU: capacity, usage and overload threshold",
+        ("Capacity = logical CPUs x core MHz. Host busy = /proc/stat user+nice+system share of capacity. "
+         "VMs + overhead = instance:libvirt_cpu_total_mhz:sum (alerts/cpu.rules.yml), which "
+         "LibvirtHostCpuOverload compares with the overload threshold line "
+         "(instance:libvirt_cpu_overload_threshold_mhz; the factor lives only in that rule)."),
+        (18, 8),
+        [
+            q("libvirt_host_cpu_capacity_mhz{@H} * 1e6", "capacity"),
+            q("instance:libvirt_cpu_overload_threshold_mhz{@H} * 1e6", "overload threshold"),
+            q("libvirt_host_cpu_usage_mhz{@H} * 1e6", "host busy"),
+            q("instance:libvirt_cpu_total_mhz:sum{@H} * 1e6", "VMs + overhead"),
+        ],
+        unit="hertz",
+        defaults={"custom": {"fillOpacity": 0}},
+        overrides=[dashed(".*capacity$", "dark-blue"), dashed(".*overload threshold$", "red")],
     ),
 ]
 
@@ -353,127 +426,110 @@ _HOST_EXPORTER_HEALTH = [
     state_timeline(
         "Collector success",
         ("libvirt_exporter_collector_success per collector: 0 when the collector failed or had no libvirt "
-                     "data in that scrape; the scrape goes on without it. LibvirtExporterCollectorFailing fires when a "
-                     "collector stays failed for 15 minutes while libvirt answers."),
+         "data in that scrape; the scrape goes on without it. LibvirtExporterCollectorFailing fires when a "
+         "collector stays failed for 15 minutes while libvirt answers."),
         (12, 8),
         [
-            q("libvirt_exporter_collector_success{@H}", "{{instance}} {{collector}}"),
+            q("libvirt_exporter_collector_success{@H}", "{{collector}}"),
         ],
-        defaults={"mappings": value_map({0: ("failed", "red"), 1: ("ok", "green")}), "thresholds": steps(("red", None), ("green", 1))},
+        defaults={
+            "mappings": value_map({0: ("failed", "red"), 1: ("ok", "green")}),
+            "thresholds": steps(("red", None), ("green", 1)),
+        },
     ),
     timeseries(
         "Collector duration",
         ("Time each collector took to build its metrics, per scrape "
-                     "(libvirt_exporter_collector_duration_seconds)."),
+         "(libvirt_exporter_collector_duration_seconds)."),
         (12, 8),
         [
-            q("libvirt_exporter_collector_duration_seconds{@H}", "{{instance}} {{collector}}"),
+            q("libvirt_exporter_collector_duration_seconds{@H}", "{{collector}}"),
         ],
         unit="s",
     ),
     timeseries(
         "Bulk stats and scrape duration",
         ("The bare libvirt bulk stats time behind each scrape "
-                     "(libvirt_exporter_bulk_stats_duration_seconds) against Prometheus' whole scrape duration: when "
-                     "the two are close libvirt is the slow part, otherwise the exporter."),
+         "(libvirt_exporter_bulk_stats_duration_seconds) against Prometheus' whole scrape duration: when "
+         "the two are close libvirt is the slow part, otherwise the exporter."),
         (12, 8),
         [
-            q("libvirt_exporter_bulk_stats_duration_seconds{@H}", "{{instance}} libvirt bulk stats"),
-            q("scrape_duration_seconds{@H}", "{{instance}} whole scrape"),
-            q("libvirt_exporter_sample_age_seconds{@H}", "{{instance}} sample age"),
+            q("libvirt_exporter_bulk_stats_duration_seconds{@H}", "libvirt bulk stats"),
+            q("scrape_duration_seconds{@H}", "whole scrape"),
+            q("libvirt_exporter_sample_age_seconds{@H}", "sample age"),
         ],
         unit="s",
     ),
     timeseries(
         "Unresponsive domains",
         ("1 per domain excluded as stuck (libvirt_exporter_domain_unresponsive); empty while every domain "
-                     "answers. LibvirtDomainUnresponsive fires for a domain flagged for 5 minutes."),
+         "answers. LibvirtDomainUnresponsive fires for a domain flagged for 5 minutes."),
         (6, 8),
         [
-            q("libvirt_exporter_domain_unresponsive{@H} == 1", "{{instance}} {{domain}}"),
+            q("libvirt_exporter_domain_unresponsive{@H} == 1", "{{domain}}"),
         ],
         defaults={"custom": {"drawStyle": "points", "pointSize": 6}},
     ),
     bargauge(
         "Collector errors in range",
         ("Scrapes in which a collector raised an error, over the selected range "
-                     "(libvirt_exporter_collector_errors_total); the exporter logs each one."),
+         "(libvirt_exporter_collector_errors_total); the exporter logs each one."),
         (6, 8),
         [
-            now("sum by (instance, collector) (increase(libvirt_exporter_collector_errors_total{@H}[$__range]))", "{{instance}} {{collector}}"),
+            now("sum by (instance, collector) (increase(libvirt_exporter_collector_errors_total{@H}[$__range]))",
+                "{{collector}}"),
         ],
         defaults={"thresholds": steps(("green", None), ("red", 1)), "decimals": 0},
     ),
 ]
 
-_HOST_CPU_MHZ = [
+_HOST_CPU = [
     timeseries(
-        "Host CPU: capacity, usage and overload threshold",
-        ("Capacity = logical CPUs x core MHz. Host busy = /proc/stat user+nice+system share of capacity. "
-                     "VMs + overhead = instance:libvirt_cpu_total_mhz:sum (alerts/cpu.rules.yml), which "
-                     "LibvirtHostCpuOverload compares with the overload threshold line "
-                     "(instance:libvirt_cpu_overload_threshold_mhz; the factor lives only in that rule)."),
+        "Where the CPU goes: VMs and hypervisor overhead",
+        ("Stacked, in hertz: the VMs (sum of libvirt_domain_cpu_usage_mhz, Neat's per-VM MHz) and the "
+         "hypervisor overhead (host busy minus the VMs, libvirt_host_hypervisor_overhead_mhz; absent for an "
+         "interval in which a VM started, stopped or did not answer). The dashed line is the overload "
+         "threshold."),
         (12, 9),
         [
-            q("libvirt_host_cpu_capacity_mhz{@H}", "{{instance}} capacity"),
-            q("instance:libvirt_cpu_overload_threshold_mhz{@H}", "{{instance}} overload threshold"),
-            q("libvirt_host_cpu_usage_mhz{@H}", "{{instance}} host busy"),
-            q("instance:libvirt_cpu_total_mhz:sum{@H}", "{{instance}} VMs + overhead"),
+            q("sum by (instance) (libvirt_domain_cpu_usage_mhz{@H}) * 1e6", "VMs"),
+            q("libvirt_host_hypervisor_overhead_mhz{@H} * 1e6", "hypervisor overhead"),
+            q("instance:libvirt_cpu_overload_threshold_mhz{@H} * 1e6", "overload threshold"),
         ],
-        unit="MHz",
-        defaults={"custom": {"fillOpacity": 0}},
-        overrides=[dashed(".*capacity$", "dark-blue"), dashed(".*overload threshold$", "red")],
-    ),
-    timeseries(
-        "Where the MHz go: VMs and hypervisor overhead",
-        ("Stacked: total MHz of the VMs (sum of libvirt_domain_cpu_usage_mhz, Neat's per-VM MHz) and the "
-                     "hypervisor overhead (host busy minus the VMs, libvirt_host_hypervisor_overhead_mhz; absent for an "
-                     "interval in which a VM started, stopped or did not answer). The dashed line is the overload "
-                     "threshold."),
-        (12, 9),
-        [
-            q("sum by (instance) (libvirt_domain_cpu_usage_mhz{@H})", "{{instance}} VMs"),
-            q("libvirt_host_hypervisor_overhead_mhz{@H}", "{{instance}} hypervisor overhead"),
-            q("instance:libvirt_cpu_overload_threshold_mhz{@H}", "{{instance}} overload threshold"),
-        ],
-        unit="MHz",
+        unit="hertz",
         defaults={"custom": {"fillOpacity": 40, "stacking": {"mode": "normal"}}},
         overrides=[dashed(".*overload threshold$", "red", custom__stacking={"mode": "none", "group": "A"})],
     ),
-    gauge(
-        "Load of the overload threshold",
-        ("instance:libvirt_cpu_total_mhz:sum / instance:libvirt_cpu_overload_threshold_mhz: 100 % is where "
-                     "LibvirtHostCpuOverload starts counting its 5 minutes."),
-        (6, 8),
-        [
-            now("instance:libvirt_cpu_total_mhz:sum{@H} / instance:libvirt_cpu_overload_threshold_mhz{@H}", "{{instance}}"),
-        ],
-        unit="percentunit",
-        defaults={"thresholds": steps(("green", None), ("orange", 0.8), ("red", 1)), "min": 0, "max": 1.25},
-    ),
     bargauge(
-        "Top VMs by MHz",
-        ("The ten VMs using the most CPU now, in MHz (libvirt_domain_cpu_usage_mhz = core MHz x cpu.time "
-                     "rate)."),
-        (10, 8),
+        "Top VMs by CPU frequency used",
+        ("The ten VMs using the most CPU now, in hertz (libvirt_domain_cpu_usage_mhz x 10^6 = core frequency x "
+         "cpu.time rate). A bar opens the domain board for that VM."),
+        (8, 9),
         [
-            now("topk(10, libvirt_domain_cpu_usage_mhz{@H})", "{{domain}} ({{instance}})"),
+            now("topk(10, libvirt_domain_cpu_usage_mhz{@H}) * 1e6", "{{domain}}"),
         ],
-        unit="MHz",
-        defaults={"color": {"mode": "continuous-GrYlRd"}, "min": 0, "links": [{"title": "Open ${__field.labels.domain} in the domain drill-down",
-              "targetBlank": False,
-              "url": "/d/virt-exporter-domain/libvirt-kvm-domain?${datasource:queryparam}&var-instance=${__field.labels.instance}&var-domain=${__field.labels.domain}&${__url_time_range}"}]},
+        unit="hertz",
+        defaults={
+            "color": {"mode": "continuous-GrYlRd"},
+            "min": 0,
+            "links": [{
+                "title": "Open ${__field.labels.domain} in the domain drill-down",
+                "targetBlank": False,
+                "url": "/d/%s/libvirt-kvm-domain?${datasource:queryparam}@Q&var-instance=${__field.labels.instance}"
+                       "&var-domain=${__field.labels.domain}&${__url_time_range}" % DOMAIN_UID,
+            }],
+        },
     ),
     stat(
         "Capacity",
-        ("libvirt_host_cpu_capacity_mhz (logical CPUs x core MHz) and the core MHz "
-                     "(libvirt_host_cpu_core_mhz, from virNodeGetInfo)."),
-        (8, 8),
+        ("libvirt_host_cpu_capacity_mhz (logical CPUs x core frequency) and the core frequency "
+         "(libvirt_host_cpu_core_mhz, from virNodeGetInfo), in hertz."),
+        (4, 9),
         [
-            now("libvirt_host_cpu_capacity_mhz{@H}", "{{instance}} capacity"),
-            now("libvirt_host_cpu_core_mhz{@H}", "{{instance}} per core"),
+            now("libvirt_host_cpu_capacity_mhz{@H} * 1e6", "capacity"),
+            now("libvirt_host_cpu_core_mhz{@H} * 1e6", "per core"),
         ],
-        unit="MHz",
+        unit="hertz",
         options={"colorMode": "none", "textMode": "value_and_name"},
     ),
 ]
@@ -482,13 +538,13 @@ _HOST_MEMORY_AND_NUMA = [
     timeseries(
         "Host memory",
         ("Host total and free memory from getMemoryStats (libvirt_host_memory_bytes / _free_bytes), and the "
-                     "memory the balloons currently give the VMs (sum of libvirt_domain_memory_current_bytes)."),
+         "memory the balloons currently give the VMs (sum of libvirt_domain_memory_current_bytes)."),
         (12, 8),
         [
-            q("libvirt_host_memory_bytes{@H}", "{{instance}} total"),
-            q("libvirt_host_memory_bytes{@H} - libvirt_host_memory_free_bytes{@H}", "{{instance}} used"),
-            q("libvirt_host_memory_free_bytes{@H}", "{{instance}} free"),
-            q("sum by (instance) (libvirt_domain_memory_current_bytes{@H})", "{{instance}} assigned to VMs"),
+            q("libvirt_host_memory_bytes{@H}", "total"),
+            q("libvirt_host_memory_bytes{@H} - libvirt_host_memory_free_bytes{@H}", "used"),
+            q("libvirt_host_memory_free_bytes{@H}", "free"),
+            q("sum by (instance) (libvirt_domain_memory_current_bytes{@H})", "assigned to VMs"),
         ],
         unit="bytes",
         overrides=[dashed(".*total$")],
@@ -496,13 +552,13 @@ _HOST_MEMORY_AND_NUMA = [
     timeseries(
         "NUMA cells: memory, free, VM-resident",
         ("Per host cell: total and free memory (getMemoryStats(cell), libvirt_host_numa_cell_memory_bytes / "
-                     "_free_bytes; cells need not add up to the host total) and the VMs' resident memory on the cell "
-                     "(sum of libvirt_domain_numa_memory_bytes, from numa_maps)."),
+         "_free_bytes; cells need not add up to the host total) and the VMs' resident memory on the cell "
+         "(sum of libvirt_domain_numa_memory_bytes, from numa_maps)."),
         (8, 8),
         [
-            q("libvirt_host_numa_cell_memory_bytes{@H}", "{{instance}} cell {{cell}} total"),
-            q("libvirt_host_numa_cell_memory_free_bytes{@H}", "{{instance}} cell {{cell}} free"),
-            q("sum by (instance, cell) (libvirt_domain_numa_memory_bytes{@H})", "{{instance}} cell {{cell}} VMs"),
+            q("libvirt_host_numa_cell_memory_bytes{@H}", "cell {{cell}} total"),
+            q("libvirt_host_numa_cell_memory_free_bytes{@H}", "cell {{cell}} free"),
+            q("sum by (instance, cell) (libvirt_domain_numa_memory_bytes{@H})", "cell {{cell}} VMs"),
         ],
         unit="bytes",
         overrides=[dashed(".*total$")],
@@ -516,11 +572,7 @@ _HOST_MEMORY_AND_NUMA = [
             rows("libvirt_host_numa_cell_memory_free_bytes{@H} / libvirt_host_numa_cell_memory_bytes{@H}"),
         ],
         overrides=[override("byName", "free", unit="percentunit")],
-        transformations=[{"id": "merge", "options": {}},
-                         {"id": "organize",
-                          "options": {"excludeByName": {"Time": True, "__name__": True, "job": True},
-                                      "indexByName": {},
-                                      "renameByName": {"Value #A": "CPUs", "Value #B": "free"}}}],
+        transformations=organize(rename={"Value #A": "CPUs", "Value #B": "free"}),
     ),
 ]
 
@@ -528,56 +580,50 @@ _HOST_THIN_PROVISIONED_DISKS = [
     table(
         "Thin volumes needing extension",
         ("Chunked volumes (qcow2 on block storage) whose headroom (physical - allocation) is below the "
-                     "watermark limit, i.e. vdsm would extend them now (libvirt_domain_block_extension_needed == 1). "
-                     "LibvirtVolumeExtensionNeeded fires after 2 minutes of this."),
+         "watermark limit, i.e. vdsm would extend them now (libvirt_domain_block_extension_needed == 1). "
+         "LibvirtVolumeExtensionNeeded fires after 2 minutes of this."),
         (10, 8),
         [
             rows(("libvirt_domain_block_watermark_headroom_bytes{@H} and on (instance, domain, target, "
-                              "backing_index) (libvirt_domain_block_extension_needed{@H} == 1)")),
+                  "backing_index) (libvirt_domain_block_extension_needed{@H} == 1)")),
             rows(("libvirt_domain_block_watermark_limit_bytes{@H} and on (instance, domain, target, "
-                              "backing_index) (libvirt_domain_block_extension_needed{@H} == 1)")),
+                  "backing_index) (libvirt_domain_block_extension_needed{@H} == 1)")),
             rows(("libvirt_domain_block_physical_bytes{@H} and on (instance, domain, target, backing_index) "
-                              "(libvirt_domain_block_extension_needed{@H} == 1)")),
+                  "(libvirt_domain_block_extension_needed{@H} == 1)")),
             rows(("libvirt_domain_block_watermark_next_size_bytes{@H} and on (instance, domain, target, "
-                              "backing_index) (libvirt_domain_block_extension_needed{@H} == 1)")),
+                  "backing_index) (libvirt_domain_block_extension_needed{@H} == 1)")),
         ],
         unit="bytes",
-        transformations=[{"id": "merge", "options": {}},
-                         {"id": "organize",
-                          "options": {"excludeByName": {"Time": True, "__name__": True, "job": True},
-                                      "indexByName": {},
-                                      "renameByName": {"Value #A": "headroom",
-                                                       "Value #B": "limit",
-                                                       "Value #C": "physical",
-                                                       "Value #D": "extend to"}}}],
+        transformations=organize(
+            rename={"Value #A": "headroom", "Value #B": "limit", "Value #C": "physical", "Value #D": "extend to"}
+        ),
     ),
     bargauge(
-        "Thin volume headroom (lowest 10)",
-        ("The ten chunked volumes with the least headroom (physical - allocation; negative after a write "
-                     "past the end) — libvirt_domain_block_watermark_headroom_bytes."),
+        "Thin volume headroom in watermark limits (lowest 10)",
+        ("The ten chunked volumes with the least headroom (physical - allocation; negative after a write past "
+         "the end) as a share of their watermark limit: libvirt_domain_block_watermark_headroom_bytes / "
+         "libvirt_domain_block_watermark_limit_bytes. Under 100 % (red) the headroom is below the limit and vdsm "
+         "would extend the volume now; the table beside it gives the bytes."),
         (8, 8),
         [
-            now("bottomk(10, libvirt_domain_block_watermark_headroom_bytes{@H})", "{{domain}} {{target}} {{backing_index}} ({{instance}})"),
+            now("bottomk(10, libvirt_domain_block_watermark_headroom_bytes{@H} / "
+                "libvirt_domain_block_watermark_limit_bytes{@H})", "{{domain}} {{target}} {{backing_index}}"),
         ],
-        unit="bytes",
-        defaults={"thresholds": steps(("red", None), ("orange", 1073741824), ("green", 2147483648))},
+        unit="percentunit",
+        defaults={"thresholds": steps(("red", None), ("green", 1))},
     ),
     table(
         "Domains paused on I/O error",
         ("Domains paused by an I/O error (libvirt_domain_state 3 with libvirt_domain_state_reason 5) — with "
-                     "the default error policy, what a guest writing past the end of a full thin volume (ENOSPC) "
-                     "becomes. Extend the volume, then resume the domain. LibvirtDomainPausedOnIOError fires after a "
-                     "minute."),
+         "the default error policy, what a guest writing past the end of a full thin volume (ENOSPC) "
+         "becomes. Extend the volume, then resume the domain. LibvirtDomainPausedOnIOError fires after a "
+         "minute."),
         (6, 8),
         [
             rows(("libvirt_domain_state{@H} == 3 and on (instance, domain) (libvirt_domain_state_reason{@H} "
-                              "== 5)")),
+                  "== 5)")),
         ],
-        transformations=[{"id": "organize",
-                          "options": {"excludeByName": {"Time": True,
-                                                        "__name__": True,
-                                                        "job": True,
-                                                        "Value": True}}}],
+        transformations=organize(exclude=("Value",), merged=False),
     ),
 ]
 
@@ -585,13 +631,13 @@ _HOST_PERFMON_ALARMS = [
     table(
         "Perfmon alarms sent in range",
         ("Alarms the perfmon engine sent over the selected range, per object and variable "
-                     "(libvirt_perfmon_alarms_total; needs --perfmon.config). Each one is a PerfmonAlarm notification."),
+         "(libvirt_perfmon_alarms_total; needs --perfmon.config). Each one is a PerfmonAlarm notification."),
         (12, 8),
         [
             rows(("sum by (instance, object, domain, variable, priority) "
-                              "(increase(libvirt_perfmon_alarms_total{@H}[$__range])) > 0")),
+                  "(increase(libvirt_perfmon_alarms_total{@H}[$__range])) > 0")),
             rows(("1000 * max by (instance, object, domain, variable, priority) "
-                              "(libvirt_perfmon_last_alarm_timestamp_seconds{@H})")),
+                  "(libvirt_perfmon_last_alarm_timestamp_seconds{@H})")),
         ],
         defaults={"decimals": 0},
         overrides=[override("byName", "last alarm", unit="dateTimeAsIso")],
@@ -608,22 +654,22 @@ _HOST_PERFMON_ALARMS = [
     timeseries(
         "Perfmon: host variables, value vs level",
         ("The host object's consolidated perfmon values (libvirt_perfmon_value) and their "
-                     "alarm_trigger_level (dashed)."),
+         "alarm_trigger_level (dashed)."),
         (8, 8),
         [
-            q("libvirt_perfmon_value{@H, object=\"host\"}", "{{instance}} {{variable}}"),
-            q("libvirt_perfmon_trigger_level{@H, object=\"host\"}", "{{instance}} {{variable}} level"),
+            q("libvirt_perfmon_value{@H, object=\"host\"}", "{{variable}}"),
+            q("libvirt_perfmon_trigger_level{@H, object=\"host\"}", "{{variable}} level"),
         ],
         overrides=[dashed(".* level$")],
     ),
     stat(
         "Perfmon config errors",
         ("Objects whose perfmon XML was rejected (libvirt_perfmon_config_errors; the last valid config "
-                     "stays in force) and failed engine steps in range."),
+         "stays in force) and failed engine steps in range."),
         (4, 8),
         [
-            now("libvirt_perfmon_config_errors{@H}", "{{instance}} rejected configs"),
-            now("increase(libvirt_perfmon_step_failures_total{@H}[$__range])", "{{instance}} failed steps"),
+            now("libvirt_perfmon_config_errors{@H}", "rejected configs"),
+            now("increase(libvirt_perfmon_step_failures_total{@H}[$__range])", "failed steps"),
         ],
         defaults={"thresholds": steps(("green", None), ("red", 1)), "decimals": 0},
         options={"orientation": "horizontal", "textMode": "value_and_name"},
@@ -634,48 +680,48 @@ _HOST_DECISIONS_ALERT_RULES = [
     timeseries(
         "Overcommit: vCPUs and memory",
         ("Σ vCPUs of running domains / logical CPUs (instance:libvirt_vcpu_overcommit:ratio) and Σ maximum "
-                     "memory / host memory (instance:libvirt_memory_overcommit:ratio): capacity planning."),
+         "memory / host memory (instance:libvirt_memory_overcommit:ratio): capacity planning."),
         (12, 8),
         [
-            q("instance:libvirt_vcpu_overcommit:ratio{@H}", "{{instance}} vCPUs"),
-            q("instance:libvirt_memory_overcommit:ratio{@H}", "{{instance}} memory"),
+            q("instance:libvirt_vcpu_overcommit:ratio{@H}", "vCPUs"),
+            q("instance:libvirt_memory_overcommit:ratio{@H}", "memory"),
         ],
         unit="percentunit",
     ),
     timeseries(
         "Host memory free vs LibvirtHostMemoryLow",
         ("Free share of the host's memory (instance:libvirt_memory_free:ratio) and the threshold under "
-                     "which LibvirtHostMemoryLow fires after 10 minutes (instance:libvirt_memory_low_threshold:ratio)."),
+         "which LibvirtHostMemoryLow fires after 10 minutes (instance:libvirt_memory_low_threshold:ratio)."),
         (12, 8),
         [
-            q("instance:libvirt_memory_free:ratio{@H}", "{{instance}} free"),
-            q("instance:libvirt_memory_low_threshold:ratio{@H}", "{{instance}} threshold"),
+            q("instance:libvirt_memory_free:ratio{@H}", "free"),
+            q("instance:libvirt_memory_low_threshold:ratio{@H}", "threshold"),
         ],
         unit="percentunit",
     ),
     timeseries(
         "CPU utilization vs LibvirtHostUnderloaded",
         ("Neat's host utilization, (Σ VM MHz + overhead) / capacity "
-                     "(instance:libvirt_cpu_utilization:ratio), its 10-minute average "
-                     "(instance:libvirt_cpu_utilization:avg) and the underload threshold at or under which "
-                     "LibvirtHostUnderloaded fires while the host runs VMs."),
+         "(instance:libvirt_cpu_utilization:ratio), its 10-minute average "
+         "(instance:libvirt_cpu_utilization:avg) and the underload threshold at or under which "
+         "LibvirtHostUnderloaded fires while the host runs VMs."),
         (12, 8),
         [
-            q("instance:libvirt_cpu_utilization:ratio{@H}", "{{instance}} utilization"),
-            q("instance:libvirt_cpu_utilization:avg{@H}", "{{instance}} 10-minute average"),
-            q("instance:libvirt_cpu_underload_threshold:ratio{@H}", "{{instance}} underload threshold"),
+            q("instance:libvirt_cpu_utilization:ratio{@H}", "utilization"),
+            q("instance:libvirt_cpu_utilization:avg{@H}", "10-minute average"),
+            q("instance:libvirt_cpu_underload_threshold:ratio{@H}", "underload threshold"),
         ],
         unit="percentunit",
     ),
     bargauge(
         "Migration time estimates (LibvirtMigrationCandidate)",
         ("Estimated live-migration time per VM, memory / "
-                     "instance:libvirt_migration_bandwidth:bytes_per_second "
-                     "(domain:libvirt_migration_time_seconds:estimate), shortest first: while the host is overloaded, "
-                     "LibvirtMigrationCandidate names the VM with the least memory (ties: the most MHz)."),
+         "instance:libvirt_migration_bandwidth:bytes_per_second "
+         "(domain:libvirt_migration_time_seconds:estimate), shortest first: while the host is overloaded, "
+         "LibvirtMigrationCandidate names the VM with the least memory (ties: the most MHz)."),
         (12, 8),
         [
-            now("bottomk(10, domain:libvirt_migration_time_seconds:estimate{@H})", "{{instance}} {{domain}}"),
+            now("bottomk(10, domain:libvirt_migration_time_seconds:estimate{@H})", "{{domain}}"),
         ],
         unit="s",
         options={"displayMode": "basic"},
@@ -685,9 +731,9 @@ _HOST_DECISIONS_ALERT_RULES = [
 
 def _host_rows() -> List[Section]:
     return [
-        row("Status", _HOST_STATUS),
+        row("Overview", _HOST_OVERVIEW, collapsed=False),
         row("Exporter health", _HOST_EXPORTER_HEALTH),
-        row("CPU (MHz)", _HOST_CPU_MHZ),
+        row("CPU", _HOST_CPU),
         row("Memory and NUMA", _HOST_MEMORY_AND_NUMA),
         row("Thin-provisioned disks", _HOST_THIN_PROVISIONED_DISKS),
         row("Perfmon alarms", _HOST_PERFMON_ALARMS),
@@ -695,28 +741,29 @@ def _host_rows() -> List[Section]:
     ]
 
 
-_DOMAIN_STATE = [
+_DOMAIN_OVERVIEW = [
     stat(
         "State",
         "virDomainState (libvirt_domain_state).",
-        (6, 4),
+        (4, 4),
         [
             now("libvirt_domain_state{@V}", "{{domain}}"),
         ],
-        defaults={"mappings": value_map({0: ("no state", "gray"), 1: ("running", "green"), 2: ("blocked", "yellow"), 3: ("paused", "orange"), 4: ("shutting down", "yellow"), 5: ("shut off", "gray"), 6: ("crashed", "red"), 7: ("pmsuspended", "blue")})},
+        defaults={"mappings": state_mappings()},
         options={"textMode": "value_and_name"},
     ),
     stat(
         "State reason",
-        ("Reason code of the current state (libvirt_domain_state_reason, virDomain<State>Reason). Paused: 1 "
-                     "user, 2 migration, 3 save, 4 dump, 5 I/O error (e.g. a full thin volume), 6 watchdog. Running: 1 "
-                     "booted, 2 migrated, 3 restored. Shut off: 1 shutdown, 2 destroyed, 3 crashed."),
-        (4, 4),
+        ("The current state and why libvirt put the domain in it (libvirt_domain_state_reason, a "
+         "virDomain<State>Reason code; the query shows 100 x state + reason so that the code names the "
+         "reason of that state). Paused: I/O error is a guest stopped on a failed write, e.g. a full thin "
+         "volume."),
+        (6, 4),
         [
-            now("libvirt_domain_state_reason{@V}", "{{domain}}"),
+            now("100 * libvirt_domain_state{@V} + libvirt_domain_state_reason{@V}", "{{domain}}"),
         ],
-        defaults={"decimals": 0},
-        options={"colorMode": "none", "textMode": "value_and_name"},
+        defaults={"mappings": reason_mappings()},
+        options={"textMode": "value_and_name"},
     ),
     stat(
         "vCPUs",
@@ -732,44 +779,39 @@ _DOMAIN_STATE = [
     table(
         "Identity",
         ("libvirt_domain_info (UUID, OS type, machine, NUMA tuning) and OpenStack Nova metadata when the "
-                     "domain has it (libvirt_domain_openstack_info)."),
+         "domain has it (libvirt_domain_openstack_info)."),
         (10, 4),
         [
             rows("libvirt_domain_info{@V}"),
             rows("libvirt_domain_openstack_info{@V}"),
         ],
-        transformations=[{"id": "merge", "options": {}},
-                         {"id": "organize",
-                          "options": {"excludeByName": {"Time": True,
-                                                        "__name__": True,
-                                                        "job": True,
-                                                        "Value #A": True,
-                                                        "Value #B": True}}}],
+        transformations=organize(exclude=("Value #A", "Value #B")),
     ),
-]
-
-_DOMAIN_CPU = [
     timeseries(
-        "CPU MHz",
-        "Per-VM MHz (libvirt_domain_cpu_usage_mhz = core MHz x cpu.time rate, OpenStack Neat's formula).",
+        "CPU frequency used",
+        ("Per-VM CPU use in hertz (libvirt_domain_cpu_usage_mhz x 10^6; core MHz x cpu.time rate, OpenStack "
+         "Neat's formula)."),
         (12, 8),
         [
-            q("libvirt_domain_cpu_usage_mhz{@V}", "{{domain}}"),
+            q("libvirt_domain_cpu_usage_mhz{@V} * 1e6", "{{domain}}"),
         ],
-        unit="MHz",
+        unit="hertz",
     ),
     timeseries(
         "CPU time rate",
-        ("CPU seconds per second of the QEMU process (1 = one host CPU busy): total (cpu.time), user and "
-                     "system."),
+        ("CPU seconds per second of the QEMU process as a share of one host CPU (100 % = one host CPU busy): "
+         "total (cpu.time), user and system."),
         (12, 8),
         [
             q("rate(libvirt_domain_cpu_seconds_total{@V}[$__rate_interval])", "{{domain}} total"),
             q("rate(libvirt_domain_cpu_user_seconds_total{@V}[$__rate_interval])", "{{domain}} user"),
             q("rate(libvirt_domain_cpu_system_seconds_total{@V}[$__rate_interval])", "{{domain}} system"),
         ],
-        defaults={"custom": {"axisLabel": "CPUs"}},
+        unit="percentunit",
     ),
+]
+
+_DOMAIN_CPU = [
     timeseries(
         "vCPU time",
         "Share of a host CPU each vCPU ran (rate of libvirt_domain_vcpu_seconds_total).",
@@ -782,8 +824,8 @@ _DOMAIN_CPU = [
     timeseries(
         "vCPU delay (steal) and wait",
         ("Share of time each vCPU waited in the host run queue (delay, i.e. steal: rate of "
-                     "libvirt_domain_vcpu_delay_seconds_total) and wanted to run but was not scheduled (wait; needs "
-                     "schedstats: rate of libvirt_domain_vcpu_wait_seconds_total)."),
+         "libvirt_domain_vcpu_delay_seconds_total) and wanted to run but was not scheduled (wait; needs "
+         "schedstats: rate of libvirt_domain_vcpu_wait_seconds_total)."),
         (8, 8),
         [
             q("rate(libvirt_domain_vcpu_delay_seconds_total{@V}[$__rate_interval])", "{{domain}} vcpu {{vcpu}} delay"),
@@ -806,7 +848,7 @@ _DOMAIN_MEMORY_AND_NUMA = [
     timeseries(
         "Memory",
         ("Maximum (balloon.maximum), current balloon size (balloon.current) and the QEMU process' resident "
-                     "set (balloon.rss)."),
+         "set (balloon.rss)."),
         (8, 8),
         [
             q("libvirt_domain_memory_maximum_bytes{@V}", "{{domain}} maximum"),
@@ -819,7 +861,7 @@ _DOMAIN_MEMORY_AND_NUMA = [
     timeseries(
         "Guest-reported memory",
         ("What the guest's balloon driver reports (absent without one): available (the guest's total), "
-                     "usable without swapping, unused, reclaimable page cache."),
+         "usable without swapping, unused, reclaimable page cache."),
         (8, 8),
         [
             q("libvirt_domain_memory_available_bytes{@V}", "{{domain}} available"),
@@ -832,7 +874,7 @@ _DOMAIN_MEMORY_AND_NUMA = [
     timeseries(
         "Guest swap and page faults",
         ("Guest-reported swap traffic (bytes/s) and major page faults (per second); absent without a "
-                     "balloon driver in the guest."),
+         "balloon driver in the guest."),
         (8, 8),
         [
             q("rate(libvirt_domain_memory_swap_in_bytes_total{@V}[$__rate_interval])", "{{domain}} swap in"),
@@ -845,7 +887,7 @@ _DOMAIN_MEMORY_AND_NUMA = [
     timeseries(
         "NUMA: memory per host cell",
         ("Resident memory of the VM's QEMU process on each host cell (libvirt_domain_numa_memory_bytes, "
-                     "from /proc/<pid>/numa_maps; needs root or the QEMU user)."),
+         "from /proc/<pid>/numa_maps; needs root or the QEMU user)."),
         (12, 8),
         [
             q("libvirt_domain_numa_memory_bytes{@V}", "{{domain}} cell {{cell}}"),
@@ -868,13 +910,15 @@ _DOMAIN_DISKS = [
     timeseries(
         "Disk throughput",
         ("Bytes read and written per second per disk; the legend shows the disk's source from "
-                     "libvirt_domain_block_info (top layer)."),
+         "libvirt_domain_block_info (top layer)."),
         (8, 8),
         [
             q(("rate(libvirt_domain_block_read_bytes_total{@V}[$__rate_interval]) * on (instance, domain, "
-                           "target) group_left (path) libvirt_domain_block_info{@V, backing_index=\"\"}"), "{{domain}} {{target}} read ({{path}})"),
+               "target) group_left (path) libvirt_domain_block_info{@V, backing_index=\"\"}"),
+              "{{domain}} {{target}} read ({{path}})"),
             q(("rate(libvirt_domain_block_write_bytes_total{@V}[$__rate_interval]) * on (instance, domain, "
-                           "target) group_left (path) libvirt_domain_block_info{@V, backing_index=\"\"}"), "{{domain}} {{target}} write ({{path}})"),
+               "target) group_left (path) libvirt_domain_block_info{@V, backing_index=\"\"}"),
+              "{{domain}} {{target}} write ({{path}})"),
         ],
         unit="Bps",
     ),
@@ -892,23 +936,26 @@ _DOMAIN_DISKS = [
     timeseries(
         "Disk latency",
         ("Average time per request: rate of the time counter / rate of the request counter (NaN, no point, "
-                     "while the disk has no requests of that kind)."),
+         "while the disk has no requests of that kind)."),
         (8, 8),
         [
             q(("rate(libvirt_domain_block_read_time_seconds_total{@V}[$__rate_interval]) / "
-                           "rate(libvirt_domain_block_read_requests_total{@V}[$__rate_interval])"), "{{domain}} {{target}} read"),
+               "rate(libvirt_domain_block_read_requests_total{@V}[$__rate_interval])"),
+              "{{domain}} {{target}} read"),
             q(("rate(libvirt_domain_block_write_time_seconds_total{@V}[$__rate_interval]) / "
-                           "rate(libvirt_domain_block_write_requests_total{@V}[$__rate_interval])"), "{{domain}} {{target}} write"),
+               "rate(libvirt_domain_block_write_requests_total{@V}[$__rate_interval])"),
+              "{{domain}} {{target}} write"),
             q(("rate(libvirt_domain_block_flush_time_seconds_total{@V}[$__rate_interval]) / "
-                           "rate(libvirt_domain_block_flush_requests_total{@V}[$__rate_interval])"), "{{domain}} {{target}} flush"),
+               "rate(libvirt_domain_block_flush_requests_total{@V}[$__rate_interval])"),
+              "{{domain}} {{target}} flush"),
         ],
         unit="s",
     ),
     timeseries(
         "Allocation, physical and capacity per layer",
         ("Per disk and backing layer (backing_index, empty for the top): allocation (highest written "
-                     "offset; QEMU's runtime watermark, 0 when QEMU starts), physical (size of the storage under the "
-                     "image) and capacity (guest-visible size)."),
+         "offset; QEMU's runtime watermark, 0 when QEMU starts), physical (size of the storage under the "
+         "image) and capacity (guest-visible size)."),
         (12, 8),
         [
             q("libvirt_domain_block_allocation_bytes{@V}", "{{domain}} {{target}} {{backing_index}} allocation"),
@@ -922,8 +969,8 @@ _DOMAIN_DISKS = [
     timeseries(
         "Thin volume headroom vs limit",
         ("Chunked volumes only (qcow2 on block storage): headroom = physical - allocation, the watermark "
-                     "limit (chunk x (100 - utilization%) / 100, dashed) under which vdsm extends the volume, and a "
-                     "write threshold armed with setBlockThreshold, if any."),
+         "limit (chunk x (100 - utilization%) / 100, dashed) under which vdsm extends the volume, and a "
+         "write threshold armed with setBlockThreshold, if any."),
         (12, 8),
         [
             q("libvirt_domain_block_watermark_headroom_bytes{@V}", "{{domain}} {{target}} {{backing_index}} headroom"),
@@ -937,8 +984,8 @@ _DOMAIN_DISKS = [
     table(
         "Disks and layers",
         ("Every disk layer now: source, format and storage type (libvirt_domain_block_info) with its sizes, "
-                     "headroom and whether vdsm would extend it (libvirt_domain_block_extension_needed; chunked volumes "
-                     "only)."),
+         "headroom and whether vdsm would extend it (libvirt_domain_block_extension_needed; chunked volumes "
+         "only)."),
         (24, 8),
         [
             rows("libvirt_domain_block_info{@V}"),
@@ -948,18 +995,15 @@ _DOMAIN_DISKS = [
             rows("libvirt_domain_block_watermark_headroom_bytes{@V}"),
             rows("libvirt_domain_block_extension_needed{@V}"),
         ],
-        overrides=[override("byRegexp", "allocation|physical|capacity|headroom", unit="bytes"), override("byName", "extension needed", mappings=[{"type": "value", "options": {"0": {"text": "no", "color": "green", "index": 0}, "1": {"text": "extend now", "color": "red", "index": 1}}}])],
-        transformations=[{"id": "merge", "options": {}},
-                         {"id": "organize",
-                          "options": {"excludeByName": {"Time": True,
-                                                        "__name__": True,
-                                                        "job": True,
-                                                        "Value #A": True},
-                                      "renameByName": {"Value #B": "allocation",
-                                                       "Value #C": "physical",
-                                                       "Value #D": "capacity",
-                                                       "Value #E": "headroom",
-                                                       "Value #F": "extension needed"}}}],
+        overrides=[
+            override("byRegexp", "allocation|physical|capacity|headroom", unit="bytes"),
+            override("byName", "extension needed", mappings=value_map({0: ("no", "green"), 1: ("extend now", "red")})),
+        ],
+        transformations=organize(
+            exclude=("Value #A",),
+            rename={"Value #B": "allocation", "Value #C": "physical", "Value #D": "capacity", "Value #E": "headroom",
+                    "Value #F": "extension needed"},
+        ),
     ),
 ]
 
@@ -967,13 +1011,15 @@ _DOMAIN_NETWORK = [
     timeseries(
         "Interface traffic",
         ("Bytes per second received and sent by the guest per interface; the legend shows what the "
-                     "interface is attached to (libvirt_domain_interface_info source)."),
+         "interface is attached to (libvirt_domain_interface_info source)."),
         (8, 8),
         [
             q(("rate(libvirt_domain_interface_receive_bytes_total{@V}[$__rate_interval]) * on (instance, "
-                           "domain, interface) group_left (source) libvirt_domain_interface_info{@V}"), "{{domain}} {{interface}} rx {{source}}"),
+               "domain, interface) group_left (source) libvirt_domain_interface_info{@V}"),
+              "{{domain}} {{interface}} rx {{source}}"),
             q(("rate(libvirt_domain_interface_transmit_bytes_total{@V}[$__rate_interval]) * on (instance, "
-                           "domain, interface) group_left (source) libvirt_domain_interface_info{@V}"), "{{domain}} {{interface}} tx {{source}}"),
+               "domain, interface) group_left (source) libvirt_domain_interface_info{@V}"),
+              "{{domain}} {{interface}} tx {{source}}"),
         ],
         unit="Bps",
     ),
@@ -982,8 +1028,10 @@ _DOMAIN_NETWORK = [
         "Packets per second received and sent.",
         (8, 8),
         [
-            q("rate(libvirt_domain_interface_receive_packets_total{@V}[$__rate_interval])", "{{domain}} {{interface}} rx"),
-            q("rate(libvirt_domain_interface_transmit_packets_total{@V}[$__rate_interval])", "{{domain}} {{interface}} tx"),
+            q("rate(libvirt_domain_interface_receive_packets_total{@V}[$__rate_interval])",
+              "{{domain}} {{interface}} rx"),
+            q("rate(libvirt_domain_interface_transmit_packets_total{@V}[$__rate_interval])",
+              "{{domain}} {{interface}} tx"),
         ],
         unit="pps",
     ),
@@ -992,10 +1040,14 @@ _DOMAIN_NETWORK = [
         "Errors and dropped packets per second, both directions.",
         (8, 8),
         [
-            q("rate(libvirt_domain_interface_receive_errors_total{@V}[$__rate_interval])", "{{domain}} {{interface}} rx errors"),
-            q("rate(libvirt_domain_interface_transmit_errors_total{@V}[$__rate_interval])", "{{domain}} {{interface}} tx errors"),
-            q("rate(libvirt_domain_interface_receive_drops_total{@V}[$__rate_interval])", "{{domain}} {{interface}} rx drops"),
-            q("rate(libvirt_domain_interface_transmit_drops_total{@V}[$__rate_interval])", "{{domain}} {{interface}} tx drops"),
+            q("rate(libvirt_domain_interface_receive_errors_total{@V}[$__rate_interval])",
+              "{{domain}} {{interface}} rx errors"),
+            q("rate(libvirt_domain_interface_transmit_errors_total{@V}[$__rate_interval])",
+              "{{domain}} {{interface}} tx errors"),
+            q("rate(libvirt_domain_interface_receive_drops_total{@V}[$__rate_interval])",
+              "{{domain}} {{interface}} rx drops"),
+            q("rate(libvirt_domain_interface_transmit_drops_total{@V}[$__rate_interval])",
+              "{{domain}} {{interface}} tx drops"),
         ],
         unit="pps",
     ),
@@ -1005,7 +1057,7 @@ _DOMAIN_PERFMON = [
     timeseries(
         "Perfmon value vs level",
         ("The VM's consolidated perfmon values (libvirt_perfmon_value, one per engine step) and each "
-                     "variable's alarm_trigger_level (dashed). Needs --perfmon.config and a config for the VM."),
+         "variable's alarm_trigger_level (dashed). Needs --perfmon.config and a config for the VM."),
         (12, 8),
         [
             q("libvirt_perfmon_value{@V, object=\"vm\"}", "{{domain}} {{variable}}"),
@@ -1016,7 +1068,7 @@ _DOMAIN_PERFMON = [
     timeseries(
         "Perfmon trigger countdown",
         ("perfmon's trigger_down_counter: seconds of bad values still needed before the next alarm attempt "
-                     "(libvirt_perfmon_trigger_countdown_seconds)."),
+         "(libvirt_perfmon_trigger_countdown_seconds)."),
         (6, 8),
         [
             q("libvirt_perfmon_trigger_countdown_seconds{@V, object=\"vm\"}", "{{domain}} {{variable}}"),
@@ -1026,13 +1078,13 @@ _DOMAIN_PERFMON = [
     table(
         "Perfmon alarms",
         ("Alarms sent for the VM in the selected range and the time of the last one "
-                     "(libvirt_perfmon_alarms_total, libvirt_perfmon_last_alarm_timestamp_seconds)."),
+         "(libvirt_perfmon_alarms_total, libvirt_perfmon_last_alarm_timestamp_seconds)."),
         (6, 8),
         [
             rows(("sum by (instance, domain, variable, priority) (increase(libvirt_perfmon_alarms_total{@V, "
-                              "object=\"vm\"}[$__range])) > 0")),
+                  "object=\"vm\"}[$__range])) > 0")),
             rows(("1000 * max by (instance, domain, variable, priority) "
-                              "(libvirt_perfmon_last_alarm_timestamp_seconds{@V, object=\"vm\"})")),
+                  "(libvirt_perfmon_last_alarm_timestamp_seconds{@V, object=\"vm\"})")),
         ],
         defaults={"decimals": 0},
         overrides=[override("byName", "last alarm", unit="dateTimeAsIso")],
@@ -1047,57 +1099,65 @@ _DOMAIN_DECISIONS_ALERT_RULES = [
     timeseries(
         "vCPU steal (LibvirtDomainVcpuSteal)",
         ("Share of wall time the domain's vCPUs waited in the host run queue, averaged over its vCPUs, over "
-                     "5 minutes (domain:libvirt_vcpu_steal:ratio); LibvirtDomainVcpuSteal fires above "
-                     "instance:libvirt_vcpu_steal_threshold:ratio for 15 minutes."),
+         "5 minutes (domain:libvirt_vcpu_steal:ratio); LibvirtDomainVcpuSteal fires above "
+         "instance:libvirt_vcpu_steal_threshold:ratio for 15 minutes."),
         (12, 8),
         [
             q("domain:libvirt_vcpu_steal:ratio{@V}", "{{domain}}"),
+            q("instance:libvirt_vcpu_steal_threshold:ratio{@H}", "threshold"),
         ],
         unit="percentunit",
+        overrides=[dashed(".*threshold$", "red")],
     ),
     timeseries(
         "NUMA remote memory (LibvirtDomainNumaRemoteMemory)",
         ("Share of the domain's resident memory on host cells where none of its vCPUs ran "
-                     "(domain:libvirt_numa_remote_memory:ratio); LibvirtDomainNumaRemoteMemory fires above "
-                     "instance:libvirt_numa_remote_memory_threshold:ratio for 30 minutes on hosts with more than one "
-                     "cell."),
+         "(domain:libvirt_numa_remote_memory:ratio); LibvirtDomainNumaRemoteMemory fires above "
+         "instance:libvirt_numa_remote_memory_threshold:ratio for 30 minutes on hosts with more than one "
+         "cell."),
         (12, 8),
         [
             q("domain:libvirt_numa_remote_memory:ratio{@V}", "{{domain}}"),
+            q("instance:libvirt_numa_remote_memory_threshold:ratio{@H}", "threshold"),
         ],
         unit="percentunit",
+        overrides=[dashed(".*threshold$", "red")],
     ),
     timeseries(
         "Guest memory pressure (LibvirtDomainGuestMemoryPressure)",
         ("Usable / available memory as the guest reports it (domain:libvirt_memory_usable:ratio) and its "
-                     "swap-in rate (domain:libvirt_memory_swap_in_bytes:rate5m): LibvirtDomainGuestMemoryPressure fires "
-                     "when the first is under instance:libvirt_guest_usable_memory_threshold:ratio or the second above "
-                     "0 for 15 minutes. Only guests with a balloon driver report these."),
+         "swap-in rate (domain:libvirt_memory_swap_in_bytes:rate5m): LibvirtDomainGuestMemoryPressure fires "
+         "when the first is under instance:libvirt_guest_usable_memory_threshold:ratio or the second above "
+         "0 for 15 minutes. Only guests with a balloon driver report these."),
         (12, 8),
         [
             q("domain:libvirt_memory_usable:ratio{@V}", "{{domain}} usable"),
-            q("domain:libvirt_memory_swap_in_bytes:rate5m{@V}", "{{domain}} swap-in B/s"),
+            q("domain:libvirt_memory_swap_in_bytes:rate5m{@V}", "{{domain}} swap-in"),
+            q("instance:libvirt_guest_usable_memory_threshold:ratio{@H}", "usable threshold"),
         ],
         unit="percentunit",
+        overrides=[override("byRegexp", ".* swap-in$", unit="Bps"), dashed(".*threshold$", "red")],
     ),
     timeseries(
         "Disk time per request (LibvirtDomainDiskLatencyHigh)",
         ("Mean read and write time per request over 10 minutes "
-                     "(domain:libvirt_disk_*_latency_seconds:mean10m): LibvirtDomainDiskLatencyHigh fires above "
-                     "instance:libvirt_disk_latency_threshold:seconds at a request rate of at least "
-                     "instance:libvirt_disk_busy_threshold:requests_per_second."),
+         "(domain:libvirt_disk_*_latency_seconds:mean10m): LibvirtDomainDiskLatencyHigh fires above "
+         "instance:libvirt_disk_latency_threshold:seconds at a request rate of at least "
+         "instance:libvirt_disk_busy_threshold:requests_per_second."),
         (12, 8),
         [
             q("domain:libvirt_disk_read_latency_seconds:mean10m{@V}", "{{domain}} {{target}} read"),
             q("domain:libvirt_disk_write_latency_seconds:mean10m{@V}", "{{domain}} {{target}} write"),
+            q("instance:libvirt_disk_latency_threshold:seconds{@H}", "threshold"),
         ],
         unit="s",
+        overrides=[dashed(".*threshold$", "red")],
     ),
     timeseries(
         "Interface errors and drops per second (LibvirtDomainInterfaceErrors)",
         ("Errors and drops, both directions, per second over 5 minutes "
-                     "(domain:libvirt_interface_errors:rate5m): LibvirtDomainInterfaceErrors fires while it stays above "
-                     "0 for 15 minutes."),
+         "(domain:libvirt_interface_errors:rate5m): LibvirtDomainInterfaceErrors fires while it stays above "
+         "0 for 15 minutes."),
         (12, 8),
         [
             q("domain:libvirt_interface_errors:rate5m{@V}", "{{domain}} {{interface}}"),
@@ -1109,7 +1169,7 @@ _DOMAIN_DECISIONS_ALERT_RULES = [
 
 def _domain_rows() -> List[Section]:
     return [
-        row("State", _DOMAIN_STATE),
+        row("Overview", _DOMAIN_OVERVIEW, collapsed=False),
         row("CPU", _DOMAIN_CPU),
         row("Memory and NUMA", _DOMAIN_MEMORY_AND_NUMA),
         row("Disks", _DOMAIN_DISKS),
@@ -1217,8 +1277,7 @@ def _board(
     with_domain: bool,
 ) -> dict:
     knobs = config["dashboards"]
-    host, domain = _selectors(config)
-    panels = _expand(layout(sections), host, domain)
+    panels = _expand(layout(sections), _markers(config))
     return {
         "__elements": {},
         "__requires": _requires(panels),
@@ -1272,7 +1331,7 @@ def _board(
 
 def render(config: Mapping[str, Any]) -> Dict[str, dict]:
     """{file name: dashboard JSON model} for the knobs in config (see the module docstring)."""
-    full = dict(config)
+    full = {**DEFAULTS, **config}
     full["dashboards"] = {**DASHBOARD_DEFAULTS, **config.get("dashboards", {})}
     return {
         "virt-host.json": _board(
@@ -1299,3 +1358,14 @@ def render(config: Mapping[str, Any]) -> Dict[str, dict]:
 def dump(board: dict) -> str:
     """The file text: two-space JSON, keys in the order built, a final newline."""
     return json.dumps(board, indent=2, ensure_ascii=False) + "\n"
+
+
+def write(config: Mapping[str, Any], directory: Path) -> List[Path]:
+    """Render the boards into directory; the paths written."""
+    directory.mkdir(parents=True, exist_ok=True)
+    out = []
+    for name, board in render(config).items():
+        path = directory / name
+        path.write_text(dump(board), encoding="utf-8")
+        out.append(path)
+    return out
