@@ -312,6 +312,13 @@ def _expand(value: Any, markers: Mapping[str, str]) -> Any:
     return value
 
 
+def against_threshold(title: str, description: str, series: Sequence[dict], threshold: dict,
+                      unit: str, overrides: Sequence[dict] = ()) -> dict:
+    """A time series panel with an alert's threshold series drawn as a dashed red line."""
+    return timeseries(title, description, (12, 8), [*series, threshold], unit=unit,
+                      overrides=[*overrides, dashed(".*threshold$", "red")])
+
+
 def stat(*args: Any, **kwargs: Any) -> dict:
     return panel("stat", *args, **kwargs)
 
@@ -1096,62 +1103,55 @@ _DOMAIN_PERFMON = [
 ]
 
 _DOMAIN_DECISIONS_ALERT_RULES = [
-    timeseries(
+    against_threshold(
         "vCPU steal (LibvirtDomainVcpuSteal)",
         ("Share of wall time the domain's vCPUs waited in the host run queue, averaged over its vCPUs, over "
          "5 minutes (domain:libvirt_vcpu_steal:ratio); LibvirtDomainVcpuSteal fires above "
          "instance:libvirt_vcpu_steal_threshold:ratio for 15 minutes."),
-        (12, 8),
         [
             q("domain:libvirt_vcpu_steal:ratio{@V}", "{{domain}}"),
-            q("instance:libvirt_vcpu_steal_threshold:ratio{@H}", "threshold"),
         ],
+        q("instance:libvirt_vcpu_steal_threshold:ratio{@H}", "threshold"),
         unit="percentunit",
-        overrides=[dashed(".*threshold$", "red")],
     ),
-    timeseries(
+    against_threshold(
         "NUMA remote memory (LibvirtDomainNumaRemoteMemory)",
         ("Share of the domain's resident memory on host cells where none of its vCPUs ran "
          "(domain:libvirt_numa_remote_memory:ratio); LibvirtDomainNumaRemoteMemory fires above "
          "instance:libvirt_numa_remote_memory_threshold:ratio for 30 minutes on hosts with more than one "
          "cell."),
-        (12, 8),
         [
             q("domain:libvirt_numa_remote_memory:ratio{@V}", "{{domain}}"),
-            q("instance:libvirt_numa_remote_memory_threshold:ratio{@H}", "threshold"),
         ],
+        q("instance:libvirt_numa_remote_memory_threshold:ratio{@H}", "threshold"),
         unit="percentunit",
-        overrides=[dashed(".*threshold$", "red")],
     ),
-    timeseries(
+    against_threshold(
         "Guest memory pressure (LibvirtDomainGuestMemoryPressure)",
         ("Usable / available memory as the guest reports it (domain:libvirt_memory_usable:ratio) and its "
          "swap-in rate (domain:libvirt_memory_swap_in_bytes:rate5m): LibvirtDomainGuestMemoryPressure fires "
          "when the first is under instance:libvirt_guest_usable_memory_threshold:ratio or the second above "
          "0 for 15 minutes. Only guests with a balloon driver report these."),
-        (12, 8),
         [
             q("domain:libvirt_memory_usable:ratio{@V}", "{{domain}} usable"),
             q("domain:libvirt_memory_swap_in_bytes:rate5m{@V}", "{{domain}} swap-in"),
-            q("instance:libvirt_guest_usable_memory_threshold:ratio{@H}", "usable threshold"),
         ],
+        q("instance:libvirt_guest_usable_memory_threshold:ratio{@H}", "usable threshold"),
         unit="percentunit",
-        overrides=[override("byRegexp", ".* swap-in$", unit="Bps"), dashed(".*threshold$", "red")],
+        overrides=[override("byRegexp", ".* swap-in$", unit="Bps")],
     ),
-    timeseries(
+    against_threshold(
         "Disk time per request (LibvirtDomainDiskLatencyHigh)",
         ("Mean read and write time per request over 10 minutes "
          "(domain:libvirt_disk_*_latency_seconds:mean10m): LibvirtDomainDiskLatencyHigh fires above "
          "instance:libvirt_disk_latency_threshold:seconds at a request rate of at least "
          "instance:libvirt_disk_busy_threshold:requests_per_second."),
-        (12, 8),
         [
             q("domain:libvirt_disk_read_latency_seconds:mean10m{@V}", "{{domain}} {{target}} read"),
             q("domain:libvirt_disk_write_latency_seconds:mean10m{@V}", "{{domain}} {{target}} write"),
-            q("instance:libvirt_disk_latency_threshold:seconds{@H}", "threshold"),
         ],
+        q("instance:libvirt_disk_latency_threshold:seconds{@H}", "threshold"),
         unit="s",
-        overrides=[dashed(".*threshold$", "red")],
     ),
     timeseries(
         "Interface errors and drops per second (LibvirtDomainInterfaceErrors)",
