@@ -16,10 +16,15 @@ dashboards/. The config is a plain mapping (the knobs file's values):
   ``datasource`` (the data source the ``datasource`` variable starts on; ``default`` is Grafana's
   default data source), ``timezone``.
 
-Panels are written once below with two markers in their expressions, replaced when a board is built:
-``@H`` is the host selector (job, datacenter, instance) and ``@V`` the domain selector (the host's plus
-``domain``). The host is a single-select variable (Grafana selects the first host on load); only the
-overview row of each board starts expanded, so a board's first load runs few queries.
+Missing keys take their defaults from ``DEFAULTS``. ``write(config, directory)`` writes the files as
+they ship (``dump``: two-space JSON, a final newline).
+
+Panels are written once below with markers in their strings, replaced when a board is built: ``@H`` is
+the host selector (job, datacenter, instance), ``@V`` the domain selector (the host's plus ``domain``),
+``@Q`` the variables a link to the other board carries. The host is a single-select variable (Grafana
+selects the first host on load); only the overview row of each board starts expanded, so a board's
+first load runs few queries. No ``${DS_...}`` input: every panel uses the ``datasource`` variable, so
+a file imported in the UI and one provisioned from disk behave the same.
 """
 
 from __future__ import annotations
