@@ -463,6 +463,22 @@ def test_no_constant_colours_in_physical_units(path: Path):
             assert len(steps) == 1, "%r colours at a constant %s" % (panel["title"], steps[1:])
 
 
+@pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.name)
+def test_threshold_series_drawn_as_dashed_lines(path: Path):
+    drawn = 0
+    for panel, target in targets(load(path)):
+        if panel["type"] != "timeseries" or not any("threshold" in n for n, _m in selectors(target["expr"])):
+            continue
+        if "/" in target["expr"]:
+            continue  # a share of the threshold, not the threshold
+        dashed = [o for o in panel["fieldConfig"]["overrides"] if o["matcher"]["id"] == "byRegexp"
+                  and re.fullmatch(o["matcher"]["options"], target["legendFormat"])
+                  and any(p["id"] == "custom.lineStyle" for p in o["properties"])]
+        assert dashed, "%r/%s draws a threshold as a plain series" % (panel["title"], target["refId"])
+        drawn += 1
+    assert drawn >= 3
+
+
 def test_headroom_coloured_by_the_watermark_limit():
     headroom = next(p for p in query_panels(load(REPO / "dashboards" / "virt-host.json"))
                     if p["title"].startswith("Thin volume headroom"))

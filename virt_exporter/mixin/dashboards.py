@@ -700,29 +700,27 @@ _HOST_DECISIONS_ALERT_RULES = [
         ],
         unit="percentunit",
     ),
-    timeseries(
+    against_threshold(
         "Host memory free vs LibvirtHostMemoryLow",
         ("Free share of the host's memory (instance:libvirt_memory_free:ratio) and the threshold under "
          "which LibvirtHostMemoryLow fires after 10 minutes (instance:libvirt_memory_low_threshold:ratio)."),
-        (12, 8),
         [
             q("instance:libvirt_memory_free:ratio{@H}", "free"),
-            q("instance:libvirt_memory_low_threshold:ratio{@H}", "threshold"),
         ],
+        q("instance:libvirt_memory_low_threshold:ratio{@H}", "threshold"),
         unit="percentunit",
     ),
-    timeseries(
+    against_threshold(
         "CPU utilization vs LibvirtHostUnderloaded",
         ("Neat's host utilization, (Σ VM MHz + overhead) / capacity "
          "(instance:libvirt_cpu_utilization:ratio), its 10-minute average "
          "(instance:libvirt_cpu_utilization:avg) and the underload threshold at or under which "
          "LibvirtHostUnderloaded fires while the host runs VMs."),
-        (12, 8),
         [
             q("instance:libvirt_cpu_utilization:ratio{@H}", "utilization"),
             q("instance:libvirt_cpu_utilization:avg{@H}", "10-minute average"),
-            q("instance:libvirt_cpu_underload_threshold:ratio{@H}", "underload threshold"),
         ],
+        q("instance:libvirt_cpu_underload_threshold:ratio{@H}", "underload threshold"),
         unit="percentunit",
     ),
     bargauge(
