@@ -159,3 +159,10 @@ def test_the_dashboards_renderer_is_called_with_the_config_when_present(tmp_path
     assert yaml.safe_load((tmp_path / "dashboards/virt-test.json").read_text()) == {"title": "test",
                                                                                     "datacenter": "site"}
     assert set(files) == {"alerts/" + p for p in rule_files(cfg)} | {"dashboards/virt-test.json"}
+
+
+def test_the_contrib_scrape_config_names_the_job_the_rules_select():
+    config = yaml.safe_load((REPO / "contrib/prometheus/prometheus.yml").read_text())
+    assert [job["job_name"] for job in config["scrape_configs"]] == ["virt-exporter"]
+    assert MixinConfig().job_selector == 'job="virt-exporter"'
+    assert any(path.endswith("/alerts/*.rules.yml") for path in config["rule_files"])  # not optional/
