@@ -166,3 +166,12 @@ def test_the_contrib_scrape_config_names_the_job_the_rules_select():
     assert [job["job_name"] for job in config["scrape_configs"]] == ["virt-exporter"]
     assert MixinConfig().job_selector == 'job="virt-exporter"'
     assert any(path.endswith("/alerts/*.rules.yml") for path in config["rule_files"])  # not optional/
+
+
+def test_docs_list_every_knob_with_its_default():
+    text = (REPO / "docs/alerts.md").read_text()
+    for t in THRESHOLDS:
+        default = str(int(t.default)) if float(t.default).is_integer() else repr(t.default)
+        assert "| `%s` | %s | `%s`" % (t.key, default, t.record) in text, t.key
+    for key, (default, _help) in WINDOWS.items():
+        assert "`%s` %s" % (key, default) in text, key

@@ -47,7 +47,7 @@ THRESHOLDS: Tuple[Threshold, ...] = (
     Threshold("migration_bandwidth_bytes_per_second", "instance:libvirt_migration_bandwidth:bytes_per_second",
               125e6, False, "Neat's network_migration_bandwidth (1 Gbit/s), for the migration time estimate"),
     Threshold("host_memory_available_ratio", "instance:libvirt_memory_low_threshold:ratio", 0.10, True,
-              "host memory low under this share of MemAvailable"),
+              "host memory low when MemAvailable is under this share of the memory"),
     Threshold("guest_usable_memory_ratio", "instance:libvirt_guest_usable_memory_threshold:ratio", 0.10, True,
               "guest short of memory under this share of usable / available memory"),
     Threshold("guest_swap_in_bytes_per_second", "instance:libvirt_guest_swap_in_threshold:bytes_per_second",
