@@ -58,7 +58,7 @@ ROUTES = [
 ]
 
 
-@pytest.mark.parametrize("receiver,labels", ROUTES, ids=["%s:%s" % (r, l[-1]) for r, l in ROUTES])
+@pytest.mark.parametrize("receiver,labels", ROUTES, ids=["%s:%s" % (r, labels[-1]) for r, labels in ROUTES])
 def test_amtool_routes(receiver: str, labels: List[str]):
     p = amtool("config", "routes", "test", "--config.file=%s" % CONFIG, "--verify.receivers=%s" % receiver, *labels)
     assert p.returncode == 0 and p.stdout.strip() == receiver, p.stdout + p.stderr

@@ -41,7 +41,8 @@ def start_prometheus(workdir: Path, exporter: str, dead: str) -> Process:
 
 def down_alerts(prom: Process) -> List[Dict[str, Any]]:
     url = prom.ready_url.rsplit("/-/ready", 1)[0]
-    return [a for a in http_get(url + "/api/v1/alerts")["data"]["alerts"] if a["labels"]["alertname"] == "VirtExporterDown"]
+    alerts = http_get(url + "/api/v1/alerts")["data"]["alerts"]
+    return [a for a in alerts if a["labels"]["alertname"] == "VirtExporterDown"]
 
 
 def test_virt_exporter_down_fires_for_a_stopped_exporter_and_not_for_another_job(libvirtd, tmp_path: Path):

@@ -54,7 +54,9 @@ def alerts() -> Dict[str, dict]:
 
 # --- an expression reader, independent of the generator's own ---------------------------------------
 
-_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|`[^`]*`|\{(?:"(?:[^"\\]|\\.)*"|[^}"])*\}|\[[^\]]*\]|[A-Za-z_:][\w:]*|\d+(?:\.\d+)?(?:e[+-]?\d+)?|\S')
+_STRING = r'"(?:[^"\\]|\\.)*"'
+_TOKEN = re.compile("|".join([_STRING, r"`[^`]*`", r'\{(?:%s|[^}"])*\}' % _STRING, r"\[[^\]]*\]",
+                              r"[A-Za-z_:][\w:]*", r"\d+(?:\.\d+)?(?:e[+-]?\d+)?", r"\S"]))
 _KEYWORDS = {"and", "or", "unless", "bool", "offset"}
 _MODIFIERS = {"by", "without", "on", "ignoring", "group_left", "group_right"}
 

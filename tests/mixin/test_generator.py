@@ -43,7 +43,7 @@ def test_shipped_rules_are_the_output_for_the_default_knobs(tmp_path: Path):
     generated = {p.relative_to(tmp_path).as_posix(): p.read_text() for p in sorted(tmp_path.rglob("*.rules.yml"))}
     assert sorted(generated) == sorted(shipped_rules())
     for path, text in shipped_rules().items():
-        assert generated[path] == text, "%s is not the generator's output: run virt-exporter mixin --output-dir ." % path
+        assert generated[path] == text, "%s is not the generator's output: virt-exporter mixin --output-dir ." % path
 
 
 def test_defaults_file_is_the_defaults():
@@ -78,7 +78,8 @@ def test_knobs_change_exactly_what_they_name(tmp_path: Path):
     guest = rules_by_name((out / "alerts/guest.rules.yml").read_text())
     assert "+ 4096\n" in guest["instance:libvirt_guest_swap_in_threshold:bytes_per_second"]["expr"]
     exporter = rules_by_name((out / "alerts/exporter.rules.yml").read_text())
-    assert exporter["VirtExporterDown"]["expr"] == 'up{job="kvm", env="prod"} == 0\nor\nabsent(up{job="kvm", env="prod"})\n'
+    assert exporter["VirtExporterDown"]["expr"] == \
+        'up{job="kvm", env="prod"} == 0\nor\nabsent(up{job="kvm", env="prod"})\n'
     assert exporter["VirtExporterDown"]["for"] == "2m" and exporter["LibvirtDown"]["for"] == "5m"
     # everything else as shipped
     assert (out / "alerts/numa.rules.yml").read_text() == \

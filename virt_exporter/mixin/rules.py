@@ -12,7 +12,7 @@ import re
 import textwrap
 from typing import Any, Dict, List, Tuple
 
-from .config import OPTIONAL_GROUPS, THRESHOLD_BY_KEY, MixinConfig
+from .config import OPTIONAL_GROUPS, MixinConfig
 from .yamlout import render_rule_file
 
 # The series an operator writes (with a recording rule of their own) to override a threshold for a
@@ -66,6 +66,14 @@ class _Rules:
     def w(self, key: str) -> str:
         return self.cfg.windows[key]
 
+    def sw(self, key: str) -> str:
+        """A window in prose, for descriptions."""
+        return spoken(self.cfg.windows[key])
+
+    def f(self, alert: str) -> str:
+        """An alert's `for` in prose, for descriptions."""
+        return spoken(self.cfg.for_[alert])
+
     def record(self, name: str, expr: str, comment: str = "") -> None:
         rule: Dict[str, Any] = {"record": name, "expr": scoped(_expr(expr), self.cfg.job_selector)}
         if comment:
@@ -75,8 +83,7 @@ class _Rules:
     def threshold(self, key: str, comment: str = "") -> None:
         """The recorded threshold: the override series' value for the host where it has one, else the
         default. Both sides carry libvirt_up's labels, so `or` keeps exactly one series per host."""
-        t = THRESHOLD_BY_KEY[key]
-        self.record(t.record, """
+        self.record(self.cfg.threshold_record(key), """
               0 * libvirt_up
             + on (instance) group_left ()
               max by (instance) (%s{threshold="%s"})
@@ -113,19 +120,19 @@ def exporter_group(cfg: MixinConfig) -> List[Dict[str, Any]]:
             has no target at all{{ end }} for {{ $for }}: no metrics and none of the other alerts for
             {{ with $labels.instance }}this host{{ else }}any host{{ end }}. Check that the exporter runs
             (systemctl status virt-exporter), listens, and that Prometheus reaches it.""".replace(
-                "{{ $for }}", spoken(cfg.for_["VirtExporterDown"])),
+                "{{ $for }}", r.f("VirtExporterDown")),
             comment="The exporter itself: its target fails, or the job has no target (every rule would go quiet).")
     r.alert("LibvirtDown", "libvirt_up == 0", "critical",
             "libvirtd on {{ $labels.instance }} does not answer the exporter",
             """virt_exporter on {{ $labels.instance }} has not reached libvirtd for %s (libvirt_up 0): no VM
             metrics, no alerts built on them. Check libvirtd (virsh list; its log), and the exporter's log,
-            which names the libvirt error.""" % spoken(cfg.for_["LibvirtDown"]))
+            which names the libvirt error.""" % r.f("LibvirtDown"))
     r.alert("LibvirtDomainUnresponsive", "libvirt_exporter_domain_unresponsive == 1", "warning",
             "QEMU of {{ $labels.domain }} on {{ $labels.instance }} does not answer",
             """The QEMU process of {{ $labels.domain }} has not answered libvirt's monitor for %s (its block
             and vCPU counters are missing; every other VM is sampled normally). Check `virsh domstats {{
             $labels.domain }}` and the QEMU process (stopped, hung on storage); the guest itself may be
-            frozen.""" % spoken(cfg.for_["LibvirtDomainUnresponsive"]))
+            frozen.""" % r.f("LibvirtDomainUnresponsive"))
     r.alert("LibvirtExporterCollectorFailing", """
         libvirt_exporter_collector_success == 0
         unless on (instance, job) (libvirt_up == 0)
@@ -133,7 +140,7 @@ def exporter_group(cfg: MixinConfig) -> List[Dict[str, Any]]:
             """The {{ $labels.collector }} collector has failed in every scrape for %s while libvirt answers:
             its metrics are missing. The exporter's log has the error with a traceback; report it, or switch
             the collector off (--no-collector.{{ $labels.collector }}) meanwhile."""
-            % spoken(cfg.for_["LibvirtExporterCollectorFailing"]),
+            % r.f("LibvirtExporterCollectorFailing"),
             comment="A collector that fails while libvirt answers; while libvirt is down every libvirt-fed\n"
                     "collector reports 0 and LibvirtDown says why.")
     return [{"name": "libvirt-exporter", "rules": r.rules}]
@@ -169,7 +176,7 @@ def cpu_group(cfg: MixinConfig) -> List[Dict[str, Any]]:
         """, "warning", "Host CPU overloaded on {{ $labels.instance }}",
             """Σ VM MHz + hypervisor overhead on {{ $labels.instance }} is {{ $value | humanize }} MHz, above
             the overload threshold (instance:libvirt_cpu_overload_threshold:mhz) for %s."""
-            % spoken(cfg.for_["LibvirtHostCpuOverload"]))
+            % r.f("LibvirtHostCpuOverload"))
     r.record("instance:libvirt_cpu_utilization:ratio", """
         instance:libvirt_cpu_total_mhz:sum
           / on (instance, job) group_left ()
@@ -214,7 +221,7 @@ def capacity_group(cfg: MixinConfig) -> List[Dict[str, Any]]:
             """Only {{ $value | humanizePercentage }} of {{ $labels.instance }}'s memory has been available
             (MemAvailable: free plus reclaimable cache) for %s: next the kernel swaps, or kills a QEMU. Move a
             VM away (the host dashboard's memory overcommit panel shows how far the host is committed),
-            shrink balloons, or stop what else runs on the host.""" % spoken(cfg.for_["LibvirtHostMemoryLow"]))
+            shrink balloons, or stop what else runs on the host.""" % r.f("LibvirtHostMemoryLow"))
     r.threshold("migration_bandwidth_bytes_per_second",
                 "Neat's network_migration_bandwidth, for its minimum migration time: memory / bandwidth")
     r.record("domain:libvirt_migration_time_seconds:estimate", """
@@ -276,7 +283,7 @@ def guest_group(cfg: MixinConfig) -> List[Dict[str, Any]]:
         """ % s["swap_in"], "warning", "Guest {{ $labels.domain }} on {{ $labels.instance }} is short of memory",
             """For %s the guest {{ $labels.domain }} has reported little usable memory (under the threshold
             share of what it sees) or has been swapping in. Give it more memory (virsh setmem up to its
-            maximum, or a bigger flavor) or find what grew inside it.""" % spoken(cfg.for_["LibvirtDomainGuestMemoryPressure"]),
+            maximum, or a bigger flavor) or find what grew inside it.""" % r.f("LibvirtDomainGuestMemoryPressure"),
             comment="Only guests whose balloon driver reports memory statistics have these series at all.")
     r.alert("LibvirtDomainGuestMemoryStatsStale", """
         libvirt_domain_memory_stats_last_update_timestamp_seconds
@@ -291,7 +298,7 @@ def guest_group(cfg: MixinConfig) -> List[Dict[str, Any]]:
             $value | humanizeTimestamp }}{{ end }}): the guest memory panels and
             LibvirtDomainGuestMemoryPressure are blind for it. Usually the statistics period is 0; set it
             with virsh dommemstat {{ $labels.domain }} --period 10 --live --config, and check the guest's
-            virtio-balloon driver.""" % spoken(r.w("guest_memory_stats")),
+            virtio-balloon driver.""" % r.sw("guest_memory_stats"),
             comment="A running guest whose balloon stats did not change within the window (counted by changes,\n"
                     "so no clock has to agree with the guest's or the exporter's); 0 means never reported.")
     busy = "instance:libvirt_disk_busy_threshold:requests_per_second"
@@ -330,7 +337,7 @@ def guest_group(cfg: MixinConfig) -> List[Dict[str, Any]]:
             """Requests to {{ $labels.target }} of {{ $labels.domain }} took {{ $value | humanizeDuration }}
             each on average over the last %s, at a busy rate, for %s. Check the storage under it (the host's
             iostat, the array or network storage), and whether neighbours saturate it."""
-            % (spoken(lat), spoken(cfg.for_["LibvirtDomainDiskLatencyHigh"])))
+            % (spoken(lat), r.f("LibvirtDomainDiskLatencyHigh")))
     r.alert("LibvirtDomainInterfaceErrors", """
         %s
           > on (instance, job) group_left ()
@@ -340,7 +347,7 @@ def guest_group(cfg: MixinConfig) -> List[Dict[str, Any]]:
             """{{ $labels.interface }} of {{ $labels.domain }} has counted errors or dropped packets (either
             direction) for %s, {{ $value | humanize }}/s now. Drops on the host side mean the guest does not
             read its queue fast enough (CPU starved, or too few queues); errors point at the tap or bridge:
-            check the host's interface and the guest's driver.""" % spoken(cfg.for_["LibvirtDomainInterfaceErrors"]))
+            check the host's interface and the guest's driver.""" % r.f("LibvirtDomainInterfaceErrors"))
     return [{"name": "libvirt-guest", "rules": r.rules}]
 
 
@@ -361,7 +368,7 @@ def block_group(cfg: MixinConfig) -> List[Dict[str, Any]]:
             """Headroom (physical - allocation) of {{ $labels.domain }} disk {{ $labels.target }} {{ with
             $labels.backing_index }}layer {{ . }} {{ end }}has been below the watermark limit for %s and
             nothing extended the volume. When the guest writes past the end of the storage it is paused with
-            ENOSPC.""" % spoken(cfg.for_["LibvirtVolumeExtensionNeeded"]),
+            ENOSPC.""" % r.f("LibvirtVolumeExtensionNeeded"),
             comment="vdsm would extend the volume now. The top layer is where the guest writes; a backing layer is\n"
                     "written only while a block commit merges into it, so it counts only while its allocation moves\n"
                     "(a base volume reduced to its data after a merge sits under the limit harmlessly).")
@@ -417,7 +424,7 @@ def block_group(cfg: MixinConfig) -> List[Dict[str, Any]]:
             "critical", "{{ $labels.domain }} paused on an I/O error on {{ $labels.instance }}",
             """{{ $labels.domain }} has been paused by an I/O error for %s (see LibvirtDiskNoSpace and
             libvirt_domain_block_io_errors_total for the disk and reason). Fix the storage (extend a full thin
-            volume), then resume the domain.""" % spoken(cfg.for_["LibvirtDomainPausedOnIOError"]),
+            volume), then resume the domain.""" % r.f("LibvirtDomainPausedOnIOError"),
             comment="libvirt_domain_state 3 = paused, libvirt_domain_state_reason 5 = VIR_DOMAIN_PAUSED_IOERROR.")
     return [{"name": "libvirt-block", "rules": r.rules}]
 
@@ -449,7 +456,7 @@ def numa_group(cfg: MixinConfig) -> List[Dict[str, Any]]:
             """{{ $value | humanizePercentage }} of the resident memory of {{ $labels.domain }} lies on host
             cells where none of its vCPUs ran, for %s. Pin its vCPUs and memory to one cell (<numatune> and
             <cputune> in the domain XML, virsh numatune / vcpupin), or give it a guest NUMA topology that
-            matches the host's.""" % spoken(cfg.for_["LibvirtDomainNumaRemoteMemory"]),
+            matches the host's.""" % r.f("LibvirtDomainNumaRemoteMemory"),
             comment="Only hosts with more than one NUMA cell can misplace memory: the alert ignores the others.")
     return [{"name": "libvirt-numa", "rules": r.rules}]
 
@@ -469,7 +476,7 @@ def vcpu_group(cfg: MixinConfig) -> List[Dict[str, Any]]:
             in {{ $labels.instance }}'s run queue, above the threshold for %s: other VMs or host work take its
             CPU time. Look for the busiest neighbours (libvirt_domain_cpu_usage_mhz, the host dashboard's
             overcommit panel), pin or move the domain, or lower the host's vCPU overcommit."""
-            % (spoken(r.w("vcpu_steal")), spoken(cfg.for_["LibvirtDomainVcpuSteal"])))
+            % (r.sw("vcpu_steal"), r.f("LibvirtDomainVcpuSteal")))
     return [{"name": "libvirt-vcpu", "rules": r.rules}]
 
 
@@ -486,7 +493,7 @@ def neat_group(cfg: MixinConfig) -> List[Dict[str, Any]]:
             """{{ $labels.instance }} ran at {{ $value | humanizePercentage }} of its CPU capacity on average over
             the last %s, at or under Neat's underload threshold, with VMs on it, for %s. Neat would migrate its
             VMs away and switch the host off (reason 0): live-migrate them to hosts with room and power the host
-            down, or leave it as spare capacity.""" % (spoken(r.w("cpu_utilization")), spoken(cfg.for_["LibvirtHostUnderloaded"])))
+            down, or leave it as spare capacity.""" % (r.sw("cpu_utilization"), r.f("LibvirtHostUnderloaded")))
     r.alert("LibvirtMigrationCandidate", """
         bottomk by (instance, job) (1,
             libvirt_domain_memory_current_bytes
@@ -494,7 +501,11 @@ def neat_group(cfg: MixinConfig) -> List[Dict[str, Any]]:
             (libvirt_domain_cpu_usage_mhz / 1000)
         )
         and on (instance, job)
-          (instance:libvirt_cpu_total_mhz:sum > on (instance, job) group_left () instance:libvirt_cpu_overload_threshold:mhz)
+          (
+              instance:libvirt_cpu_total_mhz:sum
+                > on (instance, job) group_left ()
+              instance:libvirt_cpu_overload_threshold:mhz
+          )
         unless on (instance, job)
           (instance:libvirt_domains_without_mhz:count > 0)
         """, "warning", "Move {{ $labels.domain }} off overloaded host {{ $labels.instance }}",
