@@ -301,38 +301,24 @@ def guest_group(cfg: MixinConfig) -> List[Dict[str, Any]]:
             virtio-balloon driver.""" % r.sw("guest_memory_stats"),
             comment="A running guest whose balloon stats did not change within the window (counted by changes,\n"
                     "so no clock has to agree with the guest's or the exporter's); 0 means never reported.")
-    busy = "instance:libvirt_disk_busy_threshold:requests_per_second"
-    latency = "instance:libvirt_disk_latency_threshold:seconds"
-    r.alert("LibvirtDomainDiskLatencyHigh", """
+    slow_and_busy = """
         (
             (
-                {rl}
-                  > on (instance, job) group_left ()
                 {latency}
+                  > on (instance, job) group_left ()
+                instance:libvirt_disk_latency_threshold:seconds
             )
             and
             (
-                {rr}
+                {requests}
                   >= on (instance, job) group_left ()
-                {busy}
+                instance:libvirt_disk_busy_threshold:requests_per_second
             )
-        )
-        or
-        (
-            (
-                {wl}
-                  > on (instance, job) group_left ()
-                {latency}
-            )
-            and
-            (
-                {wr}
-                  >= on (instance, job) group_left ()
-                {busy}
-            )
-        )
-        """.format(rl=s["read_latency"], rr=s["read_requests"], wl=s["write_latency"], wr=s["write_requests"],
-                   latency=latency, busy=busy), "warning",
+        )"""
+    either = "\nor".join(textwrap.dedent(slow_and_busy).format(latency=s[d + "_latency"], requests=s[d + "_requests"])
+                         for d in ("read", "write"))
+    r.alert("LibvirtDomainDiskLatencyHigh", either,
+            "warning",
             "Disk {{ $labels.target }} of {{ $labels.domain }} on {{ $labels.instance }} is slow",
             """Requests to {{ $labels.target }} of {{ $labels.domain }} took {{ $value | humanizeDuration }}
             each on average over the last %s, at a busy rate, for %s. Check the storage under it (the host's
