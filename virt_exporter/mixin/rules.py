@@ -243,31 +243,8 @@ def guest_series(cfg: MixinConfig) -> Dict[str, str]:
             "interface_errors": "domain:libvirt_interface_errors:rate" + w["interface_errors"]}
 
 
-def guest_group(cfg: MixinConfig) -> List[Dict[str, Any]]:
-    r = _Rules(cfg)
-    s = guest_series(cfg)
-    lat = r.w("disk_latency")
-    r.record("domain:libvirt_memory_usable:ratio",
-             "libvirt_domain_memory_usable_bytes / libvirt_domain_memory_available_bytes")
-    r.record(s["swap_in"], "rate(libvirt_domain_memory_swap_in_bytes_total[%s])" % r.w("guest_swap_in"))
-    for i, direction in enumerate(("read", "write")):
-        r.record(s[direction + "_latency"], """
-            rate(libvirt_domain_block_%s_time_seconds_total[%s])
-            / rate(libvirt_domain_block_%s_requests_total[%s])
-            """ % (direction, lat, direction, lat),
-                 comment="" if i else "mean time per request, and the request rate, per disk and direction")
-    for direction in ("read", "write"):
-        r.record(s[direction + "_requests"], "rate(libvirt_domain_block_%s_requests_total[%s])" % (direction, lat))
-    ie = r.w("interface_errors")
-    r.record(s["interface_errors"], """
-        rate(libvirt_domain_interface_receive_errors_total[{w}])
-        + rate(libvirt_domain_interface_transmit_errors_total[{w}])
-        + rate(libvirt_domain_interface_receive_drops_total[{w}])
-        + rate(libvirt_domain_interface_transmit_drops_total[{w}])
-        """.format(w=ie), comment="errors and drops per second, both directions together, per interface")
-    for key in ("guest_usable_memory_ratio", "guest_swap_in_bytes_per_second", "disk_latency_seconds",
-                "disk_busy_requests_per_second", "interface_errors_per_second"):
-        r.threshold(key)
+def _guest_memory_alerts(r: _Rules, s: Dict[str, str]) -> None:
+    """The guest group's two memory alerts: pressure, and stale balloon statistics."""
     r.alert("LibvirtDomainGuestMemoryPressure", """
         (
             domain:libvirt_memory_usable:ratio
@@ -301,6 +278,35 @@ def guest_group(cfg: MixinConfig) -> List[Dict[str, Any]]:
             virtio-balloon driver.""" % r.sw("guest_memory_stats"),
             comment="A running guest whose balloon stats did not change within the window (counted by changes,\n"
                     "so no clock has to agree with the guest's or the exporter's); 0 means never reported.")
+
+
+
+def guest_group(cfg: MixinConfig) -> List[Dict[str, Any]]:
+    r = _Rules(cfg)
+    s = guest_series(cfg)
+    lat = r.w("disk_latency")
+    r.record("domain:libvirt_memory_usable:ratio",
+             "libvirt_domain_memory_usable_bytes / libvirt_domain_memory_available_bytes")
+    r.record(s["swap_in"], "rate(libvirt_domain_memory_swap_in_bytes_total[%s])" % r.w("guest_swap_in"))
+    for i, direction in enumerate(("read", "write")):
+        r.record(s[direction + "_latency"], """
+            rate(libvirt_domain_block_%s_time_seconds_total[%s])
+            / rate(libvirt_domain_block_%s_requests_total[%s])
+            """ % (direction, lat, direction, lat),
+                 comment="" if i else "mean time per request, and the request rate, per disk and direction")
+    for direction in ("read", "write"):
+        r.record(s[direction + "_requests"], "rate(libvirt_domain_block_%s_requests_total[%s])" % (direction, lat))
+    ie = r.w("interface_errors")
+    r.record(s["interface_errors"], """
+        rate(libvirt_domain_interface_receive_errors_total[{w}])
+        + rate(libvirt_domain_interface_transmit_errors_total[{w}])
+        + rate(libvirt_domain_interface_receive_drops_total[{w}])
+        + rate(libvirt_domain_interface_transmit_drops_total[{w}])
+        """.format(w=ie), comment="errors and drops per second, both directions together, per interface")
+    for key in ("guest_usable_memory_ratio", "guest_swap_in_bytes_per_second", "disk_latency_seconds",
+                "disk_busy_requests_per_second", "interface_errors_per_second"):
+        r.threshold(key)
+    _guest_memory_alerts(r, s)
     slow_and_busy = """
         (
             (
