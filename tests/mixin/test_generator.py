@@ -4,6 +4,7 @@ moves its file, and the dashboards renderer is called when the package has one."
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import types
@@ -37,13 +38,20 @@ def rules_by_name(text: str) -> Dict[str, dict]:
     return {r.get("alert") or r["record"]: r for g in yaml.safe_load(text)["groups"] for r in g["rules"]}
 
 
-def test_shipped_rules_are_the_output_for_the_default_knobs(tmp_path: Path):
+def test_shipped_rules_and_dashboards_are_the_output_for_the_default_knobs(tmp_path: Path):
     p = run("--output-dir", str(tmp_path))
     assert p.returncode == 0, p.stderr
     generated = {p.relative_to(tmp_path).as_posix(): p.read_text() for p in sorted(tmp_path.rglob("*.rules.yml"))}
     assert sorted(generated) == sorted(shipped_rules())
     for path, text in shipped_rules().items():
         assert generated[path] == text, "%s is not the generator's output: virt-exporter mixin --output-dir ." % path
+    # the dashboards, when this tree has their renderer (compared as JSON models, not as text)
+    boards = {p.name: json.loads(p.read_text()) for p in sorted((tmp_path / "dashboards").glob("*.json"))}
+    if cli.dashboards_renderer() is not None:
+        shipped = {p.name: json.loads(p.read_text()) for p in sorted((REPO / "dashboards").glob("*.json"))}
+        assert boards == shipped, "dashboards/ is not the generator's output: virt-exporter mixin --output-dir ."
+    else:
+        assert boards == {}
 
 
 def test_defaults_file_is_the_defaults():

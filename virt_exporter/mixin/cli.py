@@ -25,7 +25,7 @@ class _Parser(argparse.ArgumentParser):
         raise MixinConfigError(message)
 
 
-def _dashboards_renderer() -> Optional[Callable[[MixinConfig], Dict[str, dict]]]:
+def dashboards_renderer() -> Optional[Callable[[MixinConfig], Dict[str, dict]]]:
     """dashboards.render, when this installation has the dashboards renderer."""
     try:
         module = importlib.import_module(__package__ + ".dashboards")
@@ -37,7 +37,7 @@ def _dashboards_renderer() -> Optional[Callable[[MixinConfig], Dict[str, dict]]]
 def render(cfg: MixinConfig) -> Dict[str, str]:
     """Relative path → file text of everything the knobs produce."""
     out = {"alerts/" + path: text for path, text in rule_files(cfg).items()}
-    renderer = _dashboards_renderer()
+    renderer = dashboards_renderer()
     if renderer is not None:
         for name, board in renderer(cfg).items():
             out["dashboards/" + name] = json.dumps(board, indent=2, ensure_ascii=False) + "\n"
