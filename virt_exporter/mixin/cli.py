@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import json
 import os
 import sys
@@ -26,12 +27,12 @@ class _Parser(argparse.ArgumentParser):
 
 
 def dashboards_renderer() -> Optional[Callable[[MixinConfig], Dict[str, dict]]]:
-    """dashboards.render, when this installation has the dashboards renderer."""
-    try:
-        module = importlib.import_module(__package__ + ".dashboards")
-    except ImportError:
+    """dashboards.render, when this installation has the dashboards renderer (a renderer that fails to
+    import is an error, not an absence)."""
+    name = __package__ + ".dashboards"
+    if name not in sys.modules and importlib.util.find_spec(name) is None:
         return None
-    return getattr(module, "render", None)
+    return importlib.import_module(name).render
 
 
 def render(cfg: MixinConfig) -> Dict[str, str]:
