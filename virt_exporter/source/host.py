@@ -1,4 +1,4 @@
-"""Host readings: CPU accounting (/proc/stat), network devices and filesystem usage (psutil).
+"""Host readings: CPU accounting (/proc/stat), network devices, MemAvailable and filesystem usage (psutil).
 
 /proc/stat is read here rather than with psutil.cpu_times(percpu=True): psutil returns the per-CPU
 lines as a list by position, so with a CPU offline the numbers shift (perfmon's ``cpuN`` must name
@@ -64,6 +64,12 @@ def read_net_dev() -> Dict[str, NetDevCounters]:
     return {name: NetDevCounters(rx_bytes=c.bytes_recv, rx_packets=c.packets_recv,
                                  tx_bytes=c.bytes_sent, tx_packets=c.packets_sent)
             for name, c in psutil.net_io_counters(pernic=True, nowrap=False).items()}
+
+
+def read_mem_available_bytes() -> int:
+    """MemAvailable of /proc/meminfo (psutil's ``available``; psutil estimates it on kernels before 3.14,
+    which lack the field): what can be allocated without swapping, page cache included."""
+    return int(psutil.virtual_memory().available)
 
 
 def fs_used_fraction(path: str) -> float:

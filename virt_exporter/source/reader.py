@@ -60,7 +60,8 @@ class SampleReader:
         """One sample, timestamped ``started`` / ``wall_time_s`` (taken before any read)."""
         host_cpu = host.read_proc_stat(self.host_root)
         base = Sample(wall_time_s=wall_time_s, monotonic_s=started, up=False, node=self._node,
-                      host_cpu=host_cpu, host=self._host, net_dev=host.read_net_dev())
+                      host_cpu=host_cpu, host=self._host, net_dev=host.read_net_dev(),
+                      host_memory_available_bytes=host.read_mem_available_bytes())
         cells = list(self._host.cell_cpus) if self._host is not None else []
         memory_future: Optional[Future] = None
         try:
@@ -102,7 +103,7 @@ class SampleReader:
                       host_cpu=host_cpu, host_memory=host_memory, bulk_duration_s=result.duration_s,
                       unresponsive=frozenset(unresponsive), host=self._host, net_dev=base.net_dev,
                       cell_memory=cell_memory, domain_ids=domain_ids,
-                      qemu_pids=pids)
+                      qemu_pids=pids, host_memory_available_bytes=base.host_memory_available_bytes)
 
     def _failed(self, base: Sample, error: BaseException) -> Sample:
         why = one_line(error)
@@ -112,7 +113,8 @@ class SampleReader:
         self._last_failure = kind
         log.log(level, "libvirt sample failed after %.3fs: %s", self._clock() - base.monotonic_s, why)
         return Sample(wall_time_s=base.wall_time_s, monotonic_s=base.monotonic_s, up=False, node=base.node,
-                      host_cpu=base.host_cpu, error=why, host=base.host, net_dev=base.net_dev)
+                      host_cpu=base.host_cpu, error=why, host=base.host, net_dev=base.net_dev,
+                      host_memory_available_bytes=base.host_memory_available_bytes)
 
     def _host_memory(self, future: "Future[MemoryReading]",
                      deadline: float) -> Tuple[Optional[HostMemory], Dict[int, HostMemory]]:
