@@ -38,8 +38,3 @@ from virt_exporter.perfmon.engine import EngineSnapshot, PerfmonEngine  # noqa: 
 
 PerfmonEngine.set_file_config
 EngineSnapshot.last_step_s
-
-# the mixin command writes the boards with it (the dashboards test renders them itself)
-from virt_exporter.mixin import dashboards  # noqa: E402
-
-dashboards.write

@@ -4,20 +4,16 @@ moves its file, and the dashboards renderer is called when the package has one."
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
-import types
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict
 
 import pytest
 import yaml
 
 from promtool import promtool
-from virt_exporter.mixin import cli
 from virt_exporter.mixin.config import FOR, THRESHOLDS, WINDOWS, MixinConfig, parse_config
-from virt_exporter.mixin.rules import rule_files
 
 REPO = Path(__file__).resolve().parents[2]
 ALERTS = REPO / "alerts"
@@ -45,13 +41,10 @@ def test_shipped_rules_and_dashboards_are_the_output_for_the_default_knobs(tmp_p
     assert sorted(generated) == sorted(shipped_rules())
     for path, text in shipped_rules().items():
         assert generated[path] == text, "%s is not the generator's output: virt-exporter mixin --output-dir ." % path
-    # the dashboards, when this tree has their renderer (compared as JSON models, not as text)
-    boards = {p.name: json.loads(p.read_text()) for p in sorted((tmp_path / "dashboards").glob("*.json"))}
-    if cli.dashboards_renderer() is not None:
-        shipped = {p.name: json.loads(p.read_text()) for p in sorted((REPO / "dashboards").glob("*.json"))}
-        assert boards == shipped, "dashboards/ is not the generator's output: virt-exporter mixin --output-dir ."
-    else:
-        assert boards == {}
+    # the dashboards, to the byte
+    boards = {p.name: p.read_text() for p in sorted((tmp_path / "dashboards").glob("*.json"))}
+    shipped = {p.name: p.read_text() for p in sorted((REPO / "dashboards").glob("*.json"))}
+    assert boards and boards == shipped, "dashboards/ is not the generator's output: virt-exporter mixin --output-dir ."
 
 
 def test_defaults_file_is_the_defaults():
@@ -150,24 +143,6 @@ def test_bad_knobs_are_one_line_and_exit_2(tmp_path: Path, text: str, message: s
 def test_bad_arguments_are_one_line_and_exit_2(args: tuple, message: str):
     p = run(*args)
     assert p.returncode == 2 and p.stderr.count("\n") == 1 and message in p.stderr, p.stderr
-
-
-def test_the_dashboards_renderer_is_called_with_the_config_when_present(tmp_path: Path, monkeypatch):
-    seen: List[MixinConfig] = []
-
-    def render(config: MixinConfig) -> Dict[str, dict]:
-        seen.append(config)
-        return {"virt-test.json": {"title": "test", "datacenter": config.datacenter_label}}
-
-    module = types.ModuleType("virt_exporter.mixin.dashboards")
-    module.render = render  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "virt_exporter.mixin.dashboards", module)
-    cfg = parse_config({"datacenter_label": "site"})
-    files = cli.write(cfg, str(tmp_path))
-    assert seen == [cfg]
-    assert yaml.safe_load((tmp_path / "dashboards/virt-test.json").read_text()) == {"title": "test",
-                                                                                    "datacenter": "site"}
-    assert set(files) == {"alerts/" + p for p in rule_files(cfg)} | {"dashboards/virt-test.json"}
 
 
 def test_the_contrib_scrape_config_names_the_job_the_rules_select():

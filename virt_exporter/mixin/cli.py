@@ -1,20 +1,18 @@
 """``virt-exporter mixin [--config KNOBS.yml] --output-dir DIR`` and ``--print-defaults``.
 
 Writes DIR/alerts/<group>.rules.yml for every enabled group, DIR/alerts/optional/<group>.rules.yml for
-the optional groups that are off, and DIR/dashboards/<name>.json when the dashboards renderer is part
-of this installation. Exit codes: 0 written, 2 unusable knobs or arguments (one line on stderr).
+the optional groups that are off, and DIR/dashboards/<name>.json. Exit codes: 0 written, 2 unusable knobs
+or arguments (one line on stderr).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
-import json
 import os
 import sys
-from typing import Callable, Dict, NoReturn, Optional, Sequence
+from typing import Dict, NoReturn, Optional, Sequence
 
+from . import dashboards
 from .config import MixinConfig, MixinConfigError, defaults_yaml, load_config
 from .rules import GROUPS, rule_files
 
@@ -26,22 +24,11 @@ class _Parser(argparse.ArgumentParser):
         raise MixinConfigError(message)
 
 
-def dashboards_renderer() -> Optional[Callable[[MixinConfig], Dict[str, dict]]]:
-    """dashboards.render, when this installation has the dashboards renderer (a renderer that fails to
-    import is an error, not an absence)."""
-    name = __package__ + ".dashboards"
-    if name not in sys.modules and importlib.util.find_spec(name) is None:
-        return None
-    return importlib.import_module(name).render
-
-
 def render(cfg: MixinConfig) -> Dict[str, str]:
     """Relative path → file text of everything the knobs produce."""
     out = {"alerts/" + path: text for path, text in rule_files(cfg).items()}
-    renderer = dashboards_renderer()
-    if renderer is not None:
-        for name, board in renderer(cfg).items():
-            out["dashboards/" + name] = json.dumps(board, indent=2, ensure_ascii=False) + "\n"
+    for name, board in dashboards.render(cfg).items():
+        out["dashboards/" + name] = dashboards.dump(board)
     return out
 
 

@@ -105,7 +105,15 @@ FOR: Dict[str, str] = {
     "PerfmonAlarm": "0s",
 }
 
-TOP_KEYS = ("job_selector", "datacenter_label", "runbook_url", "groups", "thresholds", "windows", "for")
+TOP_KEYS = ("job_selector", "datacenter_label", "runbook_url", "groups", "thresholds", "windows", "for", "dashboards")
+# Dashboard-only knobs: the board refresh, the default time range, the data source variable's default
+# and the time zone (Grafana's own values; "default" is the instance's default Prometheus).
+DASHBOARD_KNOBS: Dict[str, str] = {
+    "refresh": "30s",
+    "time_from": "now-1h",
+    "datasource": "default",
+    "timezone": "browser",
+}
 
 _DURATION_RE = re.compile(r"^(?:\d+y)?(?:\d+w)?(?:\d+d)?(?:\d+h)?(?:\d+m)?(?:\d+s)?(?:\d+ms)?$")
 _LABEL_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
@@ -129,6 +137,7 @@ class MixinConfig:
     - ``thresholds``: threshold key (``THRESHOLDS``) → the fleet-wide default.
     - ``windows``: window key (``WINDOWS``) → a Prometheus duration.
     - ``for_``: alert name → its ``for`` duration.
+    - ``dashboards``: dashboard-only knobs (``DASHBOARD_KNOBS``).
     """
 
     job_selector: str = DEFAULT_JOB_SELECTOR
@@ -139,6 +148,7 @@ class MixinConfig:
         default_factory=lambda: {t.key: t.default for t in THRESHOLDS})
     windows: Mapping[str, str] = dataclasses.field(default_factory=lambda: {k: v[0] for k, v in WINDOWS.items()})
     for_: Mapping[str, str] = dataclasses.field(default_factory=lambda: dict(FOR))
+    dashboards: Mapping[str, str] = dataclasses.field(default_factory=lambda: dict(DASHBOARD_KNOBS))
 
     def enabled(self, group: str) -> bool:
         return self.groups.get(group, True)
@@ -191,8 +201,8 @@ def parse_config(doc: Any) -> MixinConfig:
         raise MixinConfigError('job_selector: want PromQL label matchers without braces, such as '
                                'job="virt-exporter", got %r' % (selector,))
     dc_label = doc.get("datacenter_label", defaults.datacenter_label)
-    if not isinstance(dc_label, str) or not _LABEL_RE.match(dc_label):
-        raise MixinConfigError("datacenter_label: want a label name, got %r" % (dc_label,))
+    if not isinstance(dc_label, str) or (dc_label and not _LABEL_RE.match(dc_label)):
+        raise MixinConfigError("datacenter_label: want a label name (or '' for none), got %r" % (dc_label,))
 
     runbook = doc.get("runbook_url", defaults.runbook_url)
     if not isinstance(runbook, str) or not runbook or any(c.isspace() or c in "#{}" for c in runbook):
@@ -223,8 +233,16 @@ def parse_config(doc: Any) -> MixinConfig:
     _known(section, FOR, "for")
     for key, value in section.items():
         for_[key] = _duration(value, "for." + key, zero_ok=True)
+
+    boards = dict(defaults.dashboards)
+    section = _mapping(doc.get("dashboards") or {}, "dashboards")
+    _known(section, DASHBOARD_KNOBS, "dashboards")
+    for key, value in section.items():
+        if not isinstance(value, str) or not value or any(c in value for c in '"\\\n'):
+            raise MixinConfigError("dashboards.%s: want a non-empty string without quotes, got %r" % (key, value))
+        boards[key] = value
     return MixinConfig(job_selector=selector.strip(), datacenter_label=dc_label, runbook_url=runbook, groups=groups,
-                       thresholds=thresholds, windows=windows, for_=for_)
+                       thresholds=thresholds, windows=windows, for_=for_, dashboards=boards)
 
 
 def load_config(path: str) -> MixinConfig:
@@ -263,6 +281,8 @@ def defaults_yaml() -> str:
         out.append("  %s: %s  # %s" % (key, default, help_))
     out.append("for:")
     out += ["  %s: %s" % kv for kv in d.for_.items()]
+    out += ["# dashboards only: refresh, default time range, data source variable's default, time zone", "dashboards:"]
+    out += ["  %s: %s" % (k, _yaml_scalar(v)) for k, v in d.dashboards.items()]
     return "\n".join(out) + "\n"
 
 

@@ -1,7 +1,7 @@
 """The Grafana dashboards (dashboards/*.json), generated from one set of knobs.
 
-``render(config)`` returns {file name: dashboard JSON model}; ``render(DEFAULTS)`` is what ships in
-dashboards/. The config is a plain mapping (the knobs file's values):
+``render(cfg)`` returns {file name: dashboard JSON model} for a ``MixinConfig`` (the knobs file of
+``virt-exporter mixin``); ``render(MixinConfig())`` is what ships in dashboards/. The knobs it reads:
 
 - ``job_selector`` — PromQL label matcher text that picks the exporter's scrape jobs
   (default ``job="virt-exporter"``). Only the ``job`` variable's query uses it; every panel and every
@@ -11,13 +11,12 @@ dashboards/. The config is a plain mapping (the knobs file's values):
   ``datacenter`` variable (All = ``.*``, which also matches series without the label, so the boards
   work where no target carries it) and a ``=~"$datacenter"`` matcher in every query. Empty: no
   variable and no matcher.
-- ``dashboards`` — the boards' own knobs, each with a default in ``DASHBOARD_DEFAULTS``: ``refresh``
-  (auto-refresh interval), ``time_from`` (start of the default time range, relative to now),
-  ``datasource`` (the data source the ``datasource`` variable starts on; ``default`` is Grafana's
-  default data source), ``timezone``.
+- ``dashboards`` — the boards' own knobs (``config.DASHBOARD_KNOBS``): ``refresh`` (auto-refresh
+  interval), ``time_from`` (start of the default time range, relative to now), ``datasource`` (the data
+  source the ``datasource`` variable starts on; ``default`` is Grafana's default data source),
+  ``timezone``.
 
-Missing keys take their defaults from ``DEFAULTS``. ``write(config, directory)`` writes the files as
-they ship (``dump``: two-space JSON, a final newline).
+``dump(board)`` is a board's file text as it ships (two-space JSON, a final newline).
 
 Panels are written once below with markers in their strings, replaced when a board is built: ``@H`` is
 the host selector (job, datacenter, instance), ``@V`` the domain selector (the host's plus ``domain``),
@@ -31,20 +30,10 @@ from __future__ import annotations
 
 import copy
 import json
-from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-DASHBOARD_DEFAULTS: Dict[str, str] = {
-    "refresh": "30s",
-    "time_from": "now-1h",
-    "datasource": "default",
-    "timezone": "browser",
-}
-DEFAULTS: Dict[str, Any] = {
-    "job_selector": 'job="virt-exporter"',
-    "datacenter_label": "datacenter",
-    "dashboards": dict(DASHBOARD_DEFAULTS),
-}
+from .config import MixinConfig
+from .rules import guest_series
 
 HOST_UID, DOMAIN_UID = "virt-exporter-host", "virt-exporter-domain"
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
@@ -294,14 +283,17 @@ def layout(sections: Sequence[Tuple[str, bool, List[dict]]]) -> List[dict]:
 
 def _markers(config: Mapping[str, Any]) -> Dict[str, str]:
     """What the panels' markers stand for: @H the host selector, @V the domain selector, @Q the variables a
-    link to the other board carries besides host and domain."""
+    link to the other board carries besides host and domain; @S:<key> a recorded series of rules.guest_series."""
     matchers, params = ['job=~"$job"'], ["${job:queryparam}"]
     if config["datacenter_label"]:
         matchers.append('%s=~"$datacenter"' % config["datacenter_label"])
         params.append("${datacenter:queryparam}")
     matchers.append('instance="$instance"')
     host = ", ".join(matchers)
-    return {"@V": host + ', domain=~"$domain"', "@H": host, "@Q": "".join("&" + p for p in params)}
+    out = {"@V": host + ', domain=~"$domain"', "@H": host, "@Q": "".join("&" + p for p in params)}
+    # the recorded series whose names carry their window (the windows knobs)
+    out.update(("@S:" + key, name) for key, name in config["series"].items())
+    return out
 
 
 def _expand(value: Any, markers: Mapping[str, str]) -> Any:
@@ -405,11 +397,11 @@ _HOST_OVERVIEW = [
     ),
     gauge(
         "Load of the overload threshold",
-        ("instance:libvirt_cpu_total_mhz:sum / instance:libvirt_cpu_overload_threshold_mhz: 100 % is where "
+        ("instance:libvirt_cpu_total_mhz:sum / instance:libvirt_cpu_overload_threshold:mhz: 100 % is where "
          "LibvirtHostCpuOverload starts counting its 5 minutes."),
         (6, 8),
         [
-            now("instance:libvirt_cpu_total_mhz:sum{@H} / instance:libvirt_cpu_overload_threshold_mhz{@H}",
+            now("instance:libvirt_cpu_total_mhz:sum{@H} / instance:libvirt_cpu_overload_threshold:mhz{@H}",
                 "{{instance}}"),
         ],
         unit="percentunit",
@@ -420,11 +412,11 @@ _HOST_OVERVIEW = [
         ("Capacity = logical CPUs x core MHz. Host busy = /proc/stat user+nice+system share of capacity. "
          "VMs + overhead = instance:libvirt_cpu_total_mhz:sum (alerts/cpu.rules.yml), which "
          "LibvirtHostCpuOverload compares with the overload threshold line "
-         "(instance:libvirt_cpu_overload_threshold_mhz; the factor lives only in that rule)."),
+         "(instance:libvirt_cpu_overload_threshold:mhz; the factor lives only in that rule)."),
         (18, 8),
         [
             q("libvirt_host_cpu_capacity_mhz{@H} * 1e6", "capacity"),
-            q("instance:libvirt_cpu_overload_threshold_mhz{@H} * 1e6", "overload threshold"),
+            q("instance:libvirt_cpu_overload_threshold:mhz{@H} * 1e6", "overload threshold"),
             q("libvirt_host_cpu_usage_mhz{@H} * 1e6", "host busy"),
             q("instance:libvirt_cpu_total_mhz:sum{@H} * 1e6", "VMs + overhead"),
         ],
@@ -506,7 +498,7 @@ _HOST_CPU = [
         [
             q("sum by (instance) (libvirt_domain_cpu_usage_mhz{@H}) * 1e6", "VMs"),
             q("libvirt_host_hypervisor_overhead_mhz{@H} * 1e6", "hypervisor overhead"),
-            q("instance:libvirt_cpu_overload_threshold_mhz{@H} * 1e6", "overload threshold"),
+            q("instance:libvirt_cpu_overload_threshold:mhz{@H} * 1e6", "overload threshold"),
         ],
         unit="hertz",
         defaults={"custom": {"fillOpacity": 40, "stacking": {"mode": "normal"}}},
@@ -1132,12 +1124,12 @@ _DOMAIN_DECISIONS_ALERT_RULES = [
     against_threshold(
         "Guest memory pressure (LibvirtDomainGuestMemoryPressure)",
         ("Usable / available memory as the guest reports it (domain:libvirt_memory_usable:ratio) and its "
-         "swap-in rate (domain:libvirt_memory_swap_in_bytes:rate5m): LibvirtDomainGuestMemoryPressure fires "
+         "swap-in rate (domain:libvirt_memory_swap_in_bytes:rate<window>): LibvirtDomainGuestMemoryPressure fires "
          "when the first is under instance:libvirt_guest_usable_memory_threshold:ratio or the second above "
          "0 for 15 minutes. Only guests with a balloon driver report these."),
         [
             q("domain:libvirt_memory_usable:ratio{@V}", "{{domain}} usable"),
-            q("domain:libvirt_memory_swap_in_bytes:rate5m{@V}", "{{domain}} swap-in"),
+            q("@S:swap_in{@V}", "{{domain}} swap-in"),
         ],
         q("instance:libvirt_guest_usable_memory_threshold:ratio{@H}", "usable threshold"),
         unit="percentunit",
@@ -1146,12 +1138,12 @@ _DOMAIN_DECISIONS_ALERT_RULES = [
     against_threshold(
         "Disk time per request (LibvirtDomainDiskLatencyHigh)",
         ("Mean read and write time per request over 10 minutes "
-         "(domain:libvirt_disk_*_latency_seconds:mean10m): LibvirtDomainDiskLatencyHigh fires above "
+         "(domain:libvirt_disk_*_latency_seconds:mean<window>): LibvirtDomainDiskLatencyHigh fires above "
          "instance:libvirt_disk_latency_threshold:seconds at a request rate of at least "
          "instance:libvirt_disk_busy_threshold:requests_per_second."),
         [
-            q("domain:libvirt_disk_read_latency_seconds:mean10m{@V}", "{{domain}} {{target}} read"),
-            q("domain:libvirt_disk_write_latency_seconds:mean10m{@V}", "{{domain}} {{target}} write"),
+            q("@S:read_latency{@V}", "{{domain}} {{target}} read"),
+            q("@S:write_latency{@V}", "{{domain}} {{target}} write"),
         ],
         q("instance:libvirt_disk_latency_threshold:seconds{@H}", "threshold"),
         unit="s",
@@ -1159,11 +1151,11 @@ _DOMAIN_DECISIONS_ALERT_RULES = [
     timeseries(
         "Interface errors and drops per second (LibvirtDomainInterfaceErrors)",
         ("Errors and drops, both directions, per second over 5 minutes "
-         "(domain:libvirt_interface_errors:rate5m): LibvirtDomainInterfaceErrors fires while it stays above "
+         "(domain:libvirt_interface_errors:rate<window>): LibvirtDomainInterfaceErrors fires while it stays above "
          "0 for 15 minutes."),
         (12, 8),
         [
-            q("domain:libvirt_interface_errors:rate5m{@V}", "{{domain}} {{interface}}"),
+            q("@S:interface_errors{@V}", "{{domain}} {{interface}}"),
         ],
         unit="pps",
     ),
@@ -1332,10 +1324,10 @@ def _board(
     }
 
 
-def render(config: Mapping[str, Any]) -> Dict[str, dict]:
-    """{file name: dashboard JSON model} for the knobs in config (see the module docstring)."""
-    full = {**DEFAULTS, **config}
-    full["dashboards"] = {**DASHBOARD_DEFAULTS, **config.get("dashboards", {})}
+def render(cfg: MixinConfig) -> Dict[str, dict]:
+    """{file name: dashboard JSON model} for the knobs in cfg (see the module docstring)."""
+    full = {"job_selector": cfg.job_selector, "datacenter_label": cfg.datacenter_label,
+            "dashboards": dict(cfg.dashboards), "series": guest_series(cfg)}
     return {
         "virt-host.json": _board(
             full,
@@ -1361,14 +1353,3 @@ def render(config: Mapping[str, Any]) -> Dict[str, dict]:
 def dump(board: dict) -> str:
     """The file text: two-space JSON, keys in the order built, a final newline."""
     return json.dumps(board, indent=2, ensure_ascii=False) + "\n"
-
-
-def write(config: Mapping[str, Any], directory: Path) -> List[Path]:
-    """Render the boards into directory; the paths written."""
-    directory.mkdir(parents=True, exist_ok=True)
-    out = []
-    for name, board in render(config).items():
-        path = directory / name
-        path.write_text(dump(board), encoding="utf-8")
-        out.append(path)
-    return out
