@@ -1,4 +1,5 @@
-"""Host readings: CPU accounting (/proc/stat), network devices and filesystem usage (psutil).
+"""Host readings: CPU accounting (/proc/stat), the CPU model (/proc/cpuinfo), network devices and
+filesystem usage (psutil).
 
 /proc/stat is read here rather than with psutil.cpu_times(percpu=True): psutil returns the per-CPU
 lines as a list by position, so with a CPU offline the numbers shift (perfmon's ``cpuN`` must name
@@ -12,6 +13,7 @@ import os
 from typing import Dict, Optional
 
 import psutil
+from lxml import etree
 
 from ..sample import CpuTimes, HostCpu, NetDevCounters
 
@@ -47,6 +49,39 @@ def parse_proc_stat(text: str) -> HostCpu:
 def read_proc_stat(root: str = "/") -> HostCpu:
     with open(_path(root, "proc/stat"), "rb") as f:
         return parse_proc_stat(f.read().decode("ascii", "replace"))
+
+
+def parse_cpuinfo_model(text: str) -> Optional[str]:
+    """The first ``model name`` of /proc/cpuinfo, None when there is none (most non-x86 kernels)."""
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip() == "model name" and value.strip():
+            return " ".join(value.split())
+    return None
+
+
+def _capabilities_cpu_model(capabilities_xml: str) -> Optional[str]:
+    parser = etree.XMLParser(resolve_entities=False, no_network=True)
+    model = etree.fromstring(capabilities_xml.encode("utf-8"), parser).findtext("host/cpu/model")
+    return model.strip() if model and model.strip() else None
+
+
+def host_cpu_model(capabilities_xml: str, arch: str, root: str = "/") -> str:
+    """The CPU model for ``libvirt_host_info{cpu_model}``.
+
+    /proc/cpuinfo's ``model name`` first: it is the processor's own brand string (CPUID), what
+    lscpu and node_exporter's ``node_cpu_info{model_name}`` show, so the two join. libvirt's
+    ``<host><cpu><model>`` is instead the nearest entry of libvirt's CPU map, a guest-CPU
+    vocabulary (an AMD EPYC may read "kvm64", a Xeon "Skylake-Server-IBRS") that changes with
+    libvirt's version; it is the fallback where the kernel reports no model name, and the
+    architecture (what virNodeGetInfo calls the model) the last resort.
+    """
+    try:
+        with open(_path(root, "proc/cpuinfo"), "rb") as f:
+            model = parse_cpuinfo_model(f.read().decode("utf-8", "replace"))
+    except OSError:
+        model = None
+    return model or _capabilities_cpu_model(capabilities_xml) or arch
 
 
 def read_qemu_pid(name: str, root: str = "/") -> Optional[int]:
