@@ -94,6 +94,23 @@ def read_qemu_pid(name: str, root: str = "/") -> Optional[int]:
     return int(text) if text.isdigit() else None
 
 
+def tcp_listener(port: int) -> Optional[str]:
+    """"pid N (comm)" of a process listening on TCP ``port``, for the start-up message when the port
+    is taken; None when none is visible (another network namespace, or not root: other users'
+    sockets have no pid)."""
+    try:
+        connections = psutil.net_connections(kind="tcp")
+    except (psutil.Error, OSError):
+        return None
+    for c in connections:
+        if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port and c.pid:
+            try:
+                return "pid %d (%s)" % (c.pid, psutil.Process(c.pid).name())
+            except psutil.Error:
+                return "pid %d" % c.pid
+    return None
+
+
 def read_net_dev() -> Dict[str, NetDevCounters]:
     """Every network device's counters (/proc/net/dev, through psutil)."""
     return {name: NetDevCounters(rx_bytes=c.bytes_recv, rx_packets=c.packets_recv,
