@@ -112,11 +112,16 @@ cmd_daemon() {
   ensure_key /etc/libvirt/libvirtd.conf auth_unix_rw '"none"'
   ensure_key /etc/libvirt/libvirtd.conf unix_sock_rw_perms '"0770"'
 
-  pid_alive /run/virtlogd.pid virtlogd || start_daemon virtlogd
+  local before="" started=0
+  if ! pid_alive /run/virtlogd.pid virtlogd || ! pid_alive /run/libvirtd.pid libvirtd; then
+    before=$(libvirt_paths)
+  fi
+  pid_alive /run/virtlogd.pid virtlogd || { start_daemon virtlogd; started=1; }
   if pid_alive /run/libvirtd.pid libvirtd; then
     [ "$CONFIG_CHANGED" = 0 ] || log "config keys were added but libvirtd was already running: they apply at its next start"
   else
     start_daemon libvirtd
+    started=1
   fi
   # The very first start probes QEMU capabilities for several seconds.
   local deadline=$((SECONDS + 60))
@@ -128,6 +133,18 @@ cmd_daemon() {
     fi
     sleep 0.3
   done
+  if [ "$started" = 1 ]; then
+    # What the daemons made at their start: their directories, state, cache and logs.
+    local path
+    while read -r path; do record made "$path"; done < <(comm -13 <(printf '%s\n' "$before") <(libvirt_paths))
+  fi
+}
+
+# Where libvirt's daemons make directories and files of their own when they start (/run is left:
+# it goes at the next boot).
+LIBVIRT_DIRS=(/etc/libvirt /var/lib/libvirt /var/cache/libvirt /var/log/libvirt)
+libvirt_paths() {
+  { find "${LIBVIRT_DIRS[@]}" 2>/dev/null || true; } | LC_ALL=C sort
 }
 
 cmd_up() {
@@ -148,6 +165,18 @@ remove_line() {
     END { for (i = 1; i <= NR; i++) if (i != last) print a[i] }' "$file" > "$tmp"
   cat "$tmp" > "$file"
   rm -f "$tmp"
+}
+
+# remove_made PATH: what libvirt's daemons made when the bed started them. Under /etc only an
+# empty directory goes (what an operator put there since stays); elsewhere (state, cache, logs of
+# the daemons the bed ran) the path goes with its contents.
+remove_made() {
+  local path=$1
+  [ -e "$path" ] || return 0
+  case "$path" in
+    /etc/*) if [ -d "$path" ]; then rmdir "$path" 2>/dev/null || log "kept $path: not empty"; else rm -f "$path"; fi ;;
+    *) rm -rf "$path" ;;
+  esac
 }
 
 stop_pid() {
@@ -181,6 +210,7 @@ cmd_down() {
     getent passwd "$name" >/dev/null && { userdel "$name"; log "removed user $name"; }
   done < <(records user)
   while read -r file; do rmdir "$file" 2>/dev/null && log "removed $file"; done < <(records dir)
+  while read -r file; do remove_made "$file"; done < <(records made)
   mapfile -t pkgs < <(records package)
   if [ "${#pkgs[@]}" -gt 0 ]; then
     log "purging the packages the bed installed: ${pkgs[*]}"
