@@ -209,8 +209,8 @@ cmd_down() {
   while read -r name; do
     getent passwd "$name" >/dev/null && { userdel "$name"; log "removed user $name"; }
   done < <(records user)
-  while read -r file; do rmdir "$file" 2>/dev/null && log "removed $file"; done < <(records dir)
   while read -r file; do remove_made "$file"; done < <(records made)
+  while read -r file; do rmdir "$file" 2>/dev/null && log "removed $file"; done < <(records dir)
   mapfile -t pkgs < <(records package)
   if [ "${#pkgs[@]}" -gt 0 ]; then
     log "purging the packages the bed installed: ${pkgs[*]}"
