@@ -227,8 +227,9 @@ def test_no_libvirt_says_so_then_brings_up_the_bed(box_factory, podman_env):  # 
 def test_testbed_down_undoes_what_daemon_changed(box_factory, host_image):
     box = box_factory(host_image)
     # Unmake a little of the operator's set-up so that daemon has each kind of change to make:
-    # a package (qemu-utils), the user, config keys, two daemons.
-    box.sh("DEBIAN_FRONTEND=noninteractive apt-get purge -y -q qemu-utils >/dev/null && userdel libvirt-qemu")
+    # a package (qemu-utils), the user, directories, config keys, two daemons.
+    box.sh("DEBIAN_FRONTEND=noninteractive apt-get purge -y -q qemu-utils >/dev/null && userdel libvirt-qemu"
+           " && rm -r /var/lib/libvirt/qemu /var/log/libvirt")
     before = box.snapshot()
     box.sh("cd %s && bash scripts/testbed.sh daemon" % SRC, timeout_s=600)
     during = box.snapshot()
