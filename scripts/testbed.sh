@@ -112,11 +112,11 @@ cmd_daemon() {
   ensure_key /etc/libvirt/libvirtd.conf auth_unix_rw '"none"'
   ensure_key /etc/libvirt/libvirtd.conf unix_sock_rw_perms '"0770"'
 
+  # What the daemons make is recorded only when the bed starts libvirtd: with a libvirtd already
+  # running, what appears meanwhile is that daemon's (its guests' logs, say), not the bed's.
   local before="" started=0
-  if ! pid_alive /run/virtlogd.pid virtlogd || ! pid_alive /run/libvirtd.pid libvirtd; then
-    before=$(libvirt_paths)
-  fi
-  pid_alive /run/virtlogd.pid virtlogd || { start_daemon virtlogd; started=1; }
+  pid_alive /run/libvirtd.pid libvirtd || before=$(libvirt_paths)
+  pid_alive /run/virtlogd.pid virtlogd || start_daemon virtlogd
   if pid_alive /run/libvirtd.pid libvirtd; then
     [ "$CONFIG_CHANGED" = 0 ] || log "config keys were added but libvirtd was already running: they apply at its next start"
   else

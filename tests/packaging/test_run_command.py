@@ -192,7 +192,7 @@ def test_run_leaves_a_configured_libvirt_as_it_was(box_factory, host_image):
 def test_installed_but_silent_libvirt_is_one_line_and_exit_1(box_factory, host_image):
     box = box_factory(host_image)  # libvirtd installed, not started
     before = box.snapshot()
-    code, stderr = run_command(box)
+    code, stderr = run_command(box, "--web.listen-address", "127.0.0.1:%d" % free_port())
     after = box.snapshot()
     lines = [line for line in stderr.splitlines() if line.strip()]
     assert code == 1, stderr
@@ -207,7 +207,9 @@ def test_no_libvirt_says_so_then_brings_up_the_bed(box_factory, podman_env):  # 
     installing the bed's packages, and leave no policy-rc.d behind when it is stopped mid-install."""
     ensure_base_image(podman_env)
     box = box_factory(BARE_IMAGE)
-    box.sh("cd %s && { setsid bash scripts/run.sh >/tmp/run.log 2>&1 & echo $! >/tmp/run.pid; }" % SRC)
+    # (a listen address of its own all the same: the box shares the host's network)
+    box.sh("cd %s && { setsid bash scripts/run.sh --web.listen-address 127.0.0.1:%d >/tmp/run.log 2>&1 & "
+           "echo $! >/tmp/run.pid; }" % (SRC, free_port()))
     try:
         wait_for(lambda: "no libvirt daemon is installed" in box.sh("cat /tmp/run.log").stdout
                  and box.sh("test -e /usr/sbin/policy-rc.d", check=False).returncode == 0, 240,
