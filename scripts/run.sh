@@ -75,5 +75,6 @@ else
   echo "run: using the libvirt that answers at $uri" >&2
 fi
 echo "run: metrics at http://localhost:9177/metrics (unless --web.listen-address says otherwise)" >&2
-cd "$REPO"
-PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}" exec "$PY" -m virt_exporter "$@"
+# From the caller's directory, so relative paths in the arguments mean what they say; -P keeps that
+# directory off sys.path (only this checkout's virt_exporter is imported).
+PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}" exec "$PY" -P -m virt_exporter "$@"
