@@ -1,10 +1,12 @@
-"""Host readings: CPU accounting (/proc/stat), the CPU model (/proc/cpuinfo), network devices and
-filesystem usage (psutil).
+"""Host readings: CPU accounting (/proc/stat), network devices and filesystem usage (psutil).
 
 /proc/stat is read here rather than with psutil.cpu_times(percpu=True): psutil returns the per-CPU
 lines as a list by position, so with a CPU offline the numbers shift (perfmon's ``cpuN`` must name
 the real CPU), and it converts jiffies to float seconds where Neat's formula counts jiffies.
 ``read_proc_stat`` takes ``root`` so tests can point it at a fixture tree.
+
+Also the CPU model (/proc/cpuinfo, see ``host_cpu_model``) and who holds a TCP port (for the
+start-up message when the listen address is taken).
 """
 
 from __future__ import annotations
