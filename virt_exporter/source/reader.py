@@ -46,7 +46,7 @@ class SampleReader:
         connection.on_connect(self._on_connect)
 
     def _on_connect(self, conn: libvirt.virConnect) -> None:
-        self._node, self._host = read_host_facts(conn)
+        self._node, self._host = read_host_facts(conn, self.host_root)
         self.xml_cache.invalidate_all()
 
     def forget(self, uuid: str) -> None:
@@ -186,13 +186,15 @@ class SampleReader:
         return pids
 
 
-def read_host_facts(conn: libvirt.virConnect) -> Tuple[NodeInfo, HostFacts]:
-    """What changes only with the host: node info, NUMA topology, versions."""
-    model, _memory_mib, cpus, mhz = conn.getInfo()[:4]
+def read_host_facts(conn: libvirt.virConnect, host_root: str = "/") -> Tuple[NodeInfo, HostFacts]:
+    """What changes only with the host: node info, NUMA topology, versions, CPU model."""
+    model, _memory_mib, cpus, mhz = conn.getInfo()[:4]  # virNodeGetInfo's "model" is the arch
     node = NodeInfo(cpus=int(cpus), core_mhz=int(mhz), model=str(model))
+    capabilities = conn.getCapabilities()
     facts = HostFacts(hostname=conn.getHostname(), libvirt_version=_version(conn.getLibVersion()),
-                      hypervisor_version=_version(conn.getVersion()), cpu_model=str(model),
-                      cell_cpus=cells_from_capabilities(conn.getCapabilities()))
+                      hypervisor_version=_version(conn.getVersion()),
+                      cpu_model=host.host_cpu_model(capabilities, str(model), host_root),
+                      cell_cpus=cells_from_capabilities(capabilities))
     return node, facts
 
 
