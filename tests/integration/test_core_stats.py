@@ -4,9 +4,12 @@ interface labels match the domain XML (a backing chain included), hot-plugged de
 next scrape without a restart, the output passes promtool and client_python's parsers, and identity
 labels sit on `*_info` series only.
 
-The references come from virsh, never from the exporter; only the key → metric mapping (and the unit
-scale) is taken from the collectors' tables. Counters move between calls, so a virsh read before and
-one after bracket the exporter's value; gauges that do not move must be exactly equal.
+The references come from virsh, never from the exporter, and the key → metric → unit table is written
+out here from libvirt's documentation of the stats fields (virConnectGetAllDomainStats: balloon sizes in
+KiB, block and vCPU times in nanoseconds, net and block bytes as bytes), not imported from the
+collectors: a swapped rx/tx, a KiB scale off by 1024 or block times read as milliseconds differ from
+virsh here. Counters move between calls, so a virsh read before and one after bracket the exporter's
+value; gauges that do not move must be exactly equal.
 """
 
 from __future__ import annotations
@@ -24,9 +27,6 @@ from prometheus_client.parser import text_string_to_metric_families as parse_tex
 import testbed as tb
 from exporter import ExporterProcess, Samples
 from promtool import check_metrics
-from virt_exporter.collectors.block import BLOCK_COUNTERS, BLOCK_SIZES
-from virt_exporter.collectors.interface import NET_COUNTERS
-from virt_exporter.collectors.memory import BALLOON_FIELDS
 
 TEST_BOUND_S = 90
 pytestmark = [pytest.mark.libvirt, pytest.mark.timeout(TEST_BOUND_S, func_only=True)]
@@ -60,11 +60,14 @@ Key = Tuple[str, FrozenSet[Tuple[str, str]]]
 def guests(libvirtd):
     """Our own guests for this module: "busy" (a spinning vCPU, booting: CPU and block counters move)
     and "chain", a blank guest whose vda is an external overlay on its original image, so vda[1] is a
-    backing layer. Not waited for: the firmware already moves every counter we compare."""
+    backing layer. Both are waited for until SeaBIOS has read their boot sector: before that, every
+    block counter and time is 0, and a time unit off by 1000 would go unseen."""
     bed = tb.Testbed()
     try:
         busy = bed.make_guest("busy")
         chain = bed.make_guest("blank")
+        for g in (busy, chain):
+            g.wait_booted(timeout=TEST_BOUND_S)
         tb.virsh("snapshot-create-as", chain.name, "--disk-only", "--atomic", "--no-metadata",
                  "--diskspec", "vda,file=%s" % (chain.directory / "overlay.qcow2"))
         yield {"busy": busy, "chain": chain}
@@ -104,13 +107,53 @@ def _mul(scale: float) -> Callable[[float], float]:
     return lambda v: v * scale
 
 
-NS = 1e9
+# libvirt's units (virConnectGetAllDomainStats documentation) → the metric's base unit.
+NS = 1e9        # "time spent ... (in nanoseconds)": cpu.*, vcpu.N.time/wait/delay, block.N.*.times
+KIB = 1024      # "(in KiB)": balloon.current, maximum, rss, available, usable, unused, disk_caches, swap_*
 CPU_KEYS = (("cpu.time", "libvirt_domain_cpu_seconds_total"),
             ("cpu.user", "libvirt_domain_cpu_user_seconds_total"),
             ("cpu.system", "libvirt_domain_cpu_system_seconds_total"))
 VCPU_COUNTERS = (("time", "libvirt_domain_vcpu_seconds_total"),
                  ("wait", "libvirt_domain_vcpu_wait_seconds_total"),
                  ("delay", "libvirt_domain_vcpu_delay_seconds_total"))
+# (balloon.<key>, metric, kind, multiply by): the guest-reported keys exist only with a balloon driver in
+# the guest, so on this bed mostly current, maximum, rss and last-update are compared.
+BALLOON = (("current", "libvirt_domain_memory_current_bytes", "gauge", KIB),
+           ("maximum", "libvirt_domain_memory_maximum_bytes", "gauge", KIB),
+           ("rss", "libvirt_domain_memory_rss_bytes", "gauge", KIB),
+           ("available", "libvirt_domain_memory_available_bytes", "gauge", KIB),
+           ("usable", "libvirt_domain_memory_usable_bytes", "gauge", KIB),
+           ("unused", "libvirt_domain_memory_unused_bytes", "gauge", KIB),
+           ("disk_caches", "libvirt_domain_memory_disk_caches_bytes", "gauge", KIB),
+           ("swap_in", "libvirt_domain_memory_swap_in_bytes_total", "counter", KIB),
+           ("swap_out", "libvirt_domain_memory_swap_out_bytes_total", "counter", KIB),
+           ("major_fault", "libvirt_domain_memory_major_faults_total", "counter", 1),
+           ("minor_fault", "libvirt_domain_memory_minor_faults_total", "counter", 1),
+           ("hugetlb_pgalloc", "libvirt_domain_memory_hugetlb_page_allocations_total", "counter", 1),
+           ("hugetlb_pgfail", "libvirt_domain_memory_hugetlb_page_failures_total", "counter", 1),
+           ("last-update", "libvirt_domain_memory_stats_last_update_timestamp_seconds", "gauge", 1))
+# (net.N.<key>, metric): bytes and packets as counted, from the guest's side as libvirt reports them.
+NET = (("rx.bytes", "libvirt_domain_interface_receive_bytes_total"),
+       ("rx.pkts", "libvirt_domain_interface_receive_packets_total"),
+       ("rx.errs", "libvirt_domain_interface_receive_errors_total"),
+       ("rx.drop", "libvirt_domain_interface_receive_drops_total"),
+       ("tx.bytes", "libvirt_domain_interface_transmit_bytes_total"),
+       ("tx.pkts", "libvirt_domain_interface_transmit_packets_total"),
+       ("tx.errs", "libvirt_domain_interface_transmit_errors_total"),
+       ("tx.drop", "libvirt_domain_interface_transmit_drops_total"))
+# (block.N.<key>, metric, divide by): on a disk's top layer only.
+BLOCK_COUNTERS = (("rd.bytes", "libvirt_domain_block_read_bytes_total", 1),
+                  ("wr.bytes", "libvirt_domain_block_write_bytes_total", 1),
+                  ("rd.reqs", "libvirt_domain_block_read_requests_total", 1),
+                  ("wr.reqs", "libvirt_domain_block_write_requests_total", 1),
+                  ("fl.reqs", "libvirt_domain_block_flush_requests_total", 1),
+                  ("rd.times", "libvirt_domain_block_read_time_seconds_total", NS),
+                  ("wr.times", "libvirt_domain_block_write_time_seconds_total", NS),
+                  ("fl.times", "libvirt_domain_block_flush_time_seconds_total", NS))
+# (block.N.<key>, metric): bytes, on every layer.
+BLOCK_SIZES = (("allocation", "libvirt_domain_block_allocation_bytes"),
+               ("capacity", "libvirt_domain_block_capacity_bytes"),
+               ("physical", "libvirt_domain_block_physical_bytes"))
 
 
 def expected_series(domain: str, stats: Dict[str, object]) -> Dict[Key, Expected]:
@@ -131,11 +174,11 @@ def expected_series(domain: str, stats: Dict[str, object]) -> Dict[Key, Expected
         add("libvirt_domain_vcpu_state", {"vcpu": str(i)}, "vcpu.%d.state" % i, "gauge", _mul(1))
         for field, name in VCPU_COUNTERS:
             add(name, {"vcpu": str(i)}, "vcpu.%d.%s" % (i, field), "counter", _div(NS))
-    for key, name, _doc, is_counter, scale in BALLOON_FIELDS:
-        add(name, {}, "balloon." + key, "counter" if is_counter else "gauge", _mul(scale))
+    for key, name, kind, scale in BALLOON:
+        add(name, {}, "balloon." + key, kind, _mul(scale))
     for i in range(int(stats.get("net.count", 0))):
         labels = {"interface": str(stats["net.%d.name" % i])}
-        for key, name, _doc in NET_COUNTERS:
+        for key, name in NET:
             add(name, labels, "net.%d.%s" % (i, key), "counter", _mul(1))
     seen = set()
     for i in range(int(stats.get("block.count", 0))):
@@ -148,9 +191,9 @@ def expected_series(domain: str, stats: Dict[str, object]) -> Dict[Key, Expected
         if not top:
             labels["backing_index"] = str(stats["block.%d.backingIndex" % i])
         if top:
-            for key, name, _doc, scale in BLOCK_COUNTERS:
+            for key, name, scale in BLOCK_COUNTERS:
                 add(name, labels, "block.%d.%s" % (i, key), "counter", _div(scale))
-        for key, name, _doc in BLOCK_SIZES:
+        for key, name in BLOCK_SIZES:
             add(name, labels, "block.%d.%s" % (i, key), "gauge", _mul(1))
     return out
 
@@ -160,7 +203,7 @@ def raw_series_names() -> set:
     names = {"libvirt_domain_state", "libvirt_domain_state_reason", "libvirt_domain_vcpus",
              "libvirt_domain_vcpus_maximum", "libvirt_domain_vcpu_state"}
     names |= {n for _k, n in CPU_KEYS} | {n for _k, n in VCPU_COUNTERS}
-    names |= {f[1] for f in BALLOON_FIELDS} | {f[1] for f in NET_COUNTERS}
+    names |= {f[1] for f in BALLOON} | {f[1] for f in NET}
     names |= {f[1] for f in BLOCK_COUNTERS} | {f[1] for f in BLOCK_SIZES}
     return names
 
@@ -263,6 +306,14 @@ def test_every_raw_series_equals_virsh_domstats(exporter, guest):
     # The groups the core collectors map are all there (else the comparison proves little).
     for probe in ("state.state", "cpu.time", "balloon.current", "vcpu.current", "net.count", "block.count"):
         assert probe in before, "%s: virsh has no %s" % (guest.name, probe)
+    # The reference can tell the mistakes above apart only where its values differ: rx from tx (the
+    # kernel's own IPv6 packets on the tap's link-up go one way), and times that are not zero.
+    nets = range(int(before["net.count"]))
+    assert any(before["net.%d.rx.bytes" % i] != before["net.%d.tx.bytes" % i] for i in nets), (
+        "%s: virsh has rx.bytes == tx.bytes on every interface: a swap would go unseen" % guest.name)
+    blocks = range(int(before["block.count"]))
+    assert any(before.get("block.%d.rd.times" % i, 0) > 0 for i in blocks), (
+        "%s: virsh has no read time on any disk: a time unit off would go unseen" % guest.name)
     raw_names = raw_series_names()
     extra = sorted("%s%s" % (n, dict(sorted(labels))) for (n, labels) in got
                    if n in raw_names and (n, labels) not in expected)
