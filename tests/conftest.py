@@ -21,11 +21,14 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import fakelibvirt  # noqa: E402 - the tests directory has to be on sys.path first
 import testbed as tb  # noqa: E402
+from skiplimit import BedSkipLimit  # noqa: E402
 
 _LIBVIRT_FIXTURES = {"libvirtd", "testbed", "standard_guests"}
 
 
 def pytest_configure(config):
+    # More than a stated number of skips of bed tests fails the run (tests/skiplimit.py).
+    config.pluginmanager.register(BedSkipLimit(), "bed-skip-limit")
     # A SIGTERM'd run (CI timeout) would skip fixture teardown and leave guests running; turning
     # it into KeyboardInterrupt lets pytest unwind and tear down as on Ctrl-C.
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:

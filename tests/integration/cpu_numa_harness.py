@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import re
-import time
 from typing import Dict, Iterator, List, Optional, Tuple
 
 import inprocess
@@ -51,15 +50,6 @@ def proc_stat_busy_total() -> Tuple[int, int]:
     assert fields[0] == "cpu"
     cols = [int(v) for v in fields[1:8]]
     return cols[0] + cols[1] + cols[2], sum(cols)
-
-
-def cpu_time_ns(guest) -> Tuple[float, int, float]:
-    """(monotonic time at the middle of the call, cpu.time, how long the call took) from
-    `virsh domstats --cpu-total`."""
-    t0 = time.monotonic()
-    ns = int(guest.domstats("cpu")["cpu.time"])
-    t1 = time.monotonic()
-    return (t0 + t1) / 2, ns, t1 - t0
 
 
 def capabilities_cells() -> Dict[int, List[int]]:

@@ -2,13 +2,18 @@
 overhead with a CPU burner on the host, and no value where none can be right.
 
 References are taken by the test itself around the exporter's scrape window; on these shared 2-core
-machines only same-window comparisons and the issue's own bounds are used.
+machines only same-window comparisons and the issue's own bounds are used. Whether a window can be used,
+and whether giving up is a skip (the host's doing) or a failure, is decided from the test's own
+references only: how long its virsh calls took, domains starting or stopping as virsh lists them, the
+burner's share from /proc, other work from /proc/stat; never from what the exporter reports about
+itself. (Too many skips of bed tests fail the run: tests/skiplimit.py.)
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import subprocess
 import sys
 import time
@@ -19,7 +24,6 @@ import pytest
 import testbed as tb
 
 from .cpu_numa_harness import (
-    cpu_time_ns,
     label_values,
     nodeinfo_core_mhz,
     proc_stat_busy_total,
@@ -54,10 +58,10 @@ class Window:
     guest_ref_mhz: Dict[str, float]
     host_ref_mhz: float          # Neat's host busy MHz from /proc/stat read around [A, B]
     process_ref_mhz: Dict[int, float]
-    # By how much the exporter's and the references' windows may differ in length: the exporter
-    # stamps a sample before its libvirt call, the test stamps virsh at the middle of its call.
-    timing_uncertainty_s: float
-    # How long the test's own virsh calls took at the most: the host's load, seen without the exporter.
+    # How long the test's own virsh calls took at the most. They read what the exporter's call reads
+    # (every domain's cpu group), so they stand for the exporter's call too: the exporter stamps a
+    # sample before its libvirt call, the test stamps virsh at the middle of its call, and the two
+    # windows' lengths differ by at most about twice this.
     virsh_s: float
     # Whether a domain of this host started or stopped during the window (virsh list before A and
     # after B): the exporter then rightly withholds the overhead.
@@ -80,11 +84,10 @@ def _measurable(w: Window, window_s: float, timed: bool) -> Verdict:
     for name, s in (("A", w.first), ("B", w.series)):
         if value(s, "libvirt_up") != 1:
             return "libvirt_up was not 1 in scrape %s" % name, False
-    # the 5 % comparisons of libvirt counters need the timing noise well below 5 % of the window;
-    # the host is to blame when the test's own virsh calls alone took half of that
-    if timed and w.timing_uncertainty_s > 0.025 * window_s:
-        return ("libvirt calls took %.2f s of a %.0f s window (virsh: %.2f s)" % (
-            w.timing_uncertainty_s, window_s, w.virsh_s), w.virsh_s > 0.0125 * window_s)
+    # the 5 % comparisons of libvirt counters need the timing noise well below 5 % of the window:
+    # the host is too loaded to time when the test's own virsh calls took over 1.25 % of it
+    if timed and w.virsh_s > 0.0125 * window_s:
+        return "virsh's stats calls took %.2f s of a %.0f s window" % (w.virsh_s, window_s), True
     return USABLE
 
 
@@ -96,6 +99,21 @@ def _running_domain_ids() -> Dict[str, str]:
         if len(fields) >= 2:
             out[fields[1]] = fields[0]
     return out
+
+
+def _cpu_times(names: Sequence[str]) -> Tuple[float, Dict[str, int], float]:
+    """(monotonic time at the middle of the call, {name: cpu.time}, how long the call took) from one
+    `virsh domstats --cpu-total` over every domain, as the exporter's bulk call reads them."""
+    t0 = time.monotonic()
+    stats = tb.parse_domstats(tb.virsh("domstats", "--raw", "--cpu-total"))
+    t1 = time.monotonic()
+    return (t0 + t1) / 2, {n: int(stats[n]["cpu.time"]) for n in names}, t1 - t0
+
+
+def _host_capacity_mhz(core_mhz: float) -> float:
+    m = re.search(r"CPU\(s\):\s+(\d+)", tb.virsh("nodeinfo"))
+    assert m
+    return core_mhz * int(m.group(1))
 
 
 def _window(exporter, guests, core_mhz: float, accept: Optional[Callable[[Window], Verdict]] = None,
@@ -114,35 +132,31 @@ def _window(exporter, guests, core_mhz: float, accept: Optional[Callable[[Window
     """
     deadline = time.monotonic() + budget_s
     tries = 0
+    capacity = _host_capacity_mhz(core_mhz)
+    names = [g.name for g in guests]
     while True:
         tries += 1
         # past the exporter's --libvirt.min-interval, so scrape A takes a fresh sample, not the last B
         time.sleep(1.0)
         ids_before = _running_domain_ids()
         busy0, total0 = proc_stat_busy_total()
-        before = {g.name: cpu_time_ns(g) for g in guests}
+        t_before, before, virsh_before_s = _cpu_times(names)
         p_before = {pid: (time.monotonic(), _proc_cpu_s(pid)) for pid in pids}
         first = exporter.scrape()
         time.sleep(window_s)
-        after = {g.name: cpu_time_ns(g) for g in guests}
+        t_after, after, virsh_after_s = _cpu_times(names)
         p_after = {pid: (time.monotonic(), _proc_cpu_s(pid)) for pid in pids}
         series = exporter.scrape()
         busy1, total1 = proc_stat_busy_total()
         ids_after = _running_domain_ids()
-        # the exporter reads a counter somewhere within its bulk call after its timestamp, virsh
-        # somewhere within its call around its midpoint: the windows' lengths differ by at most this
-        bulk_s = max(value(s, "libvirt_exporter_bulk_stats_duration_seconds") or 0.0 for s in (first, series))
-        virsh_s = max((r[2] for r in list(before.values()) + list(after.values())), default=0.0)
-        capacity = value(series, "libvirt_host_cpu_capacity_mhz") or 0.0
         w = Window(
             first=first,
             series=series,
-            guest_ref_mhz={n: core_mhz * (after[n][1] - before[n][1]) / ((after[n][0] - before[n][0]) * 1e9)
-                           for n in before},
+            guest_ref_mhz={n: core_mhz * (after[n] - before[n]) / ((t_after - t_before) * 1e9) for n in names},
             host_ref_mhz=capacity * (busy1 - busy0) / (total1 - total0),
             process_ref_mhz={pid: core_mhz * (p_after[pid][1] - p_before[pid][1]) /
                              (p_after[pid][0] - p_before[pid][0]) for pid in pids},
-            timing_uncertainty_s=bulk_s + virsh_s, virsh_s=virsh_s, churn=ids_before != ids_after)
+            virsh_s=max(virsh_before_s, virsh_after_s), churn=ids_before != ids_after)
         why, host_cause = _measurable(w, window_s, timed)
         if not why and accept is not None:
             why, host_cause = accept(w)
@@ -171,8 +185,7 @@ def test_first_scrape_new_and_restarted_domains_have_no_mhz(testbed):
         first = ex.scrape()
         core = nodeinfo_core_mhz()
         assert value(first, "libvirt_host_cpu_core_mhz") == core
-        assert value(first, "libvirt_host_cpu_capacity_mhz") == core * int(
-            value(first, "libvirt_host_cpus"))
+        assert value(first, "libvirt_host_cpu_capacity_mhz") == _host_capacity_mhz(core)
         # nothing to compare with yet: no rates at all
         assert label_values(first, MHZ, "domain") == {}
         assert value(first, HOST_USAGE) is None and value(first, OVERHEAD) is None
@@ -182,9 +195,12 @@ def test_first_scrape_new_and_restarted_domains_have_no_mhz(testbed):
         assert old.name in label_values(second, MHZ, "domain")
         assert value(second, HOST_USAGE) is not None
 
+        since_s = time.monotonic()
         new = testbed.make_guest("idle")
         seen_new = ex.scrape()
-        assert value(seen_new, "libvirt_exporter_sample_age_seconds") < 0.5, "served a reused sample"
+        # a reused sample is older than the guest's start; a fresh one younger (however slow the host)
+        assert value(seen_new, "libvirt_exporter_sample_age_seconds") < time.monotonic() - since_s, (
+            "served a sample taken before the new guest started")
         assert new.name not in label_values(seen_new, MHZ, "domain")  # its first sample
         assert old.name in label_values(seen_new, MHZ, "domain")
         assert value(seen_new, OVERHEAD) is None  # the new domain's CPU cannot be attributed
@@ -251,10 +267,11 @@ def test_host_cpu_burner_shows_up_as_hypervisor_overhead(testbed):
         verdict = _overhead_present(w)
         if verdict[0] or w.overhead() <= 0.5 * core:
             return verdict
-        # the host's own account of it: busy CPU beyond our guests' (other guests' work included)
+        # the host's own account of it: busy CPU beyond our guests' (other guests' work included). The
+        # host is to blame only when that account shows the work and the exporter's figure is within it.
         outside = w.host_ref_mhz - sum(w.guest_ref_mhz.values())
         return ("%.0f MHz of other work outside guests on the host (/proc/stat and virsh: %.0f MHz)"
-                % (w.overhead(), outside), outside > 0.4 * core)
+                % (w.overhead(), outside), outside > 0.4 * core and w.overhead() <= outside + 0.1 * core)
 
     with running_exporter(only=COLLECTORS) as ex:
         ex.scrape()
