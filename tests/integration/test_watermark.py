@@ -276,10 +276,9 @@ def test_every_layer_matches_and_only_thin_block_layers_get_watermarks(testbed):
             return sorted(((dict(k)["target"], dict(k).get("backing_index"))
                            for k in wb.series_of(m, name, domain=guest.name)), key=lambda t: (t[0], t[1] or ""))
 
-        from virt_exporter.source.domxml import DiskInfo
-        thin = [("vda", None)]
-        if any(f == "backing" for f in DiskInfo.__dataclass_fields__):
-            thin.append(("vda", base_index))  # the XML cache knows each layer's type and format
+        # Both layers of vda are qcow2 on a block device (the loop devices made above): thin block
+        # layers. vdb is a file, vdc a network disk, hdc an empty CD-ROM: none of them.
+        thin = [("vda", None), ("vda", base_index)]
         for name in ("libvirt_domain_block_watermark_headroom_bytes", "libvirt_domain_block_watermark_limit_bytes",
                      "libvirt_domain_block_extension_needed", "libvirt_domain_block_watermark_next_size_bytes",
                      "libvirt_domain_block_threshold_events_total"):
