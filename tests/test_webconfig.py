@@ -1,9 +1,10 @@
-"""--web.config.file: validation, TLS context, basic auth; end to end with curl against a test-only server."""
+"""--web.config.file: validation, TLS context, basic auth; end to end with curl against the exporter's own
+HTTP server (virt_exporter/server.py): TLS, client certificates, max_version, basic auth, extra headers,
+the rate limit's 429 and its refill (on a fake clock)."""
 
 from __future__ import annotations
 
 import base64
-import http.server
 import shutil
 import ssl
 import subprocess
@@ -12,9 +13,13 @@ from pathlib import Path
 
 import bcrypt
 import pytest
+from prometheus_client.core import GaugeMetricFamily
 
+from exporter import free_port
 from virt_exporter import webconfig
+from virt_exporter.server import ExporterHTTPServer
 from virt_exporter.webconfig import WebConfigError, load_web_config
+from virt_exporter.webconfig.ratelimit import TokenBucket
 
 PASSWORD = "s3cret-scrape-pw"
 BCRYPT_COST = 4  # the minimum: keeps the suite fast, the code path is the same
@@ -322,51 +327,47 @@ def test_cache_is_bounded(auth_config, password_hash):
     assert len(auth_config.auth.cache) == webconfig.AUTH_CACHE_ENTRIES
 
 
-# --- end to end: curl against a test-only HTTPS server ----------------------------------------------------
+# --- end to end: curl against the exporter's own HTTP server ----------------------------------------------
 
 
-class _TestHandler(http.server.BaseHTTPRequestHandler):
-    web_config: webconfig.WebConfig
+class _OneGauge:
+    """A scrape with one family: the server, not the collectors, is under test here."""
 
-    def do_GET(self):
-        authorized = self.web_config.check_basic_auth(self.headers.get("Authorization"))
-        self.send_response(200 if authorized else 401)
-        for name, value in self.web_config.extra_headers.items():
-            self.send_header(name, value)
-        if not authorized:
-            self.send_header("WWW-Authenticate", "Basic")
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, *args):
+    def prefetch(self):
         pass
 
+    def collect(self):
+        g = GaugeMetricFamily("libvirt_up", "up")
+        g.add_metric([], 1)
+        return [g]
 
-class _TLSServer(http.server.ThreadingHTTPServer):
-    daemon_threads = True
 
-    def __init__(self, web_config: webconfig.WebConfig):
-        handler = type("Handler", (_TestHandler,), {"web_config": web_config})
-        super().__init__(("127.0.0.1", 0), handler)
-        # Handshake in the request thread, so a slow or plain-HTTP client does not block accept().
-        self.socket = web_config.ssl_context().wrap_socket(
-            self.socket, server_side=True, do_handshake_on_connect=False)
+class _StubExporter:
+    def scrape(self, timeout_s=None):
+        return _OneGauge()
 
-    def finish_request(self, request, client_address):
-        request.settimeout(CURL_TIMEOUT_S)
-        try:
-            request.do_handshake()
-        except (ssl.SSLError, OSError):
-            return
-        super().finish_request(request, client_address)
+
+class _FakeClock:
+    """Monotonic seconds that move only when the test says so."""
+
+    def __init__(self) -> None:
+        self.now_s = 1000.0
+
+    def __call__(self) -> float:
+        return self.now_s
 
 
 @pytest.fixture
 def serve(tmp_path):
+    """start(web config text, clock=None) → port of a running ExporterHTTPServer (virt_exporter/server.py)
+    with that web config, as the exporter serves it; ``clock`` replaces the rate limit's."""
     servers = []
 
-    def start(config_text: str) -> int:
-        server = _TLSServer(load_web_config(_write(tmp_path, config_text)))
+    def start(config_text: str, clock=None) -> int:
+        config = load_web_config(_write(tmp_path, config_text))
+        if clock is not None:
+            config.rate_limit = TokenBucket(config.rate_limit.interval_s, config.rate_limit.burst, clock=clock)
+        server = ExporterHTTPServer("127.0.0.1:%d" % free_port(), _StubExporter(), web_config=config)
         threading.Thread(target=server.serve_forever, daemon=True).start()
         servers.append(server)
         return server.server_address[1]
@@ -399,6 +400,7 @@ tls_server_config:
 http_server_config:
   headers:
     X-Content-Type-Options: nosniff
+    X-Frame-Options: deny
 basic_auth_users:
   prometheus: '{password_hash}'
 """)
@@ -407,11 +409,12 @@ basic_auth_users:
 
     rc, status, headers = _curl(url, *ca, "-u", f"prometheus:{PASSWORD}")
     assert (rc, status) == (0, "200")
-    assert "x-content-type-options: nosniff" in headers.lower()
+    assert "x-content-type-options: nosniff" in headers.lower() and "x-frame-options: deny" in headers.lower()
 
     rc, status, headers = _curl(url, *ca, "-u", "prometheus:wrong")
     assert (rc, status) == (0, "401")
     assert "www-authenticate: basic" in headers.lower()
+    assert "x-frame-options: deny" in headers.lower(), "the extra headers go on refusals too"
 
     assert _curl(url, *ca, "-u", f"grafana:{PASSWORD}")[:2] == (0, "401")
     assert _curl(url, *ca)[:2] == (0, "401")
@@ -427,7 +430,7 @@ basic_auth_users:
 
 @needs_curl
 @pytest.mark.parametrize("max_version", ["TLS12", "TLS13"])
-def test_end_to_end_client_cert_required(serve, pki, max_version):
+def test_end_to_end_client_cert_required_and_max_version(serve, pki, max_version):
     port = serve(f"""
 tls_server_config:
   cert_file: {pki['cert']}
@@ -436,10 +439,11 @@ tls_server_config:
   client_ca_file: {pki['client_cert']}
   max_version: {max_version}
 """)
-    url = f"https://127.0.0.1:{port}/"
+    url = f"https://127.0.0.1:{port}/-/healthy"
     ca = ["--cacert", str(pki["cert"])]
+    client = ["--cert", str(pki["client_cert"]), "--key", str(pki["client_key"])]
 
-    rc, status, _ = _curl(url, *ca, "--cert", str(pki["client_cert"]), "--key", str(pki["client_key"]))
+    rc, status, _ = _curl(url, *ca, *client)
     assert (rc, status) == (0, "200")
 
     rc, status, _ = _curl(url, *ca)
@@ -448,3 +452,37 @@ tls_server_config:
     # A certificate the server does not trust is refused too.
     rc, status, _ = _curl(url, *ca, "--cert", str(pki["cert"]), "--key", str(pki["key"]))
     assert rc != 0 and status == "000"
+
+    # max_version: a client that asks for TLS 1.3 at least gets it only where the server allows it;
+    # one that stops at TLS 1.2 is served either way.
+    rc, status, _ = _curl(url, *ca, *client, "--tlsv1.3")
+    assert ((rc, status) == (0, "200")) is (max_version == "TLS13"), (max_version, rc, status)
+    assert _curl(url, *ca, *client, "--tls-max", "1.2")[:2] == (0, "200")
+
+
+@needs_curl
+def test_rate_limit_answers_429_and_refills_one_token_per_interval(serve):
+    clock = _FakeClock()
+    port = serve("""
+http_server_config:
+  headers:
+    X-Frame-Options: deny
+rate_limit:
+  interval: 1m
+  burst: 2
+""", clock=clock)
+    url = f"http://127.0.0.1:{port}/-/healthy"
+
+    def statuses(n: int) -> list:
+        return [_curl(url)[1] for _ in range(n)]
+
+    # The clock stands still: the burst, then refusals, however slowly curl runs.
+    assert statuses(3) == ["200", "200", "429"]
+    rc, status, headers = _curl(url)
+    assert status == "429" and "x-frame-options: deny" in headers.lower()
+    clock.now_s += 59.0          # not yet a whole interval
+    assert statuses(1) == ["429"]
+    clock.now_s += 1.0           # one interval since the bucket ran dry: one token
+    assert statuses(2) == ["200", "429"]
+    clock.now_s += 600.0         # ten intervals: no more than the burst
+    assert statuses(3) == ["200", "200", "429"]

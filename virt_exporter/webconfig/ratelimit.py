@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Dict, Tuple
+from typing import Any, Callable, Dict, Tuple
 
 from .fields import Problem, mapping, parse_go_duration_s
 
@@ -25,20 +25,22 @@ def parse_rate_limit(raw: Any) -> Tuple[float, int]:
 
 
 class TokenBucket:
-    """Thread-safe; ``allow()`` is always True when the interval is 0."""
+    """Thread-safe; ``allow()`` is always True when the interval is 0. ``clock`` (monotonic seconds)
+    is there for tests that refill the bucket without waiting."""
 
-    def __init__(self, interval_s: float, burst: int) -> None:
+    def __init__(self, interval_s: float, burst: int, clock: Callable[[], float] = time.monotonic) -> None:
         self.interval_s = interval_s
         self.burst = burst
+        self.clock = clock
         self._tokens = float(burst)
-        self._tokens_at_s = time.monotonic()
+        self._tokens_at_s = clock()
         self._lock = threading.Lock()
 
     def allow(self) -> bool:
         if self.interval_s <= 0:
             return True
         with self._lock:
-            now_s = time.monotonic()
+            now_s = self.clock()
             refill = (now_s - self._tokens_at_s) / self.interval_s
             self._tokens = min(float(self.burst), self._tokens + refill)
             self._tokens_at_s = now_s
