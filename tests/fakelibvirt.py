@@ -18,12 +18,14 @@ import contextlib
 import itertools
 import threading
 import time
-from typing import Any, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 
 import libvirt
 
 from virt_exporter.source.connection import Connection
 
+# How long a QEMU set to answer after the retry waits for it at most (the samples' deadline is longer).
+RETRY_WAIT_BOUND_S = 3.0
 CAPABILITIES_ONE_CELL = ("<capabilities><host><topology><cells num='1'><cell id='0'><cpus num='2'>"
                          "<cpu id='0'/><cpu id='1'/></cpus></cell></cells></topology></host></capabilities>")
 
@@ -146,6 +148,9 @@ class FakeVM:
         self.answering = threading.Event()  # cleared: the QEMU is stopped (SIGSTOP)
         self.answering.set()
         self.delay_s = 0.0                  # one-off extra monitor time (a slow, not stuck, QEMU)
+        # Set to an unset Event: a slow QEMU that answers only once a NOWAIT call found its job held
+        # (the caller judged the call late and asked again), so "late" does not hang on the host's speed.
+        self.answer_after_retry: Optional[threading.Event] = None
         self.cpu_ns = 1000 * n
 
 
@@ -161,6 +166,8 @@ class FakeHost:
         self.stats_calls = 0
         self.opened = 0
         self.broken = False                 # set: calls waiting on a stopped QEMU fail (connection lost)
+        # Called with each domain whose stats a call has just read (events fired during a sample).
+        self.after_stats: Optional[Callable[[FakeVM], None]] = None
         self.lock = threading.Lock()
 
     def open(self, uri: Optional[str] = None) -> "FakeConn":
@@ -230,17 +237,24 @@ class FakeConn(FakeConnect):
                                  "net.count": 0, "block.count": 1, "block.0.name": "vda",
                                  "block.0.path": "/img/%s.qcow2" % vm.name}
         if not vm.job.acquire(blocking=not flags & NOWAIT):
+            if vm.answer_after_retry is not None:
+                vm.answer_after_retry.set()
             return stats  # NOWAIT and the job is held: what libvirtd has without the monitor
         try:
             delay, vm.delay_s = vm.delay_s, 0.0
             time.sleep(self.host.work_s + delay)
+            retried = vm.answer_after_retry
+            if retried is not None:
+                retried.wait(RETRY_WAIT_BOUND_S)
             while not vm.answering.wait(0.01):  # a stopped QEMU: the call waits here, holding the job
                 if self.host.broken:
                     raise libvirt.libvirtError("Cannot recv data: Connection reset by peer")
             stats.update({"block.0.rd.reqs": 1, "block.0.allocation": 0, "block.0.capacity": 1 << 30})
-            return stats
         finally:
             vm.job.release()
+        if self.host.after_stats is not None:
+            self.host.after_stats(vm)
+        return stats
 
 
 @contextlib.contextmanager

@@ -4,7 +4,6 @@ that stop during a sample, against the scripted libvirtd of tests/fakelibvirt.py
 from __future__ import annotations
 
 import dataclasses
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Dict
@@ -12,6 +11,7 @@ from typing import Any, Dict
 import libvirt
 import pytest
 
+from bounds import wait_for
 from fakelibvirt import FakeHost, connected
 from virt_exporter import sampler as sampler_mod
 from virt_exporter.sample import DomainStats, Sample
@@ -72,9 +72,9 @@ class _Clock:
         return self.t
 
 
-def _sampler(conn, min_interval_s: float, concurrency: int) -> Sampler:
+def _sampler(conn, min_interval_s: float, concurrency: int, clock=time.monotonic) -> Sampler:
     return Sampler(conn, DomainXMLCache(), SamplerOptions(groups=GROUPS, min_interval_s=min_interval_s,
-                                                         concurrency=concurrency))
+                                                         concurrency=concurrency), clock=clock)
 
 
 def test_sampler_keeps_the_last_good_sample_across_a_failed_one(host: FakeHost) -> None:
@@ -88,9 +88,7 @@ def test_sampler_keeps_the_last_good_sample_across_a_failed_one(host: FakeHost) 
             assert not failed.up and prev is None
         finally:
             host.alive.set()
-        deadline = time.monotonic() + 3.0
-        while conn.tainted_lanes and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_for(lambda: not conn.tainted_lanes, 5.0, "the lanes back", 0.01)
         prev, again = s.get()
         assert again.up and prev is first  # rates go on across the failed sample
         assert again.domain_ids == {vm.uuid: vm.id for vm in host.vms.values()}
@@ -99,10 +97,14 @@ def test_sampler_keeps_the_last_good_sample_across_a_failed_one(host: FakeHost) 
 
 def test_concurrent_scrapes_share_one_sample(host: FakeHost) -> None:
     host.work_s = 0.02
+    clock = _Clock()
     with connected() as conn:
-        s = _sampler(conn, min_interval_s=1.0, concurrency=2)
+        # The clock stands still but when the test moves it: every get() below falls within the
+        # min-interval of the one sample they share, however slowly the threads start.
+        s = _sampler(conn, min_interval_s=1.0, concurrency=2, clock=clock)
         s.get()
-        time.sleep(1.05)
+        assert s.get() and s.samples_total == 1, "within the min-interval the sample is reused"
+        clock.t += 1.05
         before = s.samples_total
         with ThreadPoolExecutor(20) as pool:
             pairs = list(pool.map(lambda _i: s.get(), range(20)))
@@ -113,12 +115,15 @@ def test_concurrent_scrapes_share_one_sample(host: FakeHost) -> None:
 
 
 def test_a_domain_stopped_during_a_sample_leaves_it(host: FakeHost) -> None:
-    host.work_s = 0.05
     with connected() as conn:
         s = _sampler(conn, min_interval_s=0.0, concurrency=1)
-        s.get()
         vm = list(host.vms.values())[0]
-        threading.Timer(0.1, s._on_lifecycle, args=(vm.uuid, libvirt.VIR_DOMAIN_EVENT_STOPPED, 0)).start()
+        _p, cur = s.get()
+        assert vm.uuid in cur.domains
+        # The event arrives once the fake has read its stats, while the sample is still being taken.
+        host.after_stats = lambda read: s._on_lifecycle(vm.uuid, libvirt.VIR_DOMAIN_EVENT_STOPPED, 0) \
+            if read is vm else None
         _p, cur = s.get()  # its stats were read before the event said the domain stopped
+        host.after_stats = None
         assert vm.uuid not in cur.domains
         s.stop()

@@ -16,6 +16,7 @@ import time
 import libvirt
 import pytest
 
+from bounds import wait_for
 from fakelibvirt import FakeHost, connected
 from virt_exporter.source import bulk, stuck
 from virt_exporter.source.connection import CallTimeout, LibvirtUnavailable
@@ -50,8 +51,9 @@ def test_a_stuck_domain_costs_one_soft_deadline_then_nothing(host: FakeHost) -> 
         host.stop_qemu(vm)
         try:
             first = stats.collect(time.monotonic() + 5.0)
-            # one call late (the fake's calls take milliseconds), then one NOWAIT retry of its share
-            assert (first.counts["late"], first.counts["retries"]) == (1, 1), first.counts
+            # the call that reached it is late and its share asked again with NOWAIT (the other
+            # share's call may be late too on a loaded host: at most one per share)
+            assert 1 <= first.counts["late"] == first.counts["retries"] <= 2, first.counts
             assert vm.uuid in first.unresponsive
             assert complete_uuids(first) == others
             assert stats.suspects() == {vm.uuid}
@@ -66,10 +68,7 @@ def test_a_stuck_domain_costs_one_soft_deadline_then_nothing(host: FakeHost) -> 
             assert conn.tainted_lanes == 1  # the one call that reached the stopped QEMU
         finally:
             host.cont_qemu(vm)
-        deadline = time.monotonic() + 2.0
-        while stats.suspects() and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert not stats.suspects()
+        wait_for(lambda: not stats.suspects(), 5.0, "the suspect cleared", 0.01)
         after = stats.collect(time.monotonic() + 5.0)
         assert not after.unresponsive and complete_uuids(after) == set(host.vms)
         assert host.wrong_connection == 0
@@ -98,10 +97,7 @@ def test_a_suspect_whose_captor_failed_is_set_apart_and_probed(host: FakeHost) -
                 time.sleep(0.05)
         finally:
             host.cont_qemu(vm)
-        deadline = time.monotonic() + 3.0
-        while stats.suspects() and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert not stats.suspects()
+        wait_for(lambda: not stats.suspects(), 5.0, "the suspect cleared", 0.01)
 
 
 def test_a_domain_set_apart_stays_in_the_sample_that_left_it_out(host: FakeHost) -> None:
@@ -114,9 +110,10 @@ def test_a_domain_set_apart_stays_in_the_sample_that_left_it_out(host: FakeHost)
         with stats._lock:
             stats._suspects[vm.uuid] = stuck._Suspect(vm.name, {"state.state": 1, "state.reason": 1},
                                                       [], time.monotonic() + 60)
-        host.work_s = 0.05
-        threading.Timer(0.05, stats.forget, args=(vm.uuid,)).start()
+        # cleared while the sample runs: as soon as the fake has read any domain's stats
+        host.after_stats = lambda _read: stats.forget(vm.uuid)
         result = stats.collect(time.monotonic() + 5.0)
+        host.after_stats = None
         entries = {u: (n, s) for _d, u, n, s in result.raw}
         assert entries[vm.uuid] == (vm.name, {"state.state": 1, "state.reason": 1})
         assert result.unresponsive == {vm.uuid}
@@ -150,12 +147,15 @@ def test_a_slow_call_is_waited_for_not_flagged(host: FakeHost) -> None:
         stats = stuck.StuckAwareStats(conn, GROUPS, True, concurrency=2)
         warm_up(stats)
         vm = list(host.vms.values())[0]
-        # Slow enough to be late (min soft deadline), quick enough to answer within the retry + grace.
-        vm.delay_s = stuck.SOFT_DEADLINE_MIN_S + 0.01
+        # Late for sure, however fast or slow the host: its QEMU answers only once its share was
+        # asked again (the NOWAIT retry found its job held), i.e. right after the call was judged late.
+        vm.answer_after_retry = threading.Event()
         result = stats.collect(time.monotonic() + 5.0)
+        assert vm.answer_after_retry.is_set() and result.counts["late"] >= 1, (
+            "the slow call was never judged late: this test shows nothing", result.counts)
+        vm.answer_after_retry = None
         assert not result.unresponsive
         assert complete_uuids(result) == set(host.vms)
-        time.sleep(0.05)
         assert not stats.suspects()
 
 
@@ -184,9 +184,7 @@ def test_hung_libvirtd_fails_the_sample_within_the_deadline(host: FakeHost) -> N
                 stats.collect(time.monotonic() + 1.5)
         finally:
             host.alive.set()
-        deadline = time.monotonic() + 3.0
-        while conn.tainted_lanes and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_for(lambda: not conn.tainted_lanes, 5.0, "the lanes back", 0.01)
         result = stats.collect(time.monotonic() + 5.0)
         assert complete_uuids(result) == set(host.vms)
 
