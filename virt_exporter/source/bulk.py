@@ -19,7 +19,7 @@ GROUP_FLAGS: Dict[str, int] = {
 
 # The key whose absence in a running domain's entry means the group did not answer. A stuck QEMU
 # comes back with state, cpu, balloon current/maximum, basic vcpu and net, but block and the
-# per-vCPU KVM counters missing (measured, testbed.md): missing keys, not an error, are the sign.
+# per-vCPU KVM counters missing (measured on the test bed): missing keys, not an error, are the sign.
 _PROBE_KEY: Dict[str, str] = {
     "state": "state.state",
     "cpu-total": "cpu.time",

@@ -1,7 +1,7 @@
 """The persistent libvirt connection: event loop, close callback, reconnect with backoff, events
 registered again after every reconnect, and calls with a deadline that a stuck QEMU cannot stall.
 
-Three measured facts shape it (testbed.md and our own measurements):
+Three facts measured on the test bed shape it:
 
 * libvirtd serves at most 5 requests in flight per client connection (``max_client_requests``);
 * while one call on a connection is blocked on a stopped QEMU, *other* calls on the same connection

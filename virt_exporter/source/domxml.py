@@ -228,8 +228,9 @@ def xml_or_none(dom: libvirt.virDomain) -> Optional[str]:
 class DomainXMLCache:
     """UUID → DomainInfo, fetched on first sight and re-fetched only after an invalidating event.
 
-    ``fetch(uuid)`` is called (by the sampler, through the connection's call budget) for entries the
-    cache lacks; events only mark entries stale, so no libvirt call runs on the event-loop thread.
+    The sample reader asks for ``missing(uuids)``, reads those domains' XML through the connection's
+    call budget and hands it to ``store(uuid, xml)``; events only mark entries stale, so no libvirt
+    call runs on the event-loop thread.
     """
 
     def __init__(self) -> None:

@@ -1,9 +1,10 @@
 """Bulk stats that one stuck domain cannot stall: concurrent shares, a soft deadline, suspects.
 
-Measured on the test bed (testbed.md): the first call that reaches a stopped QEMU blocks even with
+Measured on the test bed: the first call that reaches a stopped QEMU blocks even with
 NOWAIT, and holds that domain's job until QEMU answers; while it does, NOWAIT calls return at once
-with the stuck domain's monitor groups (block, KVM vCPU counters) missing. vdsm's answer (seed 000)
-is followed, adapted to NOWAIT:
+with the stuck domain's monitor groups (block, KVM vCPU counters) missing. vdsm's answer (its periodic
+bulk sampling leaves out the domains that do not answer and reads those one at a time, with a timeout,
+off the sampling path) is followed, adapted to NOWAIT:
 
 * the domains are split into ``concurrency`` shares by UUID, each asked with ``domainListGetStats``
   on its own lane (libvirtd works per domain, so shares run in parallel in its worker pool), or one
