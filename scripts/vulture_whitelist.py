@@ -23,7 +23,6 @@ server.ExporterRequestHandler.close_connection
 exposition.FastFamily.add_metric.timestamp
 
 # read by the tests (byte-for-byte and promtool comparisons, sampler and connection state)
-exposition.go_float
 exposition.render
 sampler.Sampler.samples_total
 connection.Connection.tainted_lanes

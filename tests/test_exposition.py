@@ -6,11 +6,10 @@ import pytest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.exposition import generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as om_generate_latest
-from prometheus_client.utils import floatToGoString
 
 from virt_exporter.collectors import base, load_all
 from virt_exporter.collectors.families import counter, gauge, info
-from virt_exporter.exposition import go_float, negotiate, render
+from virt_exporter.exposition import negotiate, render
 from virt_exporter.sample import DomainStats, Sample
 from virt_exporter.source.domxml import parse_domain_xml
 
@@ -67,10 +66,16 @@ def test_fast_families_equal_client_python_families(openmetrics):
     assert render(fast, openmetrics) == encoder(_Registry(ref))
 
 
-def test_go_float_equals_float_to_go_string():
+@pytest.mark.parametrize("openmetrics", [False, True])
+def test_values_print_as_client_pythons_float_to_go_string(openmetrics):
+    """The fast path's inlined float formatting, through render(), on the values near its shortcuts."""
     values = TRICKY_VALUES + [v * s for v in (1.5, 999999.5, 1e6, 1e7, 123456789012) for s in (1, -1)]
-    for v in values:
-        assert go_float(v) == floatToGoString(v), v
+    g, rg = gauge("t_values", "Values.", ["n"]), GaugeMetricFamily("t_values", "Values.", labels=["n"])
+    for n, v in enumerate(values):
+        g.add_metric([str(n)], v)
+        rg.add_metric([str(n)], v)
+    encoder = om_generate_latest if openmetrics else generate_latest
+    assert render([g], openmetrics) == encoder(_Registry([rg]))
 
 
 def _sample():

@@ -65,16 +65,6 @@ def _escape_value(v: str) -> str:
     return v.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
 
 
-def go_float(v: Any) -> str:
-    """floatToGoString, with its common case inlined (it is called once per sample): a finite float
-    whose repr Go prints alike. Everything else goes to client_python's own function."""
-    d = float(v)
-    r = repr(d)
-    if d != d or d == _INF or d == -_INF or (d > 0 and r.find(".") > 6):
-        return floatToGoString(d)
-    return r
-
-
 class _LabelCache:
     """Rendered ``{a="x",b="y"}`` blocks by (label names, values), shared across families of a scrape."""
 
@@ -126,7 +116,7 @@ def _render_fast(m: FastFamily, openmetrics: bool, cache: _LabelCache, out: List
         lb = blocks.get((names, values))
         if lb is None:
             lb = slow_block(names, values)
-        # go_float() inlined: this loop runs once per sample.
+        # client_python's floatToGoString with its common case inlined: this loop runs once per sample.
         d = float(row[1])
         r = repr(d)
         if d != d or d == _INF or d == -_INF or (d > 0 and r.find(".") > 6):
