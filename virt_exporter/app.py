@@ -20,7 +20,8 @@ from .calc.watermark import thresholds_due
 from .collectors.watermark import arms_thresholds, policy_from_options
 from .domain_filter import DomainFilter, compile_pattern
 from .exporter import Exporter, Subsystems
-from .options import UsageError, collector_options, enabled_collectors, stats_groups
+from .metadata_labels import duplicate_label
+from .options import UsageError, collector_options, enabled_collectors, listings, stats_groups
 from .sample import Sample
 from .sampler import Sampler, SamplerOptions
 from .server import ExporterHTTPServer
@@ -63,10 +64,15 @@ class App:
         read_write = arms_thresholds(enabled, self.options)
         # A lane per concurrent stats call plus the primary one (events, host calls).
         self.connection = Connection(args.uri, read_only=not read_write, lanes=concurrency + 1)
-        self.xml_cache = DomainXMLCache()
+        label_specs = self.options["domain"]["metadata-label"] if "domain" in enabled else ()
+        twice = duplicate_label(label_specs)
+        if twice is not None:
+            raise UsageError("--collector.domain.metadata-label: label %s given twice" % twice)
+        self.xml_cache = DomainXMLCache(label_specs)
         self.sampler = Sampler(self.connection, self.xml_cache, SamplerOptions(
             groups=groups, backing=args.backing, min_interval_s=args.min_interval_s, timeout_s=args.timeout_s,
             concurrency=concurrency, read_qemu_pids="numa" in enabled))
+        self.sampler.reader.read_listings(listings(self.collectors))
         self.numa_reader = None
         if "numa" in enabled:
             from .source.numa import NumaPlacementReader

@@ -173,6 +173,24 @@ class HostMemory:
     free_kib: int
 
 
+# What a collector may ask the reader to list once per sample (CollectorSpec.reads, source/listings.py).
+DOMAIN_FLAGS = "domain_flags"      # Sample.autostart and Sample.persistent
+STORAGE_POOLS = "storage_pools"    # Sample.storage_pools
+
+
+@dataclasses.dataclass(frozen=True)
+class StoragePool:
+    """One storage pool as virStoragePoolGetInfo reports it (sizes as of libvirt's last refresh)."""
+
+    name: str
+    uuid: str
+    type: str        # dir, logical, netfs … (the pool XML's type)
+    state: int       # virStoragePoolState: 0 inactive, 1 building, 2 running, 3 degraded, 4 inaccessible
+    capacity_bytes: int
+    allocation_bytes: int
+    available_bytes: int
+
+
 @dataclasses.dataclass(frozen=True)
 class Sample:
     """One consistent read of the host.
@@ -206,6 +224,13 @@ class Sample:
     domain_ids: Mapping[str, int] = dataclasses.field(default_factory=dict)
     # QEMU pid by UUID (running domains; only when a collector needs them).
     qemu_pids: Mapping[str, int] = dataclasses.field(default_factory=dict)
+    # UUIDs of the domains that start with the host / are persistent, and the storage pools: read
+    # only when a collector needs them (source/listings.py), else None; None too when the read failed.
+    autostart: Optional[FrozenSet[str]] = None
+    persistent: Optional[FrozenSet[str]] = None
+    storage_pools: Optional[Tuple[StoragePool, ...]] = None
+    # Why the listings are missing from an otherwise good sample, or "".
+    listings_error: str = ""
 
 
 # --- readings taken in the background, between samples ---------------------------------------------

@@ -50,18 +50,21 @@ class ScrapeContext:
 @dataclasses.dataclass(frozen=True)
 class Option:
     """A ``--collector.<collector>.<name>`` flag: ``type`` converts the string (int, float, str, or
-    bool for a switch that takes no value), ``default`` is used when the flag is absent."""
+    bool for a switch that takes no value), ``default`` is used when the flag is absent. A
+    ``repeatable`` option collects every occurrence into a tuple (its default is a tuple too)."""
 
     name: str
     type: Callable[[str], Any]
     default: Any
     help: str
+    repeatable: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
 class CollectorSpec:
     """A registered collector: its flag name, whether it is on by default, the libvirt stats groups it
-    needs (so the sampler asks only for those) and the function that yields its families."""
+    needs (so the sampler asks only for those), the per-sample listings it needs (``reads``, kinds
+    of source/listings.py) and the function that yields its families."""
 
     name: str
     collect: Callable[[ScrapeContext], Iterable[Metric]]
@@ -69,6 +72,7 @@ class CollectorSpec:
     stats_groups: Tuple[str, ...] = ()
     help: str = ""
     options: Tuple[Option, ...] = ()
+    reads: Tuple[str, ...] = ()
 
 
 REGISTRY: Dict[str, CollectorSpec] = {}
@@ -78,13 +82,15 @@ CollectFn = Callable[[ScrapeContext], Iterable[Metric]]
 
 
 def register(name: str, *, default_enabled: bool = True, stats_groups: Tuple[str, ...] = (),
-             help: str = "", options: Tuple[Option, ...] = ()) -> Callable[[CollectFn], CollectFn]:
+             help: str = "", options: Tuple[Option, ...] = (),
+             reads: Tuple[str, ...] = ()) -> Callable[[CollectFn], CollectFn]:
     """Decorator: register ``collect(ctx)`` under ``name`` (the ``--collector.<name>`` flag)."""
 
     def wrap(fn: Callable[[ScrapeContext], Iterable[Metric]]) -> Callable[[ScrapeContext], Iterable[Metric]]:
         if name in REGISTRY:
             raise ValueError("collector registered twice: " + name)
-        REGISTRY[name] = CollectorSpec(name, fn, default_enabled, tuple(stats_groups), help, tuple(options))
+        REGISTRY[name] = CollectorSpec(name, fn, default_enabled, tuple(stats_groups), help, tuple(options),
+                                       tuple(reads))
         return fn
 
     return wrap
