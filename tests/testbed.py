@@ -227,10 +227,12 @@ def build_domain_xml(
     iothread: bool = True,
     tap: Optional[str] = None,
     numatune_nodeset: Optional[str] = None,
+    extra_devices: str = "",
 ) -> str:
     """Domain XML of a tiny test guest: one virtio qcow2 disk, an optional ethernet interface
     (host-visible tap, so net.* stats exist), virtio-scsi and USB controllers for hot-plugged
-    disks and NICs, a balloon with stats, a null serial, no graphics."""
+    disks and NICs, a balloon with stats, a null serial, no graphics; ``extra_devices`` (XML)
+    goes inside <devices> as given."""
     iothreads = "<iothreads>1</iothreads>" if iothread else ""
     numatune = (f"<numatune><memory mode='strict' nodeset='{escape(numatune_nodeset)}'/></numatune>"
                 if numatune_nodeset else "")
@@ -262,6 +264,7 @@ def build_domain_xml(
     <controller type='scsi' model='virtio-scsi'/>
     <controller type='usb' model='qemu-xhci'/>
     {iface}
+    {extra_devices}
     <serial type='null'/>
     <memballoon model='virtio'><stats period='5'/></memballoon>
   </devices>
@@ -456,7 +459,7 @@ def create_guest(name: str, kind: str, directory: Path, vcpus: int = 1, memory_m
                  start: bool = True, persistent: bool = True,
                  numatune_nodeset: Optional[str] = None, iothread: bool = True,
                  tap: Optional[str] = None, writer_params: Optional[WriterParams] = None,
-                 disk_mib: int = 1024) -> Guest:
+                 disk_mib: int = 1024, extra_devices: str = "") -> Guest:
     """Make the disk in `directory` (which must exist and be owned by the caller), define and
     optionally start the guest. On failure everything made so far is removed."""
     if kind not in KINDS:
@@ -484,7 +487,7 @@ def create_guest(name: str, kind: str, directory: Path, vcpus: int = 1, memory_m
         _write_boot_sector(disk_path, kind, w)
         xml = build_domain_xml(name, disk_path, vcpus=vcpus, memory_mib=memory_mib,
                                disk_is_block=loop is not None, iothread=iothread, tap=tap,
-                               numatune_nodeset=numatune_nodeset)
+                               numatune_nodeset=numatune_nodeset, extra_devices=extra_devices)
         (directory / "domain.xml").write_text(xml)
         guest = Guest(name, kind, xml, directory, persistent, disk_path, tap, loop, w)
         if persistent:
@@ -577,14 +580,14 @@ class Testbed:
                    start: bool = True, persistent: bool = True,
                    numatune_nodeset: Optional[str] = None, iothread: bool = True,
                    interface: bool = True, writer_params: Optional[WriterParams] = None,
-                   disk_mib: int = 1024) -> Guest:
+                   disk_mib: int = 1024, extra_devices: str = "") -> Guest:
         """A new guest of kind busy | idle | blank | writer (see module docs)."""
         name, n, directory = self._reserve(kind)
         tap = _tap_name(f"g{n}", name) if interface else None
         guest = create_guest(name, kind, directory, vcpus=vcpus, memory_mib=memory_mib,
                              start=start, persistent=persistent,
                              numatune_nodeset=numatune_nodeset, iothread=iothread, tap=tap,
-                             writer_params=writer_params, disk_mib=disk_mib)
+                             writer_params=writer_params, disk_mib=disk_mib, extra_devices=extra_devices)
         self.guests.append(guest)
         return guest
 
@@ -627,6 +630,90 @@ def make_standard_guests(bed: Testbed, wait: bool = True) -> StandardGuests:
     return guests
 
 
+# --------------------------------------------------------------------------------------------
+# storage pools and bridges for the collectors' tests (named after the owning process, as guests)
+
+
+def pool_info_bytes(name: str) -> dict[str, Union[str, int]]:
+    """`virsh pool-info --bytes` as {State, Capacity, Allocation, Available, ...}; sizes as int."""
+    out: dict[str, Union[str, int]] = {}
+    for line in virsh("pool-info", "--bytes", name).splitlines():
+        key, sep, value = line.partition(":")
+        if sep:
+            value = value.strip()
+            out[key.strip()] = int(value) if value.isdigit() else value
+    return out
+
+
+def remove_pool(name: str) -> None:
+    """Stop, delete (a logical pool: its VG and PV) and undefine a pool; no error if gone."""
+    if _run(["virsh", "-q", "-c", URI, "pool-uuid", name], check=False).returncode != 0:
+        return
+    xml = virsh("pool-dumpxml", name)
+    _run(["virsh", "-q", "-c", URI, "pool-destroy", name], check=False)
+    if "type='logical'" in xml or 'type="logical"' in xml:
+        _run(["virsh", "-q", "-c", URI, "pool-delete", name], check=False)
+    _run(["virsh", "-q", "-c", URI, "pool-undefine", name], check=False)
+
+
+def make_storage_pool(bed: "Testbed", kind: str, size_mib: int = 64) -> tuple[str, Path]:
+    """A started pool named vet-<pid>-pool-<n>: 'dir' (a directory under the pool's own
+    directory) or 'logical' (a VG of the same name on a loop device over a sparse file there).
+    Returns (name, directory); remove it with remove_storage_pool (also on failure)."""
+    name, _n, directory = bed._reserve("pool")
+    try:
+        if kind == "dir":
+            target = directory / "pool"
+            target.mkdir()
+            virsh("pool-define-as", name, "dir", "--target", str(target))
+        elif kind == "logical":
+            backing = directory / "pv.img"
+            with open(backing, "wb") as f:
+                f.truncate(size_mib << 20)
+            loop = _losetup(backing)
+            virsh("pool-define-as", name, "logical", "--source-dev", loop, "--source-name", name,
+                  "--target", f"/dev/{name}")
+        else:
+            raise ValueError("kind must be dir or logical")
+        virsh("pool-build", name)  # logical: pvcreate + vgcreate
+        virsh("pool-start", name)
+        return name, directory
+    except BaseException:
+        remove_storage_pool(name, directory)
+        raise
+
+
+def remove_storage_pool(name: str, directory: Path) -> None:
+    """remove_pool, then a VG that survived it, the loop device and the directory."""
+    try:
+        remove_pool(name)
+    finally:
+        if _run(["vgs", name], check=False).returncode == 0:
+            _run(["vgremove", "-f", name], check=False)
+        for dev in _loop_devices():
+            if (dev.get("back-file") or "").startswith(str(directory) + "/"):
+                _run(["pvremove", "-ff", "-y", dev["name"]], check=False)
+        _detach_loops_under(directory)
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def make_bridge(bed: "Testbed") -> str:
+    """A Linux bridge with no address, up, named after the owning process (vtb<pid><n>);
+    delete it with delete_bridge."""
+    name = _tap_name("b%d" % next(_counter), bed.prefix)
+    _run(["ip", "link", "add", name, "type", "bridge"])
+    try:
+        _run(["ip", "link", "set", name, "up"])
+    except BaseException:
+        delete_bridge(name)
+        raise
+    return name
+
+
+def delete_bridge(name: str) -> None:
+    _run(["ip", "link", "delete", name, "type", "bridge"], check=False)
+
+
 def gc() -> list[str]:
     """Remove vet-<pid>-* guests, directories and loop devices whose owning process is gone.
     Returns the names removed. Guests of live owners (other pytest runs) are left alone."""
@@ -645,6 +732,12 @@ def gc() -> list[str]:
                 _run(["virsh", "-q", "-c", URI, "destroy", name], check=False)
             if domain_exists(name):
                 _run(["virsh", "-q", "-c", URI, "undefine", name], check=False)
+            removed.append(name)
+    pools = _run(["virsh", "-q", "-c", URI, "pool-list", "--all", "--name"], check=False).stdout.split()
+    for name in pools:
+        m = _NAME_RE.match(name)
+        if m and is_dead(int(m.group(1))):
+            remove_storage_pool(name, IMAGE_DIR / name)
             removed.append(name)
     if IMAGE_DIR.is_dir():
         for d in IMAGE_DIR.iterdir():
