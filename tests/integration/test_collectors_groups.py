@@ -78,13 +78,15 @@ def only(samples: Samples, name: str, **labels: str) -> Dict[str, str]:
 
 def test_iothread_and_haltpoll_equal_virsh_domstats(exporter, guests):
     g = guests["pinned"]
+    # Distinct values, so that a field mixed up with another shows.
+    tb.virsh("iothreadset", g.name, "1", "--poll-max-ns", "65536", "--poll-grow", "2", "--poll-shrink", "4", "--live")
     before = g.domstats("iothread", "cpu")
     samples = exporter.scrape()
     after = g.domstats("iothread", "cpu")
     assert before.get("iothread.count") == 1, "the guest should have one iothread: %s" % before
     assert samples.get("libvirt_domain_iothreads", domain=g.name) == after["iothread.count"]
     ids = sorted({k.split(".")[1] for k in after if re.match(r"^iothread\.\d+\.", k)})
-    assert ids, after
+    assert ids and after["iothread.1.poll-grow"] == 2 and after["iothread.1.poll-shrink"] == 4, after
     for ident in ids:
         for key, name, scale in (("poll-max-ns", "libvirt_domain_iothread_poll_max_seconds", NS_PER_S),
                                  ("poll-grow", "libvirt_domain_iothread_poll_grow", 1),
