@@ -6,7 +6,6 @@ from __future__ import annotations
 import subprocess
 
 import pytest
-from lxml import etree
 
 from exporter import EXPORTER, REPO, free_port
 from virt_exporter.metadata_labels import MAX_VALUE_CHARS, label_values, parse_label_spec

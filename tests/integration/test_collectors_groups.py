@@ -262,7 +262,7 @@ def test_metadata_labels_and_title_follow_virsh_while_the_exporter_runs(exporter
         want_title = virsh_title(g.name)
         assert want["team"] == team and want_title == title, (want, want_title)
         scrape_until(exporter, "metadata labels %s and title %r" % (want, want_title),
-                     lambda s: labels_now(s, g.name) == want and title_now(s, g.name) == want_title)
+                     lambda s, w=want, t=want_title: labels_now(s, g.name) == w and title_now(s, g.name) == t)
 
 
 def test_label_values_are_bounded_and_escaped(exporter, guests):
