@@ -285,3 +285,36 @@ class BlockEventCounts:
     arm_errors_total: int
     arms_total: int
 
+
+
+@dataclasses.dataclass(frozen=True)
+class GuestFilesystem:
+    """One filesystem the guest agent reports (virDomainGetGuestInfo fs.N.*)."""
+
+    mountpoint: str
+    fstype: str
+    name: str
+    total_bytes: Optional[int]
+    used_bytes: Optional[int]
+
+
+@dataclasses.dataclass(frozen=True)
+class GuestAgentReading:
+    """One domain's last guest-agent reading. ``up`` is False while its last call failed or has not
+    answered within the reader's timeout (``error`` says which); ``os`` holds libvirt's os.* fields
+    (id, name, version-id, kernel-release, machine …) and the filesystems are those of the last
+    answer (empty while down)."""
+
+    uuid: str
+    name: str
+    up: bool
+    read_monotonic_s: float
+    error: str = ""
+    os: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    hostname: str = ""
+    filesystems: Tuple[GuestFilesystem, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class GuestAgentSnapshot:
+    domains: Mapping[str, GuestAgentReading]

@@ -17,6 +17,7 @@ MODULES = (
     "iotune",
     "storage_pool",
     "numa",
+    "guest_agent",
     "watermark",
     "perfmon",
 )
