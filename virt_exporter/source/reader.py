@@ -188,7 +188,7 @@ class SampleReader:
             return Listings(), ""
         try:
             return self.connection.call(self.listings.read, max(0.0, deadline - self._clock()), cheap=True), ""
-        except (LibvirtUnavailable, CallTimeout, libvirt.libvirtError) as e:
+        except Exception as e:  # noqa: BLE001 - listings are extras: the sample's stats stand whatever happens
             why = one_line(e)
             log.warning("libvirt listings (autostart, persistent, storage pools) failed: %s", why)
             return Listings(), why
