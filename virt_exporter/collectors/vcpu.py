@@ -6,11 +6,11 @@ five per vCPU); the counts, the per-domain sums and the emulator pinning stay.
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Optional
+from typing import Iterable
 
 from prometheus_client.metrics_core import Metric
 
-from ..calc.cpuset import canonical_cpuset, format_cpuset
+from ..calc.cpuset import canonical_cpuset
 from .base import Option, ScrapeContext, register
 from .families import NS_PER_S, counter, gauge, info
 
@@ -31,11 +31,6 @@ PER_VCPU = Option("per-vcpu", bool, True,
                   "--no-collector.vcpu.per-vcpu keeps the counts and per-domain sums only (default on)")
 
 
-def default_affinity(meta: Any, host_cpus: Optional[int]) -> str:
-    """The host CPUs a vCPU without a <vcpupin> may run on: <vcpu cpuset>, else every host CPU."""
-    if meta.vcpu_cpuset:
-        return canonical_cpuset(meta.vcpu_cpuset)
-    return format_cpuset(range(host_cpus)) if host_cpus else ""
 
 
 @register("vcpu", stats_groups=("vcpu",), options=(PER_VCPU,),
@@ -50,12 +45,11 @@ def collect(ctx: ScrapeContext) -> Iterable[Metric]:
     sums = [(field, counter(sum_name, "Sum over the domain's vCPUs of " + doc[0].lower() + doc[1:]))
             for field, _name, doc, sum_name in VCPU_COUNTERS]
     vcpu_pin = info("libvirt_domain_vcpu_pin_info",
-                    "Host CPUs the vCPU may run on (value 1): <cputune><vcpupin>, else <vcpu cpuset>, "
-                    "else every host CPU.", ["domain", "vcpu", "cpus"])
+                    "Host CPUs a pinned vCPU may run on (value 1): <cputune><vcpupin>, else <vcpu cpuset>; "
+                    "no series for a vCPU that may run on every host CPU.", ["domain", "vcpu", "cpus"])
     emulator_pin = info("libvirt_domain_emulator_pin_info",
-                        "Host CPUs the domain's emulator threads may run on (value 1): <emulatorpin>, else "
-                        "<vcpu cpuset>, else every host CPU.", ["domain", "cpus"])
-    host_cpus = ctx.current.node.cpus if ctx.current.node is not None else None
+                        "Host CPUs the pinned emulator threads may run on (value 1): <emulatorpin>, else "
+                        "<vcpu cpuset>; no series when they may run on every host CPU.", ["domain", "cpus"])
     for uuid, dom in ctx.current.domains.items():
         s = dom.stats
         if "vcpu.current" not in s:
@@ -85,7 +79,8 @@ def collect(ctx: ScrapeContext) -> Iterable[Metric]:
         meta = ctx.domain_info.get(uuid)
         if meta is None:
             continue
-        fallback = default_affinity(meta, host_cpus)
+        # Only what the XML pins: unpinned is the common case, and its series would be one per vCPU.
+        fallback = canonical_cpuset(meta.vcpu_cpuset)
         if fallback or meta.emulator_cpuset:
             emulator_pin.add_metric([name, canonical_cpuset(meta.emulator_cpuset) or fallback], {})
         if per_vcpu:
