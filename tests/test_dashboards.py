@@ -67,6 +67,7 @@ NO_DATA_IN_TESTBED: Dict[Tuple[str, str, Optional[str]], str] = {
     ("virt-domain.json", "Perfmon alarms", None):
         "only after a perfmon alarm was sent; the test's levels are never crossed for a trigger period",
     ("virt-domain.json", "I/O limits", None): "test guests have no <iotune> limits",
+    ("virt-domain.json", "Pinning", None): "test guests are not pinned (only pinned vCPUs have series)",
     ("virt-domain.json", "Autostart, persistence, metadata", "C"):
         "libvirt_domain_metadata_info needs --collector.domain.metadata-label",
     ("virt-domain.json", "IOThread polling", None): "the iothread collector is opt-in (--collector.iothread)",
