@@ -85,6 +85,15 @@ NO_DATA_IN_TESTBED: Dict[Tuple[str, str, Optional[str]], str] = {
         "a write threshold exists only with --collector.watermark.threshold (read-write libvirt connection)",
     ("virt-domain.json", "Perfmon alarms", None):
         "only after a perfmon alarm was sent; the test's levels are never crossed for a trigger period",
+    ("virt-domain.json", "I/O limits", None): "test guests have no <iotune> limits",
+    ("virt-domain.json", "Pinning", None): "test guests are not pinned (only pinned vCPUs have series)",
+    ("virt-domain.json", "Autostart, persistence, metadata", "C"):
+        "libvirt_domain_metadata_info needs --collector.domain.metadata-label",
+    ("virt-domain.json", "IOThread polling", None): "the iothread collector is opt-in (--collector.iothread)",
+    ("virt-domain.json", "Guest filesystem use", None): "the guest_agent collector is opt-in (--collector.guest_agent)",
+    ("virt-domain.json", "Guest agent and OS", None): "the guest_agent collector is opt-in (--collector.guest_agent)",
+    ("virt-host.json", "Storage pool usage", None): "the test bed defines no storage pool",
+    ("virt-host.json", "Storage pools", None): "the test bed defines no storage pool",
 }
 
 PROMQL_KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "bool", "and", "or",
