@@ -13,8 +13,8 @@ cd "$REPO"
 
 VERSION=$(sed -n 's/^__version__ = "\(.*\)"$/\1/p' virt_exporter/__init__.py)
 [ -n "$VERSION" ] || { echo "build-deb: no __version__ in virt_exporter/__init__.py" >&2; exit 1; }
-NAME=${DEBFULLNAME:-$(git config user.name || true)}
-EMAIL=${DEBEMAIL:-$(git config user.email || true)}
+NAME=${DEBFULLNAME:-$(git config user.name 2>/dev/null || true)}
+EMAIL=${DEBEMAIL:-$(git config user.email 2>/dev/null || true)}
 [ -n "$NAME" ] && [ -n "$EMAIL" ] || { echo "build-deb: set DEBFULLNAME and DEBEMAIL (the package's maintainer)" >&2; exit 2; }
 # Reproducible: the date of the last commit, not of the build.
 export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || date +%s)}
@@ -22,8 +22,13 @@ export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/n
 BUILD=dist/deb-build
 rm -rf "$BUILD"
 mkdir -p "$BUILD/src"
-# The tracked and new (not ignored) files: what a commit of this tree would hold.
-git ls-files -z --cached --others --exclude-standard | xargs -0 cp --parents -t "$BUILD/src"
+# The tracked and new (not ignored) files: what a commit of this tree would hold (an unpacked sdist,
+# which has no .git: all of it).
+if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+  git ls-files -z --cached --others --exclude-standard | xargs -0 cp --parents -t "$BUILD/src"
+else
+  find . -path ./dist -prune -o -type f -print0 | xargs -0 cp --parents -t "$BUILD/src"
+fi
 cd "$BUILD/src"
 sed -i "s|@MAINTAINER@|$NAME <$EMAIL>|" debian/control
 cat > debian/changelog <<CHANGELOG
