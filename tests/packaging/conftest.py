@@ -126,3 +126,24 @@ def scrape_when_up(port: int) -> Optional[Samples]:
     except OSError:
         return None
     return samples if samples.get("libvirt_up") == 1 else None
+
+
+HEALTHCHECK = REPO / "contrib/container/healthcheck.py"
+
+
+def secured_web_config(directory: Path) -> Path:
+    """A web config that turns TLS (a self-signed pair) and basic auth on, in ``directory`` (files
+    readable by every user: the container's too). Its path."""
+    import bcrypt  # the test virtualenv's; the exporter only checks the hash
+
+    directory.mkdir(parents=True, exist_ok=True)
+    cert, key = directory / "server.pem", directory / "server.key"
+    run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-days", "1", "-subj", "/CN=hypervisor.test", "-keyout", str(key), "-out", str(cert)], timeout_s=60)
+    hashed = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(rounds=4)).decode()
+    config = directory / "web.yml"
+    config.write_text("tls_server_config:\n  cert_file: server.pem\n  key_file: server.key\n"
+                      "basic_auth_users:\n  prometheus: '%s'\n" % hashed)
+    for path in (directory, cert, key, config):
+        os.chmod(path, 0o755 if path.is_dir() else 0o644)
+    return config

@@ -6,11 +6,12 @@ ExecStart run as the package's user (read-only: no libvirt group) serves the tes
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import subprocess
 from pathlib import Path
-from typing import Iterator, Set
+from typing import Iterator, Sequence, Set
 
 import pytest
 
@@ -113,23 +114,40 @@ def test_installed_layout_unit_and_man_page(installed):
     assert user.pw_shell == "/usr/sbin/nologin" and user.pw_uid < 1000
 
 
-def test_exec_start_as_the_package_user_serves_the_test_bed(installed, standard_guests):
+@contextlib.contextmanager
+def exec_start(port: int, capabilities: Sequence[str] = ()) -> Iterator[None]:
+    """The installed unit's ExecStart, with the conffile's ARGS (on ``port``), as systemd would start
+    it: the package's user and its groups (initgroups), no capability but ``capabilities``
+    (ambient, as AmbientCapabilities= gives them)."""
     service = unit_service(UNIT)
     assert service["User"] == [USER] and "SupplementaryGroups" not in service
     assert service["EnvironmentFile"] == ["-" + str(DEFAULTS)]
-    # the operator edits the conffile: a free loopback port instead of :9177
-    port = free_port()
+    assert service["CapabilityBoundingSet"] == [""]
     shipped = DEFAULTS.read_text()
-    DEFAULTS.write_text(shipped.replace("--web.listen-address=:9177", "--web.listen-address=127.0.0.1:%d" % port))
+    # the operator edits the conffile: a free loopback port instead of :9177, NUMA read every second
+    args = ["--web.listen-address=127.0.0.1:%d" % port, "--collector.numa.interval=1"]
+    DEFAULTS.write_text(shipped.replace("--web.listen-address=:9177", " ".join(args)))
     argv = exec_start_argv(service, read_environment_file(DEFAULTS))
-    assert argv == ["/usr/bin/virt-exporter", "--web.listen-address=127.0.0.1:%d" % port]
-    user = pwd.getpwnam(USER)
-    groups = os.getgrouplist(USER, user.pw_gid)  # what systemd's initgroups gives it
-    assert groups == [user.pw_gid]  # no libvirt group: read-only
-    proc = subprocess.Popen(argv, user=user.pw_uid, group=user.pw_gid, extra_groups=groups, cwd="/",
-                            env={"PATH": "/usr/bin:/bin"}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+    assert argv == ["/usr/bin/virt-exporter", *args]
+    sets = ",".join(["-all"] + ["+" + c.lower().replace("cap_", "") for c in capabilities])
+    proc = subprocess.Popen(["setpriv", "--reuid=" + USER, "--regid=" + USER, "--init-groups",
+                             "--inh-caps=" + sets, "--ambient-caps=" + sets, "--bounding-set=" + sets, *argv],
+                            cwd="/", env={"PATH": "/usr/bin:/bin"}, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
     try:
+        yield
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=30)
+        DEFAULTS.write_text(shipped)
+    assert proc.returncode == 0, out[-3000:]  # SIGTERM is a clean stop
+
+
+def test_exec_start_as_the_package_user_serves_the_test_bed(installed, standard_guests):
+    user = pwd.getpwnam(USER)
+    assert os.getgrouplist(USER, user.pw_gid) == [user.pw_gid]  # no libvirt group: read-only
+    port = free_port()
+    with exec_start(port):
         samples = wait_for(lambda: scrape_when_up(port), 60, "the packaged exporter to reach libvirt")
         listed = set(tb.virsh("list", "--name").split())
         for guest in standard_guests:
@@ -137,13 +155,29 @@ def test_exec_start_as_the_package_user_serves_the_test_bed(installed, standard_
             assert samples.get("libvirt_domain_state", domain=guest.name) == 1
             assert samples.get("libvirt_domain_memory_maximum_bytes", domain=guest.name) == \
                 tb.virsh_domstats(guest.name, "balloon")["balloon.maximum"] * 1024
-    finally:
-        proc.terminate()
-        out, _ = proc.communicate(timeout=30)
-    assert proc.returncode == 0, out[-3000:]
+        # without the numa-maps drop-in the root-owned QEMUs' numa_maps stay closed, and it says so
+        wait_for(lambda: (scrape_when_up(port) or samples).get("libvirt_exporter_numa_readable",
+                                                        reason="permission_denied") == 0,
+                 20, "numa_readable to say permission_denied")
     # Debian's interpreter and libraries served it, not the test virtualenv's
     assert "/usr/lib/python3/dist-packages/prometheus_client" in run(
         ["/usr/bin/python3", "-c", "import prometheus_client; print(prometheus_client.__file__)"]).stdout
+
+
+def test_the_numa_maps_drop_in_makes_placement_readable(installed, standard_guests):
+    """With the shipped drop-in's capability (and only it) the root-owned QEMUs' numa_maps are read."""
+    drop_in = unit_service(Path("/usr/share") / PACKAGE / "contrib/systemd/numa-maps.conf")
+    port = free_port()
+    with exec_start(port, drop_in["AmbientCapabilities"]):
+        def placement():
+            s = scrape_when_up(port)
+            read = s and all(s.series("libvirt_domain_numa_memory_bytes", domain=g.name) for g in standard_guests)
+            return s if read else None
+
+        samples = wait_for(placement, 30, "every guest's numa_maps read with the drop-in's capability")
+        assert [v for _labels, v in samples.series("libvirt_exporter_numa_readable")] == [1]
+        for guest in standard_guests:
+            assert sum(v for _labels, v in samples.series("libvirt_domain_numa_memory_bytes", domain=guest.name)) > 0
 
 
 def test_purge_leaves_no_file_behind(installed):
