@@ -95,3 +95,18 @@ def test_the_documented_pip_route_needs_no_compiler(dist, tmp_path):
     # the data files are where the document says
     for name in shared_files():
         assert (prefix / SHARE / name).read_bytes() == (REPO / name).read_bytes(), name
+
+
+def test_the_sdist_builds_the_deb_too(dist, tmp_path):
+    with tarfile.open(dist.sdist) as tar:
+        tar.extractall(tmp_path)  # our own sdist, just built
+    tree = tmp_path / ("virt_exporter-%s" % virt_exporter.__version__)
+    env = dict(os.environ, DEBFULLNAME="Sdist Builder", DEBEMAIL="builder@localhost")
+    out = run(["bash", "scripts/build-deb.sh"], cwd=tree, env=env).stdout
+    deb = tree / out.strip().splitlines()[-1]
+    listing = run(["dpkg-deb", "--contents", str(deb)]).stdout
+    for path in ("./usr/bin/virt-exporter", "./lib/systemd/system/prometheus-virt-exporter.service",
+                 "./etc/default/prometheus-virt-exporter", "./usr/share/man/man1/virt-exporter.1.gz",
+                 "./usr/share/prometheus-virt-exporter/alerts/cpu.rules.yml"):
+        assert path in listing, path
+    assert "Maintainer: Sdist Builder <builder@localhost>" in run(["dpkg-deb", "--info", str(deb)]).stdout
