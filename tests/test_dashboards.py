@@ -1,16 +1,22 @@
 """dashboards/*.json: Grafana JSON that imports, and queries that work against a real Prometheus.
 
-Static checks (no daemons): the JSON model is well formed, panel ids are unique and panels do not
-overlap, every target has an expression, every metric an expression reads is one the exporter exposes
+Static checks (no daemons): the shipped files are what virt_exporter.mixin.dashboards renders for the
+default knobs; the JSON model is well formed, panel ids are unique and panels do not overlap, only the
+overview row is expanded and a board's first load stays within FIRST_LOAD_QUERIES_MAX queries, every
+target has an expression, every metric an expression reads is one the exporter exposes
 (``virt_exporter.catalogue.metric_rows()``) or a recording rule of alerts/*.rules.yml, every selector is
-filtered by the board's template variables, and every variable used is defined. promtool parses every
-expression.
+filtered by the board's template variables (job, datacenter, host, domain), every variable used is
+defined, the data source is a variable, units scale, state reasons are named as libvirt names them, and
+no byte, hertz or second panel colours at a constant. promtool parses every expression.
 
 Live check (libvirtd + Prometheus): the exporter runs against a busy, a blank and a writer guest (thin
-qcow2 on a loop block device) with a perfmon config; a real Prometheus scrapes it every 2 s and loads
-alerts/*.rules.yml. Every panel's query, with the template variables substituted as Grafana would, must
+qcow2 on a loop block device) with a perfmon config; a real Prometheus scrapes it every 2 s as job
+virt-exporter (no datacenter label) and loads alerts/*.rules.yml. It also scrapes the same exporter as a
+second job, "foreign", with a datacenter label: another exporter's libvirt_* series on the same
+Prometheus, under the same instance name (as with instance set to the bare host name). Every variable
+query and then every panel's query, with the template variables substituted as Grafana would, must
 succeed without warnings and return data — except the few listed in NO_DATA_IN_TESTBED, which only have
-data in situations the test bed does not create.
+data in situations the test bed does not create — and no answer may hold a series of the foreign job.
 """
 
 from __future__ import annotations
@@ -32,12 +38,23 @@ import testbed as tb  # tests/ is on sys.path (tests/conftest.py)
 from childproc import Process
 from exporter import ExporterProcess, Samples, free_port
 from promtool import promtool
+from virt_exporter.mixin import dashboards as generator
+from virt_exporter.mixin.config import MixinConfig, parse_config
 
 REPO = Path(__file__).resolve().parents[1]
 DASHBOARDS = sorted((REPO / "dashboards").glob("*.json"))
 RULE_FILES = sorted((REPO / "alerts").glob("*.rules.yml"))
 DOMAIN_BOARD = REPO / "dashboards" / "virt-domain.json"
 DATASOURCE_REF = {"type": "prometheus", "uid": "${datasource}"}
+JOB = "virt-exporter"  # the default job selector's job, as in contrib's scrape config
+# What Grafana sends for the job variable's All: the alternation of its values.
+JOB_ALL = "(%s)" % JOB
+DATACENTER_ALL = ".*"  # the datacenter variable's All value
+HOST_MATCHERS = {"job": ("=~", "$job"), "datacenter": ("=~", "$datacenter"), "instance": ("=", "$instance")}
+FIRST_LOAD_QUERIES_MAX = 20
+# Units of a physical quantity: a panel in one colours by a series (a threshold drawn or divided by), never by
+# a constant.
+PHYSICAL_UNITS = {"bytes", "hertz", "s", "Bps", "iops", "pps"}
 
 # Series Prometheus itself adds to every scrape; a panel may compare them with the exporter's own.
 PROMETHEUS_SCRAPE_SERIES = {"up", "scrape_duration_seconds"}
@@ -60,7 +77,9 @@ NO_DATA_IN_TESTBED: Dict[Tuple[str, str, Optional[str]], str] = {
         "needs a balloon driver in the guest OS; test guests run a boot-sector program",
     ("virt-domain.json", "Guest swap and page faults", None):
         "needs a balloon driver in the guest OS; test guests run a boot-sector program",
-    ("virt-domain.json", "Guest memory pressure (LibvirtDomainGuestMemoryPressure)", None):
+    ("virt-domain.json", "Guest memory pressure (LibvirtDomainGuestMemoryPressure)", "A"):
+        "needs a balloon driver in the guest OS; test guests run a boot-sector program",
+    ("virt-domain.json", "Guest memory pressure (LibvirtDomainGuestMemoryPressure)", "B"):
         "needs a balloon driver in the guest OS; test guests run a boot-sector program",
     ("virt-domain.json", "Thin volume headroom vs limit", "C"):
         "a write threshold exists only with --collector.watermark.threshold (read-write libvirt connection)",
@@ -172,12 +191,21 @@ def variable_refs(value: object) -> Set[str]:
 
 
 def substitute(expr: str, instance: str, domains: List[str]) -> str:
-    """The expression as Grafana sends it: multi-value variables as a regex alternation."""
+    """The expression as Grafana sends it: All as the job alternation or the datacenter's ``.*``, multi-value
+    variables as a regex alternation."""
     out = (expr.replace("$__rate_interval", RATE_INTERVAL).replace("$__interval", INTERVAL)
-           .replace("$__range", RANGE).replace("$instance", instance)
-           .replace("$domain", "(" + "|".join(domains) + ")"))
+           .replace("$__range", RANGE).replace("$job", JOB_ALL).replace("$datacenter", DATACENTER_ALL)
+           .replace("$instance", instance).replace("$domain", "(" + "|".join(domains) + ")"))
     assert "$" not in out and "[[" not in out, "unsubstituted variable in %r" % out
     return out
+
+
+def first_load_queries(board: dict) -> int:
+    """Queries Grafana runs when the board opens: the targets of panels outside collapsed rows (at most;
+    Grafana defers panels below the fold) and one per query variable."""
+    panels = sum(len(p.get("targets", [])) for p in board["panels"] if p["type"] != "row")
+    variables = sum(1 for v in board["templating"]["list"] if v["type"] == "query")
+    return panels + variables
 
 
 def catalogue_names() -> Set[str]:
@@ -214,6 +242,39 @@ def test_both_boards_exist():
     assert {p.name for p in DASHBOARDS} >= {"virt-host.json", "virt-domain.json"}
 
 
+def test_shipped_boards_are_the_generated_defaults():
+    boards = generator.render(MixinConfig())
+    assert set(boards) == {p.name for p in DASHBOARDS}
+    for name, board in boards.items():
+        assert (REPO / "dashboards" / name).read_text(encoding="utf-8") == generator.dump(board), (
+            "dashboards/%s is not what virt_exporter.mixin.dashboards renders for the defaults" % name)
+
+
+def test_knobs_reach_every_query():
+    config = parse_config({"job_selector": 'job=~"kvm-.*"', "datacenter_label": "site",
+                           "windows": {"disk_latency": "3m"},
+                           "dashboards": {"refresh": "1m", "time_from": "now-6h"}})
+    exprs = []
+    for board in generator.render(config).values():
+        variables = {v["name"]: v for v in board["templating"]["list"]}
+        assert variables["job"]["query"] == 'label_values(libvirt_up{job=~"kvm-.*"}, job)'
+        assert variables["datacenter"]["query"] == 'label_values(libvirt_up{job=~"$job"}, site)'
+        assert (board["refresh"], board["time"]["from"]) == ("1m", "now-6h")
+        for panel, target in targets(board):
+            exprs.append(target["expr"])
+            for name, matchers in selectors(target["expr"]):
+                assert matchers.get("site") == ("=~", "$datacenter"), (panel["title"], name)
+    # a window knob renames the recorded series the rules write, and the boards follow
+    assert any("domain:libvirt_disk_read_latency_seconds:mean3m{" in e for e in exprs)
+    assert not any(":mean10m" in e for e in exprs)
+    without_dc = generator.render(parse_config({"job_selector": 'job="virt"', "datacenter_label": ""}))
+    for board in without_dc.values():
+        assert "datacenter" not in variable_refs(board)
+        for panel, target in targets(board):
+            for name, matchers in selectors(target["expr"]):
+                assert matchers.get("job") == ("=~", "$job") and "datacenter" not in matchers, (panel["title"], name)
+
+
 @pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.name)
 def test_json_model(path: Path):
     board = load(path)
@@ -221,8 +282,8 @@ def test_json_model(path: Path):
     assert re.fullmatch(r"[A-Za-z0-9_-]{1,40}", board["uid"])
     assert board["title"] and isinstance(board["schemaVersion"], int) and board["schemaVersion"] >= 36
     assert isinstance(board["panels"], list) and board["panels"]
-    inputs = {i["name"]: i for i in board.get("__inputs", [])}
-    assert all(i["type"] == "datasource" and i["pluginId"] == "prometheus" for i in inputs.values())
+    # Provisioning substitutes no ${DS_...} input: the data source is only ever the datasource variable.
+    assert "__inputs" not in board and "DS_PROMETHEUS" not in path.read_text(encoding="utf-8")
     required_panels = {r["id"] for r in board.get("__requires", []) if r["type"] == "panel"}
     assert {p["type"] for p in query_panels(board)} <= required_panels
 
@@ -239,14 +300,17 @@ def test_panels_ids_layout_targets(path: Path):
     assert len(ids) == len(set(ids)), "duplicate panel ids"
     titles = [p["title"] for p in query_panels(board)]
     assert len(titles) == len(set(titles)), "duplicate panel titles (NO_DATA_IN_TESTBED names panels by title)"
-    cells: Dict[Tuple[int, int], str] = {}
-    for p in all_panels(board):
-        g = p["gridPos"]
-        assert g["w"] >= 1 and g["h"] >= 1 and 0 <= g["x"] and g["x"] + g["w"] <= 24, p["title"]
-        for x in range(g["x"], g["x"] + g["w"]):
-            for y in range(g["y"], g["y"] + g["h"]):
-                assert (x, y) not in cells, "%r overlaps %r" % (p["title"], cells[(x, y)])
-                cells[(x, y)] = p["title"]
+    # The board as it opens, and each collapsed row's panels as they unfold below its header.
+    layers = [board["panels"]] + [[p] + p["panels"] for p in board["panels"] if p.get("collapsed")]
+    for layer in layers:
+        cells: Dict[Tuple[int, int], str] = {}
+        for p in layer:
+            g = p["gridPos"]
+            assert g["w"] >= 1 and g["h"] >= 1 and 0 <= g["x"] and g["x"] + g["w"] <= 24, p["title"]
+            for x in range(g["x"], g["x"] + g["w"]):
+                for y in range(g["y"], g["y"] + g["h"]):
+                    assert (x, y) not in cells, "%r overlaps %r" % (p["title"], cells[(x, y)])
+                    cells[(x, y)] = p["title"]
     for panel in query_panels(board):
         assert panel.get("title"), panel["id"]
         assert panel["datasource"] == DATASOURCE_REF, panel["title"]
@@ -283,12 +347,35 @@ def test_metric_names_exist(path: Path):
 
 
 @pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.name)
+def test_only_the_overview_row_expanded(path: Path):
+    board = load(path)
+    rows = [p for p in board["panels"] if p["type"] == "row"]
+    assert board["panels"][0] is rows[0] and rows[0]["title"] == "Overview" and not rows[0]["collapsed"]
+    assert all(r["collapsed"] for r in rows[1:]), [r["title"] for r in rows[1:] if not r["collapsed"]]
+    assert all(p["type"] == "row" for p in board["panels"][board["panels"].index(rows[1]):])
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.name)
+def test_first_load_query_count(path: Path):
+    board = load(path)
+    count = first_load_queries(board)
+    print("%s: %d queries on first load" % (path.name, count))
+    assert count <= FIRST_LOAD_QUERIES_MAX
+    readme = (REPO / "dashboards" / "README.md").read_text(encoding="utf-8")
+    variables = sum(1 for v in board["templating"]["list"] if v["type"] == "query")
+    every_row = sum(1 for _t in targets(board)) + variables
+    assert re.search(r"`%s` \| %d \| %d \|" % (re.escape(path.name), count, every_row), readme), \
+        "dashboards/README.md's query counts are stale"
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.name)
 def test_every_selector_filtered_by_the_variables(path: Path):
-    wanted = {"instance": ("=~", "$instance")}
-    if path == DOMAIN_BOARD:
-        wanted["domain"] = ("=~", "$domain")
     for panel, target in targets(load(path)):
         for name, matchers in selectors(target["expr"]):
+            wanted = dict(HOST_MATCHERS)
+            # On the domain board every series but a host's recorded thresholds is a domain's.
+            if path == DOMAIN_BOARD and not name.startswith("instance:"):
+                wanted["domain"] = ("=~", "$domain")
             for label, matcher in wanted.items():
                 assert matchers.get(label) == matcher, "%r/%s: %s lacks %s%s\"%s\"" % (
                     panel["title"], target["refId"], name, label, *matcher)
@@ -303,15 +390,107 @@ def test_template_variables(path: Path):
     undefined = {n for n in used if n not in defined and not GRAFANA_BUILTINS.match(n)}
     assert not undefined, "template variables used but not defined: %s" % sorted(undefined)
 
+    names = [v["name"] for v in board["templating"]["list"]]
+    assert names == ["datasource", "job", "datacenter", "instance"] + (["domain"] if path == DOMAIN_BOARD else [])
     ds = variables["datasource"]
     assert ds["type"] == "datasource" and ds["query"] == "prometheus"
+    assert ds["current"] == {"selected": False, "text": "default", "value": "default"}
+    for v in board["templating"]["list"][1:]:
+        assert v["type"] == "query" and v["datasource"] == DATASOURCE_REF, v["name"]
+        assert v["refresh"] == 1, "%s: read when the board loads, not on every time range change" % v["name"]
+    assert variables["job"]["query"] == 'label_values(libvirt_up{job="%s"}, job)' % JOB
+    dc = variables["datacenter"]
+    assert dc["query"] == 'label_values(libvirt_up{job=~"$job"}, datacenter)'
+    assert dc["includeAll"] and dc["allValue"] == DATACENTER_ALL  # .* matches a series without the label
     inst = variables["instance"]
-    assert inst["type"] == "query" and inst["datasource"] == DATASOURCE_REF
-    assert inst["query"] == "label_values(libvirt_up, instance)"
+    assert inst["query"] == 'label_values(libvirt_up{job=~"$job", datacenter=~"$datacenter"}, instance)'
+    # One host: single-select without All, so Grafana selects the first host on load.
+    assert not inst["multi"] and not inst["includeAll"] and inst["current"] == {}
     if path == DOMAIN_BOARD:
         dom = variables["domain"]
-        assert dom["type"] == "query" and dom["datasource"] == DATASOURCE_REF
-        assert re.fullmatch(r'label_values\(libvirt_domain_info(\{instance=~"\$instance"\})?, domain\)', dom["query"])
+        assert dom["query"] == ('label_values(libvirt_domain_info{job=~"$job", datacenter=~"$datacenter", '
+                                'instance="$instance"}, domain)')
+
+
+def units(panel: dict) -> Set[str]:
+    field = panel["fieldConfig"]
+    found = {field["defaults"]["unit"]}
+    for o in field["overrides"]:
+        found |= {p["value"] for p in o["properties"] if p["id"] == "unit"}
+    return found
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.name)
+def test_units_scale(path: Path):
+    for panel, target in targets(load(path)):
+        expr = target["expr"]
+        assert not units(panel) & {"MHz", "mhz"}, panel["title"]  # a custom unit Grafana never scales
+        if re.search(r"_mhz\b|_mhz:", expr) and "/" not in expr:
+            # MHz series in hertz, which Grafana scales to kHz/MHz/GHz.
+            assert expr.endswith(" * 1e6") and panel["fieldConfig"]["defaults"]["unit"] == "hertz", panel["title"]
+        if re.search(r"rate\([a-z_]*cpu[a-z_]*_seconds_total", expr):
+            # CPU seconds per second: a share of one CPU.
+            assert panel["fieldConfig"]["defaults"]["unit"] in {"percentunit", "percent"}, panel["title"]
+
+
+def test_state_reasons_named_as_libvirt_names_them():
+    """The State reason panel's mapping against libvirt-python's virDomain<State>Reason constants."""
+    libvirt = pytest.importorskip("libvirt")
+    states = {"NOSTATE": 0, "RUNNING": 1, "BLOCKED": 2, "PAUSED": 3, "SHUTDOWN": 4, "SHUTOFF": 5, "CRASHED": 6,
+              "PMSUSPENDED": 7}
+    assert {k: getattr(libvirt, "VIR_DOMAIN_" + k) for k in states} == states
+    # VIR_DOMAIN_SHUTDOWN_* also names virDomainShutdownFlagValues; PMSUSPENDED_DISK_* another enum.
+    not_reasons = {"SHUTDOWN_DEFAULT", "SHUTDOWN_ACPI_POWER_BTN", "SHUTDOWN_GUEST_AGENT", "SHUTDOWN_INITCTL",
+                   "SHUTDOWN_SIGNAL", "SHUTDOWN_PARAVIRT", "PMSUSPENDED_DISK_UNKNOWN"}
+    expected = {}
+    for const, value in vars(libvirt).items():
+        m = re.fullmatch(r"VIR_DOMAIN_(%s)_([A-Z_]+)" % "|".join(states), const)
+        if m and isinstance(value, int) and m.group(0)[len("VIR_DOMAIN_"):] not in not_reasons \
+                and not m.group(2).endswith("LAST"):
+            expected[100 * states[m.group(1)] + value] = m.group(2).replace("_", "").lower()
+    panel = next(p for p in query_panels(load(DOMAIN_BOARD)) if p["title"] == "State reason")
+    assert [t["expr"] for t in panel["targets"]] == [
+        '100 * libvirt_domain_state{%s} + libvirt_domain_state_reason{%s}' % ((
+            'job=~"$job", datacenter=~"$datacenter", instance="$instance", domain=~"$domain"',) * 2)]
+    (mapping,) = panel["fieldConfig"]["defaults"]["mappings"]
+    named = {int(code): o["text"].split(": ", 1)[1] for code, o in mapping["options"].items()}
+    normalised = {code: re.sub(r"[ /-]", "", text).lower() for code, text in named.items()}
+    # The installed libvirt may predate a reason (VIR_DOMAIN_PAUSED_API_ERROR = 14: libvirt 9.2).
+    newer = {314: "apierror"}
+    assert {c: n for c, n in normalised.items() if c not in newer or c in expected} == expected
+    assert all(normalised[c] == n for c, n in newer.items())
+    assert named[305] == "I/O error" and mapping["options"]["305"]["color"] == "red"
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.name)
+def test_no_constant_colours_in_physical_units(path: Path):
+    for panel in query_panels(load(path)):
+        steps = panel["fieldConfig"]["defaults"]["thresholds"]["steps"]
+        if panel["fieldConfig"]["defaults"]["unit"] in PHYSICAL_UNITS:
+            assert len(steps) == 1, "%r colours at a constant %s" % (panel["title"], steps[1:])
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.name)
+def test_threshold_series_drawn_as_dashed_lines(path: Path):
+    drawn = 0
+    for panel, target in targets(load(path)):
+        if panel["type"] != "timeseries" or not any("threshold" in n for n, _m in selectors(target["expr"])):
+            continue
+        if "/" in target["expr"]:
+            continue  # a share of the threshold, not the threshold
+        dashed = [o for o in panel["fieldConfig"]["overrides"] if o["matcher"]["id"] == "byRegexp"
+                  and re.fullmatch(o["matcher"]["options"], target["legendFormat"])
+                  and any(p["id"] == "custom.lineStyle" for p in o["properties"])]
+        assert dashed, "%r/%s draws a threshold as a plain series" % (panel["title"], target["refId"])
+        drawn += 1
+    assert drawn >= 3
+
+
+def test_headroom_coloured_by_the_watermark_limit():
+    headroom = next(p for p in query_panels(load(REPO / "dashboards" / "virt-host.json"))
+                    if p["title"].startswith("Thin volume headroom"))
+    assert [n for n, _m in selectors(headroom["targets"][0]["expr"])] == [
+        "libvirt_domain_block_watermark_headroom_bytes", "libvirt_domain_block_watermark_limit_bytes"]
 
 
 @pytest.mark.prometheus
@@ -341,6 +520,8 @@ PERFMON_XML = """<perfmon>
 </perfmon>
 """
 SCRAPE_INTERVAL = "2s"
+FOREIGN_JOB, FOREIGN_DATACENTER = "foreign", "dc-foreign"
+FOREIGN_SCRAPE_INTERVAL = "5s"  # the exporter answers both jobs; the second one less often
 WARMUP_BOUND_S = 30  # from Prometheus' start: 5 scrapes and the test guests seen
 QUERY_BOUND_S = 45   # from Prometheus' start: re-query empty results (a perfmon step, rates over
                      # RATE_INTERVAL, MHz absent for an interval in which some VM started or stopped)
@@ -355,7 +536,8 @@ def _get_json(url: str, timeout_s: float = 5.0) -> dict:
 
 
 class Prometheus(Process):
-    """A real Prometheus on 127.0.0.1 scraping one target, with alerts/*.rules.yml; stopped by its pid."""
+    """A real Prometheus on 127.0.0.1 scraping one target as job virt-exporter and again as a foreign job (same
+    instance, a datacenter label), with alerts/*.rules.yml; stopped by its pid."""
 
     def __init__(self, workdir: Path, target: str) -> None:
         binary = shutil.which("prometheus")
@@ -364,7 +546,10 @@ class Prometheus(Process):
         config = {"global": {"scrape_interval": SCRAPE_INTERVAL, "scrape_timeout": SCRAPE_INTERVAL,
                              "evaluation_interval": SCRAPE_INTERVAL},
                   "rule_files": [str(p) for p in RULE_FILES],
-                  "scrape_configs": [{"job_name": "virt", "static_configs": [{"targets": [target]}]}]}
+                  "scrape_configs": [
+                      {"job_name": JOB, "static_configs": [{"targets": [target]}]},
+                      {"job_name": FOREIGN_JOB, "scrape_interval": FOREIGN_SCRAPE_INTERVAL,
+                       "static_configs": [{"targets": [target], "labels": {"datacenter": FOREIGN_DATACENTER}}]}]}
         (workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
         self.url = "http://127.0.0.1:%d" % free_port()
         argv = [binary, "--config.file=%s" % (workdir / "prometheus.yml"),
@@ -391,10 +576,19 @@ def _wait(what: str, predicate, deadline: float, interval_s: float = 0.5):
         time.sleep(interval_s)
 
 
-def _label_values_query(query: str, instance: str) -> Tuple[str, str]:
+def _label_values_query(query: str, substitutions: Dict[str, str]) -> Tuple[str, str]:
+    """(label, series selector) of a label_values() variable query, the variables before it substituted."""
     m = re.fullmatch(r"label_values\((.*), *([A-Za-z_]+)\)", query)
     assert m, query
-    return m.group(2), m.group(1).replace("$instance", instance)
+    match = m.group(1)
+    for name, value in substitutions.items():
+        match = match.replace("$" + name, value)
+    assert "$" not in match, match
+    return m.group(2), match
+
+
+def _foreign(result: List[dict]) -> List[dict]:
+    return [r["metric"] for r in result if r["metric"].get("job") == FOREIGN_JOB]
 
 
 def _no_data_reason(board: str, title: str, ref: str) -> Optional[str]:
@@ -438,15 +632,24 @@ def test_every_panel_query_returns_data(testbed, tmp_path: Path):
         _wait("the test guests in libvirt_domain_info", lambda: set(guests) <= set(prom.label_values(
             "domain", 'libvirt_domain_info{instance="%s"}' % instance)), deadline)
 
-        # Template variable queries, as Grafana runs label_values().
+        _wait("the foreign job's first scrape", lambda: prom.query(
+            'libvirt_up{job="%s"}' % FOREIGN_JOB)["data"]["result"], deadline)
+
+        # Template variable queries, in order, as Grafana runs label_values(): each sees the values before it.
         for path in DASHBOARDS:
+            substitutions = {"job": JOB_ALL, "datacenter": DATACENTER_ALL, "instance": instance}
+            expected = {"job": [JOB], "datacenter": [], "instance": [instance]}  # no datacenter label on our job
             for var in load(path)["templating"]["list"]:
                 if var["type"] != "query":
                     continue
-                label, match = _label_values_query(var["query"], instance)
+                label, match = _label_values_query(var["query"], substitutions)
                 values = prom.label_values(label, match)
-                expected = {instance} if label == "instance" else set(guests)
-                assert expected <= set(values), (path.name, var["name"], values)
+                if var["name"] == "domain":
+                    assert set(guests) <= set(values), (path.name, values)
+                else:
+                    assert values == expected[var["name"]], (path.name, var["name"], values)
+        # The foreign job's datacenter is there, for the datacenter variable of a board pointed at that job.
+        assert prom.label_values("datacenter", 'libvirt_up{job=~"%s"}' % FOREIGN_JOB) == [FOREIGN_DATACENTER]
 
         queries = []  # (board, title, refId, expr)
         for path in DASHBOARDS:
@@ -463,6 +666,10 @@ def test_every_panel_query_returns_data(testbed, tmp_path: Path):
                 out = prom.query(q[3])
                 if out.get("status") != "success" or out.get("warnings"):
                     errors.append("%s / %s / %s: %s\n    %s" % (q[0], q[1], q[2], out, q[3]))
+                    pending.discard(q)
+                elif _foreign(out["data"]["result"]):
+                    errors.append("%s / %s / %s: series of the foreign job %s\n    %s" % (
+                        q[0], q[1], q[2], _foreign(out["data"]["result"])[:2], q[3]))
                     pending.discard(q)
                 elif out["data"]["result"]:
                     pending.discard(q)

@@ -9,7 +9,7 @@ them; each has its own directory under IMAGE_DIR with its disks, and an owner fi
 process's start time, so `gc` can tell a dead owner from a reused pid and several pytest runs on
 one host never touch each other's guests.
 
-    python3 tests/testbed.py demo-up | demo-down | gc | status
+    python3 tests/testbed.py demo-up | demo-down | demo-names | gc | status
 """
 
 from __future__ import annotations
@@ -691,6 +691,8 @@ def demo_down() -> None:
         if domain_exists(name):
             virsh("undefine", name)
         shutil.rmtree(IMAGE_DIR / name, ignore_errors=True)
+        # libvirt's log of the guest, which it keeps after undefine
+        Path(f"/var/log/libvirt/qemu/{name}.log").unlink(missing_ok=True)
         print(f"{name}: removed")
 
 
@@ -711,11 +713,13 @@ def status() -> None:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 1 or argv[0] not in ("demo-up", "demo-down", "gc", "status"):
-        print("usage: testbed.py demo-up|demo-down|gc|status", file=sys.stderr)
+    if len(argv) != 1 or argv[0] not in ("demo-up", "demo-down", "demo-names", "gc", "status"):
+        print("usage: testbed.py demo-up|demo-down|demo-names|gc|status", file=sys.stderr)
         return 2
     cmd = argv[0]
-    if cmd == "demo-up":
+    if cmd == "demo-names":
+        print("\n".join(DEMO_GUESTS))
+    elif cmd == "demo-up":
         demo_up()
     elif cmd == "demo-down":
         demo_down()

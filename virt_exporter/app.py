@@ -23,9 +23,10 @@ from .exporter import Exporter, Subsystems
 from .options import UsageError, collector_options, enabled_collectors, stats_groups
 from .sample import Sample
 from .sampler import Sampler, SamplerOptions
-from .server import ExporterHTTPServer
+from .server import ExporterHTTPServer, parse_listen_address
 from .source.connection import Connection
 from .source.domxml import DomainXMLCache
+from .source.host import tcp_listener
 
 log = logging.getLogger(__name__)
 
@@ -107,8 +108,8 @@ class App:
         except ValueError as e:
             raise UsageError(str(e)) from None
         except OSError as e:
-            why = "address already in use" if e.errno == errno.EADDRINUSE else (e.strerror or str(e))
-            raise UsageError("cannot listen on %s: %s" % (args.listen_address, why)) from None
+            raise UsageError("cannot listen on %s: %s" % (args.listen_address, _bind_failure(args.listen_address, e))) \
+                from None
         self._threads: List[threading.Thread] = []
 
     def _on_sample(self, sample: Sample) -> None:
@@ -141,6 +142,18 @@ class App:
         self.server.server_close()
         self.sampler.stop()
         self.connection.stop()
+
+
+def _bind_failure(address: str, e: OSError) -> str:
+    """Why the listen address cannot be had, and who holds it when that can be seen. Exit 2 like
+    other bad start-up input (node_exporter exits 1): the operator must pick another address or stop
+    the other process, so with RestartPreventExitStatus=2 systemd does not restart into it again."""
+    if e.errno != errno.EADDRINUSE:
+        return e.strerror or str(e)
+    holder = tcp_listener(parse_listen_address(address)[1])
+    return ("address already in use by %s" % (holder or "another process")
+            + "; Debian's prometheus-libvirt-exporter also listens on :9177 (stop it, or pass another"
+            " --web.listen-address)")
 
 
 def numa_targets(sample: Sample) -> Dict[str, Tuple[str, Optional[int]]]:

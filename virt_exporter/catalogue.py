@@ -1,11 +1,11 @@
-"""The README's metric and flag tables, generated from the code so they cannot drift.
+"""The metric and flag tables of docs/metrics.md, generated from the code so they cannot drift.
 
     python -m virt_exporter.catalogue            # print both tables (Markdown)
-    python -m virt_exporter.catalogue --update README.md
+    python -m virt_exporter.catalogue --update   # rewrite them in docs/metrics.md
 
 Metric families are listed by running every collector (and the exporter's own health part) on an
 empty sample: collectors yield their families even when they have no rows, with name, type, labels
-and HELP text. tests/test_readme.py checks the README holds exactly this output.
+and HELP text. tests/test_readme.py checks docs/metrics.md holds exactly this output.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+from pathlib import Path
 from typing import Iterable, List, Tuple
 
 from prometheus_client.metrics_core import Metric
@@ -21,6 +22,8 @@ from .collectors import base, load_all
 
 BEGIN_METRICS, END_METRICS = "<!-- metrics:begin -->", "<!-- metrics:end -->"
 BEGIN_FLAGS, END_FLAGS = "<!-- flags:begin -->", "<!-- flags:end -->"
+# Where the tables live: the metric reference, next to the package in a checkout.
+METRICS_DOC = Path(__file__).resolve().parents[1] / "docs" / "metrics.md"
 
 
 
@@ -102,19 +105,21 @@ def _replace_block(text: str, begin: str, end: str, body: str) -> str:
     return pattern.sub(lambda _m: begin + "\n" + body + "\n" + end, text)
 
 
-def updated_readme(text: str) -> str:
+def updated_document(text: str) -> str:
+    """``text`` (a Markdown file with both pairs of markers) with both tables regenerated."""
     text = _replace_block(text, BEGIN_METRICS, END_METRICS, metrics_markdown())
     return _replace_block(text, BEGIN_FLAGS, END_FLAGS, flags_markdown())
 
 
 def main(argv: List[str]) -> int:
     ap = argparse.ArgumentParser(prog="python -m virt_exporter.catalogue")
-    ap.add_argument("--update", metavar="README", help="rewrite the generated blocks of this file")
+    ap.add_argument("--update", metavar="FILE", nargs="?", const=str(METRICS_DOC),
+                    help="rewrite the generated blocks of FILE (default: docs/metrics.md of this checkout)")
     args = ap.parse_args(argv)
     if args.update:
         with open(args.update, encoding="utf-8") as f:
             text = f.read()
-        new = updated_readme(text)
+        new = updated_document(text)
         if new != text:
             with open(args.update, "w", encoding="utf-8") as f:
                 f.write(new)

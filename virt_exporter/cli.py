@@ -179,6 +179,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         entry = {"perfmon-check": perfmon_cli.perfmon_check_main, "perfmon-rules": perfmon_cli.perfmon_rules_main,
                  "perfmon-replay": perfmon_cli.perfmon_replay_main}[argv[0]]
         return entry(argv[1:])
+    if argv and argv[0] == "mixin":
+        from .mixin import cli as mixin_cli
+
+        return mixin_cli.main(argv[1:])
     load_all()
     try:
         args = build_parser().parse_args(argv)

@@ -206,6 +206,8 @@ class Sample:
     domain_ids: Mapping[str, int] = dataclasses.field(default_factory=dict)
     # QEMU pid by UUID (running domains; only when a collector needs them).
     qemu_pids: Mapping[str, int] = dataclasses.field(default_factory=dict)
+    # /proc/meminfo MemAvailable, bytes (read with /proc/stat, whether libvirt answers or not).
+    host_memory_available_bytes: Optional[int] = None
 
 
 # --- readings taken in the background, between samples ---------------------------------------------

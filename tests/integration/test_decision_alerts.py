@@ -1,11 +1,10 @@
 """The decision rules of alerts/ on the real test bed, in a real Prometheus scraping the exporter:
 a busy guest sharing the host's two CPUs with a CPU burner shows vCPU steal, and while the host is
-overloaded (the overload factor lowered to 0 and the `for`s to 0 in a test copy of the rules) the
+overloaded (the generator's knobs: overload ratio 0, every `for` 0s, the neat group on) the
 migration candidate is the running VM with the least memory, as virsh reports it."""
 
 from __future__ import annotations
 
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -17,25 +16,25 @@ import testbed as tb
 from bounds import wait_for
 from exporter import ExporterProcess
 from perfmon.promstack import query, start_prometheus
+from virt_exporter.mixin.config import FOR, parse_config
+from virt_exporter.mixin.rules import rule_files
 
-REPO = Path(__file__).resolve().parents[2]
-ALERTS = REPO / "alerts"
+JOB = "virt"  # promstack's scrape job
 
 pytestmark = [pytest.mark.libvirt, pytest.mark.prometheus, pytest.mark.timeout(300, func_only=True)]
 
 
 def rules_lowered(tmp_path: Path) -> List[Path]:
-    """Test copies of cpu, neat and vcpu rules: overload factor 0, no `for` (the thresholds and waits
-    are what the promtool tests pin; here the wiring with real series is under test)."""
+    """cpu, capacity, neat and vcpu rules from the generator, for this Prometheus's job, with the overload
+    ratio at 0 and every `for` at 0s (the thresholds and waits are what the promtool tests pin; here the
+    wiring with real series is under test)."""
+    cfg = parse_config({"job_selector": 'job="%s"' % JOB, "groups": {"neat": True},
+                        "thresholds": {"cpu_overload_ratio": 0}, "for": {name: "0s" for name in FOR}})
+    files = rule_files(cfg)
     out = []
-    for name in ("cpu", "neat", "vcpu"):
-        text = (ALERTS / ("%s.rules.yml" % name)).read_text()
-        if name == "cpu":
-            assert "expr: 0.8 * libvirt_host_cpu_capacity_mhz" in text
-            text = text.replace("expr: 0.8 * libvirt_host_cpu_capacity_mhz", "expr: 0 * libvirt_host_cpu_capacity_mhz")
-        text = re.sub(r"\n(\s+)for: \d+m\n", r"\n\1for: 0s\n", text)
+    for name in ("cpu", "capacity", "neat", "vcpu"):
         path = tmp_path / ("%s.rules.yml" % name)
-        path.write_text(text)
+        path.write_text(files["%s.rules.yml" % name])
         out.append(path)
     return out
 

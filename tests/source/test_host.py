@@ -75,3 +75,31 @@ def test_fs_used_fraction_is_dfs_used_over_used_plus_available(tmp_path):
     expected = used / (used + st.f_bavail * st.f_frsize)
     # Another writer on the filesystem can move it between the two reads, never by a whole percent.
     assert host.fs_used_fraction(str(tmp_path)) == pytest.approx(expected, abs=0.01)
+
+
+# --- the CPU model --------------------------------------------------------------------------------
+
+CAPABILITIES = """<capabilities><host><uuid>x</uuid><cpu><arch>x86_64</arch><model>Skylake-Server-IBRS</model>
+<vendor>Intel</vendor></cpu></host></capabilities>"""
+CAPABILITIES_NO_MODEL = "<capabilities><host><cpu><arch>aarch64</arch></cpu></host></capabilities>"
+
+
+def _root_with_cpuinfo(tmp_path, text):
+    (tmp_path / "proc").mkdir()
+    (tmp_path / "proc" / "cpuinfo").write_text(text)
+    return str(tmp_path)
+
+
+def test_cpu_model_is_cpuinfo_model_name_before_libvirts_cpu_map(tmp_path):
+    root = _root_with_cpuinfo(tmp_path, "processor\t: 0\nvendor_id\t: GenuineIntel\n"
+                                        "model\t\t: 85\nmodel name\t: Intel(R) Xeon(R) Gold 6248  CPU @ 2.50GHz\n"
+                                        "processor\t: 1\nmodel name\t: Intel(R) Xeon(R) Gold 6248 CPU @ 2.50GHz\n")
+    # "model" (the family's model number) is not "model name"; inner runs of blanks collapse as lscpu's do
+    assert host.host_cpu_model(CAPABILITIES, "x86_64", root) == "Intel(R) Xeon(R) Gold 6248 CPU @ 2.50GHz"
+
+
+def test_cpu_model_falls_back_to_libvirt_then_to_the_arch(tmp_path):
+    root = _root_with_cpuinfo(tmp_path, "processor\t: 0\nBogoMIPS\t: 50.00\nCPU part\t: 0xd0c\n")  # aarch64
+    assert host.host_cpu_model(CAPABILITIES, "x86_64", root) == "Skylake-Server-IBRS"
+    assert host.host_cpu_model(CAPABILITIES_NO_MODEL, "aarch64", root) == "aarch64"
+    assert host.host_cpu_model(CAPABILITIES_NO_MODEL, "aarch64", str(tmp_path / "missing")) == "aarch64"

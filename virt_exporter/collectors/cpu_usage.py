@@ -18,8 +18,12 @@ def collect(ctx: ScrapeContext) -> Iterable[Metric]:
     # Every domain, exported or not: the overhead is the host's busy CPU minus every VM's.
     usage = cpu_usage(*ctx.whole_pair())
 
+    # virNodeGetInfo's mhz is the whole part of the last "cpu MHz" line of /proc/cpuinfo, read when
+    # the exporter connects: a clock at that moment, not a rated one.
     core = gauge("libvirt_host_cpu_core_mhz",
-                             "Nominal core frequency in MHz (virNodeGetInfo).", labels=())
+                 "Core frequency in MHz as virNodeGetInfo gives it when the exporter connects to libvirt: the "
+                 "\"cpu MHz\" of the last CPU in /proc/cpuinfo, whole MHz (under frequency scaling, that CPU's "
+                 "clock at that moment).", labels=())
     capacity = gauge("libvirt_host_cpu_capacity_mhz",
                                  "Host CPU capacity in MHz: logical CPUs x core MHz.", labels=())
     if usage.core_mhz is not None and usage.capacity_mhz is not None:

@@ -13,7 +13,8 @@ from .families import gauge, info
 @register("host", help="host info (hostname, versions, CPU model) and logical CPU count")
 def collect(ctx: ScrapeContext) -> Iterable[Metric]:
     facts = ctx.current.host
-    fam = info("libvirt_host_info", "Host identity as libvirt reports it (value 1).",
+    fam = info("libvirt_host_info", "Host identity: hostname and versions from libvirt, "
+               "cpu_model as the host reports it (value 1).",
                ["hostname", "libvirt_version", "hypervisor_version", "cpu_model"])
     if facts is not None:
         fam.add_metric([facts.hostname, facts.libvirt_version, facts.hypervisor_version, facts.cpu_model], {})

@@ -46,7 +46,7 @@ class SampleReader:
         connection.on_connect(self._on_connect)
 
     def _on_connect(self, conn: libvirt.virConnect) -> None:
-        self._node, self._host = read_host_facts(conn)
+        self._node, self._host = read_host_facts(conn, self.host_root)
         self.xml_cache.invalidate_all()
 
     def forget(self, uuid: str) -> None:
@@ -60,7 +60,8 @@ class SampleReader:
         """One sample, timestamped ``started`` / ``wall_time_s`` (taken before any read)."""
         host_cpu = host.read_proc_stat(self.host_root)
         base = Sample(wall_time_s=wall_time_s, monotonic_s=started, up=False, node=self._node,
-                      host_cpu=host_cpu, host=self._host, net_dev=host.read_net_dev())
+                      host_cpu=host_cpu, host=self._host, net_dev=host.read_net_dev(),
+                      host_memory_available_bytes=host.read_mem_available_bytes())
         cells = list(self._host.cell_cpus) if self._host is not None else []
         memory_future: Optional[Future] = None
         try:
@@ -102,7 +103,7 @@ class SampleReader:
                       host_cpu=host_cpu, host_memory=host_memory, bulk_duration_s=result.duration_s,
                       unresponsive=frozenset(unresponsive), host=self._host, net_dev=base.net_dev,
                       cell_memory=cell_memory, domain_ids=domain_ids,
-                      qemu_pids=pids)
+                      qemu_pids=pids, host_memory_available_bytes=base.host_memory_available_bytes)
 
     def _failed(self, base: Sample, error: BaseException) -> Sample:
         why = one_line(error)
@@ -112,7 +113,8 @@ class SampleReader:
         self._last_failure = kind
         log.log(level, "libvirt sample failed after %.3fs: %s", self._clock() - base.monotonic_s, why)
         return Sample(wall_time_s=base.wall_time_s, monotonic_s=base.monotonic_s, up=False, node=base.node,
-                      host_cpu=base.host_cpu, error=why, host=base.host, net_dev=base.net_dev)
+                      host_cpu=base.host_cpu, error=why, host=base.host, net_dev=base.net_dev,
+                      host_memory_available_bytes=base.host_memory_available_bytes)
 
     def _host_memory(self, future: "Future[MemoryReading]",
                      deadline: float) -> Tuple[Optional[HostMemory], Dict[int, HostMemory]]:
@@ -184,13 +186,15 @@ class SampleReader:
         return pids
 
 
-def read_host_facts(conn: libvirt.virConnect) -> Tuple[NodeInfo, HostFacts]:
-    """What changes only with the host: node info, NUMA topology, versions."""
-    model, _memory_mib, cpus, mhz = conn.getInfo()[:4]
+def read_host_facts(conn: libvirt.virConnect, host_root: str = "/") -> Tuple[NodeInfo, HostFacts]:
+    """What changes only with the host: node info, NUMA topology, versions, CPU model."""
+    model, _memory_mib, cpus, mhz = conn.getInfo()[:4]  # virNodeGetInfo's "model" is the arch
     node = NodeInfo(cpus=int(cpus), core_mhz=int(mhz), model=str(model))
+    capabilities = conn.getCapabilities()
     facts = HostFacts(hostname=conn.getHostname(), libvirt_version=_version(conn.getLibVersion()),
-                      hypervisor_version=_version(conn.getVersion()), cpu_model=str(model),
-                      cell_cpus=cells_from_capabilities(conn.getCapabilities()))
+                      hypervisor_version=_version(conn.getVersion()),
+                      cpu_model=host.host_cpu_model(capabilities, str(model), host_root),
+                      cell_cpus=cells_from_capabilities(capabilities))
     return node, facts
 
 
