@@ -25,7 +25,7 @@ TEST_PACKAGES=(
   lvm2 openssl curl
   podman debootstrap runc systemd
   chromium
-  lintian debhelper dh-python pybuild-plugin-pyproject python3-all python3-setuptools help2man python3-libvirt python3-prometheus-client python3-lxml python3-psutil python3-yaml python3-bcrypt python3-seccomp
+  lintian debhelper dh-python pybuild-plugin-pyproject python3-all python3-setuptools help2man python3-seccomp
 )
 
 # missing_packages PKG...: those not installed, one per line.
