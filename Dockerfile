@@ -44,13 +44,13 @@ RUN apt-get update \
 COPY --from=build /opt/virt-exporter /opt/virt-exporter
 USER 9177:9177
 EXPOSE 9177
-# The probe (contrib/container/healthcheck.py) asks /-/healthy at VIRT_EXPORTER_HEALTH_URL: set it
-# when you change the listen address, with https:// when --web.config.file turns TLS on. With basic
-# auth on, the exporter's own 401 counts as an answer, so the probe needs no password. Kept in images
-# built with `podman build --format docker` (OCI images have no HEALTHCHECK).
+# The probe (contrib/container/healthcheck.py) finds the exporter in the container and asks its
+# /-/healthy where its flags say: the --web.listen-address port, https when --web.config.file turns
+# TLS on. With basic auth on, the exporter's own 401 counts as an answer, so the probe needs no
+# password. -e VIRT_EXPORTER_HEALTH_URL=... makes it ask that URL instead. Kept in images built with
+# `podman build --format docker` (OCI images have no HEALTHCHECK).
 COPY contrib/container/healthcheck.py /usr/local/bin/virt-exporter-healthcheck
-ENV VIRT_EXPORTER_HEALTH_URL=http://127.0.0.1:9177/-/healthy
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
-  CMD ["/usr/bin/python3", "/usr/local/bin/virt-exporter-healthcheck"]
+  CMD ["/opt/virt-exporter/bin/python", "/usr/local/bin/virt-exporter-healthcheck"]
 ENTRYPOINT ["/opt/virt-exporter/bin/virt-exporter"]
 CMD ["--web.listen-address", ":9177"]
