@@ -72,9 +72,16 @@ def pip_route_commands() -> List[str]:
     return [line for line in block.splitlines() if line.strip()]
 
 
+def test_the_readme_gives_the_same_pip_route():
+    section = (REPO / "README.md").read_text().split("### pip", 1)[1]
+    block = section.split("```", 2)[1]
+    commands = [line.split("  #", 1)[0].strip() for line in block.splitlines()]
+    assert [c for c in commands if c and c != "sh"] == pip_route_commands()
+
+
 def test_the_documented_pip_route_needs_no_compiler(dist, tmp_path):
     commands = pip_route_commands()
-    assert commands[0] == "apt-get install -y python3-libvirt python3-venv"
+    assert commands[0] == "apt-get install -y python3-venv python3-libvirt"
     # the same commands, in a scratch prefix instead of /opt/virt-exporter (other tests run in parallel)
     prefix = tmp_path / "opt-virt-exporter"
     env = dict(os.environ, PATH="/usr/sbin:/usr/bin:/sbin:/bin", DEBIAN_FRONTEND="noninteractive",
@@ -83,7 +90,7 @@ def test_the_documented_pip_route_needs_no_compiler(dist, tmp_path):
     out = ""
     for command in commands:
         command = command.replace("/opt/virt-exporter", str(prefix)).replace(
-            "virt_exporter-*-py3-none-any.whl", str(dist.wheel))
+            "virt_exporter-*.whl", str(dist.wheel))
         if command.startswith("apt-get "):
             command = command.replace("apt-get ", "apt-get -o DPkg::Lock::Timeout=300 -q ", 1)
         out += run(["/bin/sh", "-ec", command], env=env, cwd=tmp_path).stdout
