@@ -17,8 +17,12 @@ FROM debian:12-slim AS build
 RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 python3-venv python3-dev gcc pkg-config libvirt-dev \
  && rm -rf /var/lib/apt/lists/*
-COPY pyproject.toml README.md /src/
+COPY pyproject.toml README.md LICENSE MANIFEST.in /src/
 COPY virt_exporter /src/virt_exporter
+# the wheel's data files: rules, dashboards, contrib (in /opt/virt-exporter/share/prometheus-virt-exporter/)
+COPY alerts /src/alerts
+COPY dashboards /src/dashboards
+COPY contrib /src/contrib
 RUN python3 -m venv /opt/virt-exporter \
  && /opt/virt-exporter/bin/pip install --no-cache-dir /src \
  && rm -rf /opt/virt-exporter/lib/python3*/site-packages/pip* /opt/virt-exporter/bin/pip*
@@ -40,11 +44,13 @@ RUN apt-get update \
 COPY --from=build /opt/virt-exporter /opt/virt-exporter
 USER 9177:9177
 EXPOSE 9177
-# The probe asks /-/healthy at the default listen address; with another one, set the URL
-# (-e VIRT_EXPORTER_HEALTH_URL=http://127.0.0.1:PORT/-/healthy). Kept in images built with
+# The probe (contrib/container/healthcheck.py) finds the exporter in the container and asks its
+# /-/healthy where its flags say: the --web.listen-address port, https when --web.config.file turns
+# TLS on. With basic auth on, the exporter's own 401 counts as an answer, so the probe needs no
+# password. -e VIRT_EXPORTER_HEALTH_URL=... makes it ask that URL instead. Kept in images built with
 # `podman build --format docker` (OCI images have no HEALTHCHECK).
-ENV VIRT_EXPORTER_HEALTH_URL=http://127.0.0.1:9177/-/healthy
+COPY contrib/container/healthcheck.py /usr/local/bin/virt-exporter-healthcheck
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
-  CMD ["/usr/bin/python3", "-c", "import os, urllib.request; urllib.request.urlopen(os.environ['VIRT_EXPORTER_HEALTH_URL'], timeout=4)"]
+  CMD ["/opt/virt-exporter/bin/python", "/usr/local/bin/virt-exporter-healthcheck"]
 ENTRYPOINT ["/opt/virt-exporter/bin/virt-exporter"]
 CMD ["--web.listen-address", ":9177"]

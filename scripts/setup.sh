@@ -25,6 +25,7 @@ TEST_PACKAGES=(
   lvm2 openssl curl
   podman debootstrap runc systemd
   chromium
+  lintian debhelper dh-python pybuild-plugin-pyproject python3-all python3-setuptools help2man python3-seccomp
 )
 
 # missing_packages PKG...: those not installed, one per line.

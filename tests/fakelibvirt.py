@@ -87,6 +87,10 @@ class FakeConnect:
         self.gate()
         return self.memory_stats(cell)
 
+    def listAllStoragePools(self, flags: int = 0) -> List[Any]:
+        self.gate()
+        return []
+
     def getInfo(self) -> List[Any]:
         return list(self.info)
 

@@ -76,6 +76,15 @@ NO_DATA_IN_TESTBED: Dict[Tuple[str, str, Optional[str]], str] = {
         "needs a balloon driver in the guest OS; test guests run a boot-sector program",
     ("virt-domain.json", "Guest memory pressure (LibvirtDomainGuestMemoryPressure)", "B"):
         "needs a balloon driver in the guest OS; test guests run a boot-sector program",
+    ("virt-domain.json", "I/O limits", None): "test guests have no <iotune> limits",
+    ("virt-domain.json", "Pinning", None): "test guests are not pinned (only pinned vCPUs have series)",
+    ("virt-domain.json", "Autostart, persistence, metadata", "C"):
+        "libvirt_domain_metadata_info needs --collector.domain.metadata-label",
+    ("virt-domain.json", "IOThread polling", None): "the iothread collector is opt-in (--collector.iothread)",
+    ("virt-domain.json", "Guest filesystem use", None): "the guest_agent collector is opt-in (--collector.guest_agent)",
+    ("virt-domain.json", "Guest agent and OS", None): "the guest_agent collector is opt-in (--collector.guest_agent)",
+    ("virt-host.json", "Storage pool usage", None): "the test bed defines no storage pool",
+    ("virt-host.json", "Storage pools", None): "the test bed defines no storage pool",
 }
 
 PROMQL_KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "bool", "and", "or",

@@ -227,10 +227,12 @@ def build_domain_xml(
     iothread: bool = True,
     tap: Optional[str] = None,
     numatune_nodeset: Optional[str] = None,
+    extra_devices: str = "",
 ) -> str:
     """Domain XML of a tiny test guest: one virtio qcow2 disk, an optional ethernet interface
     (host-visible tap, so net.* stats exist), virtio-scsi and USB controllers for hot-plugged
-    disks and NICs, a balloon with stats, a null serial, no graphics."""
+    disks and NICs, a balloon with stats, a null serial, no graphics; ``extra_devices`` (XML)
+    goes inside <devices> as given."""
     iothreads = "<iothreads>1</iothreads>" if iothread else ""
     numatune = (f"<numatune><memory mode='strict' nodeset='{escape(numatune_nodeset)}'/></numatune>"
                 if numatune_nodeset else "")
@@ -262,6 +264,7 @@ def build_domain_xml(
     <controller type='scsi' model='virtio-scsi'/>
     <controller type='usb' model='qemu-xhci'/>
     {iface}
+    {extra_devices}
     <serial type='null'/>
     <memballoon model='virtio'><stats period='5'/></memballoon>
   </devices>
@@ -456,7 +459,7 @@ def create_guest(name: str, kind: str, directory: Path, vcpus: int = 1, memory_m
                  start: bool = True, persistent: bool = True,
                  numatune_nodeset: Optional[str] = None, iothread: bool = True,
                  tap: Optional[str] = None, writer_params: Optional[WriterParams] = None,
-                 disk_mib: int = 1024) -> Guest:
+                 disk_mib: int = 1024, extra_devices: str = "") -> Guest:
     """Make the disk in `directory` (which must exist and be owned by the caller), define and
     optionally start the guest. On failure everything made so far is removed."""
     if kind not in KINDS:
@@ -484,7 +487,7 @@ def create_guest(name: str, kind: str, directory: Path, vcpus: int = 1, memory_m
         _write_boot_sector(disk_path, kind, w)
         xml = build_domain_xml(name, disk_path, vcpus=vcpus, memory_mib=memory_mib,
                                disk_is_block=loop is not None, iothread=iothread, tap=tap,
-                               numatune_nodeset=numatune_nodeset)
+                               numatune_nodeset=numatune_nodeset, extra_devices=extra_devices)
         (directory / "domain.xml").write_text(xml)
         guest = Guest(name, kind, xml, directory, persistent, disk_path, tap, loop, w)
         if persistent:
@@ -577,14 +580,14 @@ class Testbed:
                    start: bool = True, persistent: bool = True,
                    numatune_nodeset: Optional[str] = None, iothread: bool = True,
                    interface: bool = True, writer_params: Optional[WriterParams] = None,
-                   disk_mib: int = 1024) -> Guest:
+                   disk_mib: int = 1024, extra_devices: str = "") -> Guest:
         """A new guest of kind busy | idle | blank | writer (see module docs)."""
         name, n, directory = self._reserve(kind)
         tap = _tap_name(f"g{n}", name) if interface else None
         guest = create_guest(name, kind, directory, vcpus=vcpus, memory_mib=memory_mib,
                              start=start, persistent=persistent,
                              numatune_nodeset=numatune_nodeset, iothread=iothread, tap=tap,
-                             writer_params=writer_params, disk_mib=disk_mib)
+                             writer_params=writer_params, disk_mib=disk_mib, extra_devices=extra_devices)
         self.guests.append(guest)
         return guest
 
@@ -627,6 +630,278 @@ def make_standard_guests(bed: Testbed, wait: bool = True) -> StandardGuests:
     return guests
 
 
+# --------------------------------------------------------------------------------------------
+# storage pools and bridges for the collectors' tests (named after the owning process, as guests)
+
+
+def pool_info_bytes(name: str) -> dict[str, Union[str, int]]:
+    """`virsh pool-info --bytes` as {State, Capacity, Allocation, Available, ...}; sizes as int."""
+    out: dict[str, Union[str, int]] = {}
+    for line in virsh("pool-info", "--bytes", name).splitlines():
+        key, sep, value = line.partition(":")
+        if sep:
+            value = value.strip()
+            out[key.strip()] = int(value) if value.isdigit() else value
+    return out
+
+
+def remove_pool(name: str) -> None:
+    """Stop, delete (a logical pool: its VG and PV) and undefine a pool; no error if gone."""
+    if _run(["virsh", "-q", "-c", URI, "pool-uuid", name], check=False).returncode != 0:
+        return
+    xml = virsh("pool-dumpxml", name)
+    _run(["virsh", "-q", "-c", URI, "pool-destroy", name], check=False)
+    if "type='logical'" in xml or 'type="logical"' in xml:
+        _run(["virsh", "-q", "-c", URI, "pool-delete", name], check=False)
+    _run(["virsh", "-q", "-c", URI, "pool-undefine", name], check=False)
+
+
+def make_storage_pool(bed: "Testbed", kind: str, size_mib: int = 64) -> tuple[str, Path]:
+    """A started pool named vet-<pid>-pool-<n>: 'dir' (a directory under the pool's own
+    directory) or 'logical' (a VG of the same name on a loop device over a sparse file there).
+    Returns (name, directory); remove it with remove_storage_pool (also on failure)."""
+    name, _n, directory = bed._reserve("pool")
+    try:
+        if kind == "dir":
+            target = directory / "pool"
+            target.mkdir()
+            virsh("pool-define-as", name, "dir", "--target", str(target))
+        elif kind == "logical":
+            backing = directory / "pv.img"
+            with open(backing, "wb") as f:
+                f.truncate(size_mib << 20)
+            loop = _losetup(backing)
+            virsh("pool-define-as", name, "logical", "--source-dev", loop, "--source-name", name,
+                  "--target", f"/dev/{name}")
+        else:
+            raise ValueError("kind must be dir or logical")
+        virsh("pool-build", name)  # logical: pvcreate + vgcreate
+        virsh("pool-start", name)
+        return name, directory
+    except BaseException:
+        remove_storage_pool(name, directory)
+        raise
+
+
+def remove_storage_pool(name: str, directory: Path) -> None:
+    """remove_pool, then a VG that survived it, the loop device and the directory."""
+    try:
+        remove_pool(name)
+    finally:
+        if _run(["vgs", name], check=False).returncode == 0:
+            _run(["vgremove", "-f", name], check=False)
+        for dev in _loop_devices():
+            if (dev.get("back-file") or "").startswith(str(directory) + "/"):
+                _run(["pvremove", "-ff", "-y", dev["name"]], check=False)
+        _detach_loops_under(directory)
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def make_bridge(bed: "Testbed") -> str:
+    """A Linux bridge with no address, up, named after the owning process (vtb<pid><n>);
+    delete it with delete_bridge."""
+    name = _tap_name("b%d" % next(_counter), bed.prefix)
+    _run(["ip", "link", "add", name, "type", "bridge"])
+    try:
+        _run(["ip", "link", "set", name, "up"])
+    except BaseException:
+        delete_bridge(name)
+        raise
+    return name
+
+
+def delete_bridge(name: str) -> None:
+    _run(["ip", "link", "delete", name, "type", "bridge"], check=False)
+
+
+# --------------------------------------------------------------------------------------------
+# a guest that runs qemu-guest-agent: a Debian cloud kernel and a busybox initrd with qemu-ga
+
+
+AGENT_PACKAGES = ("qemu-guest-agent", "busybox-static", "linux-image-cloud-amd64")
+AGENT_MODULES = ("virtio_ring", "virtio", "virtio_pci_legacy_dev", "virtio_pci_modern_dev", "virtio_pci",
+                 "virtio_console", "virtio_blk")
+# The guest's init: mounts its data disk, prints `df` between markers on its console (ttyS0),
+# starts qemu-ga on the virtio-serial port, then obeys lines on ttyS1 (the host's command socket):
+# "stop" / "cont" send SIGSTOP / SIGCONT to qemu-ga (a hung agent), "df" prints df again.
+AGENT_INIT = """#!/bin/busybox sh
+/bin/busybox --install -s /bin
+mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
+for m in %s; do insmod /lib/modules/$m.ko; done
+mkdir -p /var/run /mnt/data
+hostname vet-agent-guest
+mount -t ext4 /dev/vda /mnt/data
+show_df() { echo vet-df-begin; df -P -B1 /mnt/data; echo vet-df-end; }
+show_df
+qemu-ga -m virtio-serial -p /dev/vport0p1 -d -f /var/run/qga.pid
+echo vet-agent-started
+while read -r cmd < /dev/ttyS1; do
+  case "$cmd" in
+    stop) kill -STOP $(cat /var/run/qga.pid); echo vet-agent-stopped;;
+    cont) kill -CONT $(cat /var/run/qga.pid); echo vet-agent-continued;;
+    df) show_df;;
+  esac
+done
+""" % " ".join(AGENT_MODULES)
+AGENT_OS_RELEASE = 'ID=vetbox\nNAME="vet busybox"\nVERSION_ID=1\nPRETTY_NAME="vet busybox 1"\n'
+
+
+def _cpio_newc(entries: list[tuple[str, int, bytes]]) -> bytes:
+    """A newc cpio archive of (path, mode, data) entries (directories with mode 0o040755)."""
+    out = bytearray()
+
+    def add(name: str, mode: int, data: bytes, ino: int) -> None:
+        nb = name.encode() + b"\0"
+        hdr = "070701" + "".join("%08x" % v for v in (ino, mode, 0, 0, 1, 0, len(data), 0, 0, 0, 0, len(nb), 0))
+        out.extend(hdr.encode() + nb)
+        out.extend(b"\0" * (-len(out) % 4))
+        out.extend(data)
+        out.extend(b"\0" * (-len(out) % 4))
+
+    for ino, (name, mode, data) in enumerate(entries, 1):
+        add(name, mode, data, ino)
+    add("TRAILER!!!", 0, b"", 0)
+    return bytes(out)
+
+
+def agent_guest_parts() -> tuple[Path, Path]:
+    """(kernel, initrd) for the agent guest, built once into IMAGE_DIR/agent-parts from Debian's
+    packages (apt-get download: the registry's ordinary client) and the host's shared libraries
+    for qemu-ga. Raises TestbedError when the packages cannot be had."""
+    import gzip
+
+    parts = IMAGE_DIR / "agent-parts"
+    kernel, initrd = parts / "vmlinuz", parts / "initrd.gz"
+    if kernel.exists() and initrd.exists():
+        return kernel, initrd
+    work = Path(tempfile.mkdtemp(prefix="agent-", dir=IMAGE_DIR))
+    try:
+        depends = _run(["apt-cache", "depends", "linux-image-cloud-amd64"]).stdout
+        m = re.search(r"Depends: (linux-image-\S+-cloud-amd64)", depends)
+        if not m:
+            raise TestbedError("no cloud kernel package: " + depends.strip())
+        names = [p for p in AGENT_PACKAGES if p != "linux-image-cloud-amd64"] + [m.group(1)]
+        p = subprocess.run(["apt-get", "download", *names], cwd=work, capture_output=True, text=True, timeout=600)
+        if p.returncode != 0:
+            raise TestbedError("apt-get download %s: %s" % (" ".join(names), p.stderr.strip()[-500:]))
+        root = work / "x"
+        for deb in work.glob("*.deb"):
+            _run(["dpkg-deb", "-x", str(deb), str(root)])
+        entries: list[tuple[str, int, bytes]] = []
+        for d in ("bin", "sbin", "lib", "lib/modules", "lib64", "lib/x86_64-linux-gnu", "proc", "sys", "dev",
+                  "etc", "run", "var", "tmp", "mnt"):
+            entries.append((d, 0o040755, b""))
+        entries.append(("init", 0o100755, AGENT_INIT.encode()))
+        entries.append(("etc/os-release", 0o100644, AGENT_OS_RELEASE.encode()))
+        entries.append(("bin/busybox", 0o100755, (root / "bin/busybox").read_bytes()))
+        qga = root / "usr/sbin/qemu-ga"
+        entries.append(("bin/qemu-ga", 0o100755, qga.read_bytes()))
+        for lib in re.findall(r"(/lib\S*\.so[.\d]*)", _run(["ldd", str(qga)]).stdout):
+            entries.append((lib.lstrip("/"), 0o100755, Path(lib).read_bytes()))
+        modules = next((root / "lib/modules").iterdir())
+        for name in AGENT_MODULES:
+            ko = next(modules.rglob(name + ".ko"))
+            entries.append(("lib/modules/%s.ko" % name, 0o100644, ko.read_bytes()))
+        parts.mkdir(parents=True, exist_ok=True)
+        tmp_initrd = parts / "initrd.gz.tmp"
+        tmp_initrd.write_bytes(gzip.compress(_cpio_newc(entries), compresslevel=1))
+        shutil.copy(next((root / "boot").glob("vmlinuz-*")), parts / "vmlinuz.tmp")
+        os.replace(parts / "vmlinuz.tmp", kernel)
+        os.replace(tmp_initrd, initrd)
+        return kernel, initrd
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+class AgentGuest(Guest):
+    """A TCG guest (this host's KVM hangs stock kernels early) that boots the agent initrd, with a
+    64 MiB ext4 data disk holding a 5 MB file, a guest-agent channel, its console in console.log
+    and a command socket on its second serial port (see AGENT_INIT)."""
+
+    @property
+    def console_log(self) -> Path:
+        return self.directory / "console.log"
+
+    def command(self, cmd: str) -> None:
+        """Send one line to the guest's init over its second serial port."""
+        import socket
+
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.connect(str(self.directory / "cmd.sock"))
+            s.sendall(cmd.encode() + b"\n")
+            time.sleep(0.2)
+
+    def console_df(self, after: int = 0) -> dict[str, dict[str, int]]:
+        """The last `df -P -B1` the guest printed (after byte offset ``after`` of its console):
+        {mountpoint: {size, used, available}}."""
+        text = self.console_log.read_bytes()[after:].decode(errors="replace").replace("\r", "")
+        blocks = re.findall(r"vet-df-begin\n(.*?)vet-df-end", text, re.S)
+        if not blocks:
+            return {}
+        out = {}
+        for line in blocks[-1].splitlines()[1:]:
+            f = line.split()
+            if len(f) >= 6 and f[1].isdigit():
+                out[f[5]] = {"size": int(f[1]), "used": int(f[2]), "available": int(f[3])}
+        return out
+
+    def wait_agent(self, timeout: float = 120.0) -> float:
+        """Wait until `virsh guestinfo` answers; returns the seconds waited."""
+        t0 = time.monotonic()
+        while True:
+            p = _run(["virsh", "-q", "-c", URI, "guestinfo", self.name, "--hostname"], check=False)
+            if p.returncode == 0:
+                return time.monotonic() - t0
+            if time.monotonic() - t0 > timeout:
+                raise TestbedError(f"{self.name}: guest agent not answering within {timeout} s: {p.stderr.strip()}")
+            time.sleep(1.0)
+
+
+def make_agent_guest(bed: "Testbed", start: bool = True) -> AgentGuest:
+    kernel, initrd = agent_guest_parts()
+    name, _n, directory = bed._reserve("agent")
+    try:
+        fill = directory / "fill"
+        fill.mkdir()
+        (fill / "blob").write_bytes(os.urandom(5_000_000))
+        data = directory / "data.img"
+        with open(data, "wb") as f:
+            f.truncate(64 << 20)
+        _run(["mkfs.ext4", "-q", "-d", str(fill), str(data)])
+        shutil.rmtree(fill)
+        d = escape(str(directory))
+        xml = f"""<domain type='qemu'>
+  <name>{escape(name)}</name>
+  <memory unit='MiB'>256</memory>
+  <vcpu placement='static'>1</vcpu>
+  <os><type arch='x86_64' machine='pc'>hvm</type><kernel>{escape(str(kernel))}</kernel>
+    <initrd>{escape(str(initrd))}</initrd><cmdline>console=ttyS0 quiet loglevel=1</cmdline></os>
+  <on_poweroff>destroy</on_poweroff><on_reboot>destroy</on_reboot><on_crash>destroy</on_crash>
+  <devices>
+    <disk type='file' device='disk'><driver name='qemu' type='raw'/><source file='{d}/data.img'/>
+      <target dev='vda' bus='virtio'/></disk>
+    <channel type='unix'><target type='virtio' name='org.qemu.guest_agent.0'/></channel>
+    <serial type='file'><source path='{d}/console.log'/><target port='0'/></serial>
+    <serial type='unix'><source mode='bind' path='{d}/cmd.sock'/><target port='1'/></serial>
+    <console type='file'><source path='{d}/console.log'/><target type='serial' port='0'/></console>
+  </devices>
+</domain>
+"""
+        (directory / "domain.xml").write_text(xml)
+        guest = AgentGuest(name, "agent", xml, directory, True, str(data), None)
+        virsh("define", str(directory / "domain.xml"))
+        bed.guests.append(guest)
+        if start:
+            guest.start()
+        return guest
+    except BaseException:
+        if domain_exists(name):
+            _run(["virsh", "-q", "-c", URI, "destroy", name], check=False)
+            _run(["virsh", "-q", "-c", URI, "undefine", name], check=False)
+        shutil.rmtree(directory, ignore_errors=True)
+        raise
+
+
 def gc() -> list[str]:
     """Remove vet-<pid>-* guests, directories and loop devices whose owning process is gone.
     Returns the names removed. Guests of live owners (other pytest runs) are left alone."""
@@ -645,6 +920,12 @@ def gc() -> list[str]:
                 _run(["virsh", "-q", "-c", URI, "destroy", name], check=False)
             if domain_exists(name):
                 _run(["virsh", "-q", "-c", URI, "undefine", name], check=False)
+            removed.append(name)
+    pools = _run(["virsh", "-q", "-c", URI, "pool-list", "--all", "--name"], check=False).stdout.split()
+    for name in pools:
+        m = _NAME_RE.match(name)
+        if m and is_dead(int(m.group(1))):
+            remove_storage_pool(name, IMAGE_DIR / name)
             removed.append(name)
     if IMAGE_DIR.is_dir():
         for d in IMAGE_DIR.iterdir():

@@ -12,7 +12,7 @@ import functools
 import logging
 import os
 import threading
-from typing import Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Set, Tuple
 
 from prometheus_client import CollectorRegistry, ProcessCollector
 
@@ -20,13 +20,17 @@ from .calc.watermark import thresholds_due
 from .collectors.watermark import arms_thresholds, policy_from_options
 from .domain_filter import DomainFilter, compile_pattern
 from .exporter import Exporter, Subsystems
-from .options import UsageError, collector_options, enabled_collectors, stats_groups
+from .metadata_labels import LabelSpec, duplicate_label
+from .options import UsageError, collector_options, enabled_collectors, listings, stats_groups
 from .sample import Sample
 from .sampler import Sampler, SamplerOptions
 from .server import ExporterHTTPServer, parse_listen_address
 from .source.connection import Connection
 from .source.domxml import DomainXMLCache
 from .source.host import tcp_listener
+
+if TYPE_CHECKING:
+    from .source.guest_agent import GuestAgentReader
 
 log = logging.getLogger(__name__)
 
@@ -62,12 +66,14 @@ class App:
         enabled = {c.name for c in self.collectors}
         # Read-only unless the operator asked the exporter to arm block thresholds (a write call).
         read_write = arms_thresholds(enabled, self.options)
+        self.guest_agent = guest_agent_reader(args.uri, self.options) if "guest_agent" in enabled else None
         # A lane per concurrent stats call plus the primary one (events, host calls).
         self.connection = Connection(args.uri, read_only=not read_write, lanes=concurrency + 1)
-        self.xml_cache = DomainXMLCache()
+        self.xml_cache = DomainXMLCache(metadata_label_specs(enabled, self.options))
         self.sampler = Sampler(self.connection, self.xml_cache, SamplerOptions(
             groups=groups, backing=args.backing, min_interval_s=args.min_interval_s, timeout_s=args.timeout_s,
             concurrency=concurrency, read_qemu_pids="numa" in enabled))
+        self.sampler.reader.read_listings(listings(self.collectors))
         self.numa_reader = None
         if "numa" in enabled:
             from .source.numa import NumaPlacementReader
@@ -100,7 +106,8 @@ class App:
         static = CollectorRegistry(auto_describe=False)
         ProcessCollector(registry=static)
         self.exporter = Exporter(self.sampler, self.collectors, self.options,
-                                 Subsystems(self.numa_reader, self.block_events, self.perfmon), static,
+                                 Subsystems(self.numa_reader, self.block_events, self.perfmon, self.guest_agent),
+                                 static,
                                  domain_filter=domain_filter)
         try:
             self.server = ExporterHTTPServer(args.listen_address, self.exporter, args.telemetry_path,
@@ -121,13 +128,15 @@ class App:
         exported = self.domain_filter.apply_to(sample)
         if self.numa_reader is not None:
             self.numa_reader.set_targets(numa_targets(exported))
+        if self.guest_agent is not None:
+            self.guest_agent.set_targets({u: d.name for u, d in exported.domains.items() if d.active})
         if self.block_events is not None and self.block_events.arm_thresholds:
             self.block_events.observe(exported, self.xml_cache.snapshot())
 
     def start(self) -> None:
         # Not waiting for libvirtd: when it is down we serve libvirt_up 0 and keep reconnecting.
         self.connection.start(wait_s=2.0)
-        for subsystem in (self.numa_reader, self.block_events, self.perfmon):
+        for subsystem in (self.numa_reader, self.block_events, self.perfmon, self.guest_agent):
             if subsystem is not None:
                 subsystem.start()
         t = threading.Thread(target=self.server.serve_forever, name="http", daemon=True)
@@ -135,7 +144,7 @@ class App:
         self._threads.append(t)
 
     def stop(self) -> None:
-        for subsystem in (self.perfmon, self.block_events, self.numa_reader):
+        for subsystem in (self.guest_agent, self.perfmon, self.block_events, self.numa_reader):
             if subsystem is not None:
                 subsystem.stop()
         self.server.shutdown()
@@ -154,6 +163,28 @@ def _bind_failure(address: str, e: OSError) -> str:
     return ("address already in use by %s" % (holder or "another process")
             + "; Debian's prometheus-libvirt-exporter also listens on :9177 (stop it, or pass another"
             " --web.listen-address)")
+
+
+def metadata_label_specs(enabled: Set[str], options: Dict[str, Dict[str, Any]]) -> Tuple[LabelSpec, ...]:
+    """The --collector.domain.metadata-label specs (none with the domain collector off); a label name
+    given twice is a UsageError."""
+    specs = tuple(options["domain"]["metadata-label"]) if "domain" in enabled else ()
+    twice = duplicate_label(specs)
+    if twice is not None:
+        raise UsageError("--collector.domain.metadata-label: label %s given twice" % twice)
+    return specs
+
+
+def guest_agent_reader(uri: str, options: Dict[str, Dict[str, Any]]) -> "GuestAgentReader":
+    """The guest agent's background reader, on a read-write connection of its own (libvirt refuses
+    the agent call on a read-only one)."""
+    from .source.guest_agent import GuestAgentReader
+
+    opts = options["guest_agent"]
+    try:
+        return GuestAgentReader(uri, interval_s=opts["interval"], timeout_s=opts["timeout"])
+    except ValueError as e:
+        raise UsageError("--collector.guest_agent: %s" % e) from None
 
 
 def numa_targets(sample: Sample) -> Dict[str, Tuple[str, Optional[int]]]:

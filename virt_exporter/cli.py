@@ -129,7 +129,10 @@ def build_parser() -> argparse.ArgumentParser:
         for opt in spec.options:
             flag = "--collector.%s.%s" % (spec.name, opt.name)
             dest = option_dest(spec.name, opt.name)
-            if opt.type is bool:
+            if opt.repeatable:
+                col.add_argument(flag, dest=dest, type=opt.type, action="append", default=None,
+                                 help="%s (repeatable)" % opt.help)
+            elif opt.type is bool:
                 col.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=opt.default,
                                  help=opt.help)
             else:

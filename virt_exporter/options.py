@@ -28,8 +28,21 @@ def option_dest(collector: str, option: str) -> str:
 
 
 def collector_options(args: argparse.Namespace) -> Dict[str, Dict[str, Any]]:
-    return {spec.name: {opt.name: getattr(args, option_dest(spec.name, opt.name)) for opt in spec.options}
-            for spec in base.REGISTRY.values()}
+    def value(spec: base.CollectorSpec, opt: base.Option) -> Any:
+        given = getattr(args, option_dest(spec.name, opt.name))
+        if opt.repeatable:
+            return tuple(given) if given is not None else tuple(opt.default)
+        return given
+
+    return {spec.name: {opt.name: value(spec, opt) for opt in spec.options} for spec in base.REGISTRY.values()}
+
+
+def listings(collectors: List[base.CollectorSpec]) -> List[str]:
+    """The per-sample listings (source/listings.py kinds) the enabled collectors need."""
+    out: List[str] = []
+    for spec in collectors:
+        out += [kind for kind in spec.reads if kind not in out]
+    return out
 
 
 def stats_groups(collectors: List[base.CollectorSpec]) -> List[str]:

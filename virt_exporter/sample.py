@@ -173,6 +173,24 @@ class HostMemory:
     free_kib: int
 
 
+# What a collector may ask the reader to list once per sample (CollectorSpec.reads, source/listings.py).
+DOMAIN_FLAGS = "domain_flags"      # Sample.autostart and Sample.persistent
+STORAGE_POOLS = "storage_pools"    # Sample.storage_pools
+
+
+@dataclasses.dataclass(frozen=True)
+class StoragePool:
+    """One storage pool as virStoragePoolGetInfo reports it (sizes as of libvirt's last refresh)."""
+
+    name: str
+    uuid: str
+    type: str        # dir, logical, netfs … (the pool XML's type)
+    state: int       # virStoragePoolState: 0 inactive, 1 building, 2 running, 3 degraded, 4 inaccessible
+    capacity_bytes: int
+    allocation_bytes: int
+    available_bytes: int
+
+
 @dataclasses.dataclass(frozen=True)
 class Sample:
     """One consistent read of the host.
@@ -208,6 +226,13 @@ class Sample:
     qemu_pids: Mapping[str, int] = dataclasses.field(default_factory=dict)
     # /proc/meminfo MemAvailable, bytes (read with /proc/stat, whether libvirt answers or not).
     host_memory_available_bytes: Optional[int] = None
+    # UUIDs of the domains that start with the host / are persistent, and the storage pools: read
+    # only when a collector needs them (source/listings.py), else None; None too when the read failed.
+    autostart: Optional[FrozenSet[str]] = None
+    persistent: Optional[FrozenSet[str]] = None
+    storage_pools: Optional[Tuple[StoragePool, ...]] = None
+    # Why the listings are missing from an otherwise good sample, or "".
+    listings_error: str = ""
 
 
 # --- readings taken in the background, between samples ---------------------------------------------
@@ -262,3 +287,36 @@ class BlockEventCounts:
     arm_errors_total: int
     arms_total: int
 
+
+
+@dataclasses.dataclass(frozen=True)
+class GuestFilesystem:
+    """One filesystem the guest agent reports (virDomainGetGuestInfo fs.N.*)."""
+
+    mountpoint: str
+    fstype: str
+    name: str
+    total_bytes: Optional[int]
+    used_bytes: Optional[int]
+
+
+@dataclasses.dataclass(frozen=True)
+class GuestAgentReading:
+    """One domain's last guest-agent reading. ``up`` is False while its last call failed or has not
+    answered within the reader's timeout (``error`` says which); ``os`` holds libvirt's os.* fields
+    (id, name, version-id, kernel-release, machine …) and the filesystems are those of the last
+    answer (empty while down)."""
+
+    uuid: str
+    name: str
+    up: bool
+    read_monotonic_s: float
+    error: str = ""
+    os: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    hostname: str = ""
+    filesystems: Tuple[GuestFilesystem, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class GuestAgentSnapshot:
+    domains: Mapping[str, GuestAgentReading]

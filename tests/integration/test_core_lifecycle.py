@@ -16,7 +16,10 @@ from exporter import ExporterProcess, Samples
 TEST_BOUND_S = 90
 pytestmark = [pytest.mark.libvirt, pytest.mark.timeout(TEST_BOUND_S, func_only=True)]
 
-INACTIVE_NAMES = {"libvirt_domain_info", "libvirt_domain_state", "libvirt_domain_state_reason"}
+# Identity, state, and the two configuration flags (a shut-off domain that starts with the host is
+# what libvirt_domain_autostart is most often asked about).
+INACTIVE_NAMES = {"libvirt_domain_info", "libvirt_domain_state", "libvirt_domain_state_reason",
+                  "libvirt_domain_autostart", "libvirt_domain_persistent"}
 VIR_DOMAIN_RUNNING = 1
 VIR_DOMAIN_SHUTOFF = 5
 

@@ -40,7 +40,7 @@ GROUPS = ("state", "cpu", "balloon", "vcpu", "net", "block")
 # first). Measured here: RSS of these guests swings by ~3 MB between reads a second apart.
 WANDERING = {"balloon.rss": 8 << 20}
 # Label names a non-info per-domain series may carry (metrics.md: identity lives on *_info only).
-SERIES_LABELS = {"domain", "target", "backing_index", "interface", "vcpu", "cell", "reason"}
+SERIES_LABELS = {"domain", "target", "backing_index", "interface", "vcpu", "cell", "reason", "op", "iothread"}
 # Per-domain series computed from more than one stats key (other collectors, other tests): not raw values.
 DERIVED = {
     "libvirt_domain_cpu_usage_mhz", "libvirt_domain_numa_memory_bytes", "libvirt_domain_numa_vcpus",
@@ -48,6 +48,9 @@ DERIVED = {
     "libvirt_domain_block_extension_needed", "libvirt_domain_block_watermark_next_size_bytes",
     "libvirt_domain_block_threshold_bytes", "libvirt_domain_block_threshold_events_total",
     "libvirt_domain_block_io_errors_total", "libvirt_exporter_domain_unresponsive",
+    # Sums over vCPUs and list-call flags: checked against virsh in test_collectors_groups.py.
+    "libvirt_domain_vcpus_seconds_total", "libvirt_domain_vcpus_wait_seconds_total",
+    "libvirt_domain_vcpus_delay_seconds_total", "libvirt_domain_autostart", "libvirt_domain_persistent",
 }
 
 Key = Tuple[str, FrozenSet[Tuple[str, str]]]
@@ -112,7 +115,9 @@ NS = 1e9        # "time spent ... (in nanoseconds)": cpu.*, vcpu.N.time/wait/del
 KIB = 1024      # "(in KiB)": balloon.current, maximum, rss, available, usable, unused, disk_caches, swap_*
 CPU_KEYS = (("cpu.time", "libvirt_domain_cpu_seconds_total"),
             ("cpu.user", "libvirt_domain_cpu_user_seconds_total"),
-            ("cpu.system", "libvirt_domain_cpu_system_seconds_total"))
+            ("cpu.system", "libvirt_domain_cpu_system_seconds_total"),
+            ("cpu.haltpoll.success.time", "libvirt_domain_cpu_haltpoll_success_seconds_total"),
+            ("cpu.haltpoll.fail.time", "libvirt_domain_cpu_haltpoll_fail_seconds_total"))
 VCPU_COUNTERS = (("time", "libvirt_domain_vcpu_seconds_total"),
                  ("wait", "libvirt_domain_vcpu_wait_seconds_total"),
                  ("delay", "libvirt_domain_vcpu_delay_seconds_total"))

@@ -28,7 +28,10 @@ pytestmark = [pytest.mark.libvirt, pytest.mark.timeout(TEST_BOUND_S, func_only=T
 WINDOW_S = 60.0
 SCRAPE_EVERY_S = 0.1       # 10 scrapes/s
 CHURNERS = 2
-INACTIVE_NAMES = {"libvirt_domain_info", "libvirt_domain_state", "libvirt_domain_state_reason"}
+# Identity, state, and the two configuration flags (a shut-off domain that starts with the host is
+# what libvirt_domain_autostart is most often asked about).
+INACTIVE_NAMES = {"libvirt_domain_info", "libvirt_domain_state", "libvirt_domain_state_reason",
+                  "libvirt_domain_autostart", "libvirt_domain_persistent"}
 
 
 def virsh(*args: str) -> None:

@@ -4,15 +4,15 @@ copy of the wheel in a fresh virtualenv (what an operator gets from `pip install
 from __future__ import annotations
 
 import dataclasses
-import grp
 import os
 import pwd
+import shlex
 import subprocess
 import sys
 import tempfile
 import urllib.request
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Dict, Iterator, List, Optional
 
 import pytest
 
@@ -66,17 +66,56 @@ def world_readable_dir() -> Iterator[Path]:
 
 
 def ensure_unit_user() -> None:
-    """The unit's user, as a package's postinst would make it (idempotent)."""
+    """The pip route's unit user, as the README makes it (idempotent): in no group but its own, since
+    the unit runs read-only (a membership an earlier set-up gave it is taken back)."""
     try:
-        pwd.getpwnam("virt-exporter")
+        user = pwd.getpwnam("virt-exporter")
     except KeyError:
         run(["useradd", "--system", "--user-group", "--no-create-home", "--home-dir", "/nonexistent",
              "--shell", "/usr/sbin/nologin", "virt-exporter"], timeout_s=60)
-    try:
-        grp.getgrnam("libvirt")
-    except KeyError:
-        return  # no libvirt group on this host: the read-only socket needs none
-    run(["usermod", "--append", "--groups", "libvirt", "virt-exporter"], timeout_s=60)
+        return
+    if os.getgrouplist(user.pw_name, user.pw_gid) != [user.pw_gid]:
+        run(["usermod", "--groups", "", user.pw_name], timeout_s=60)
+
+
+def unit_service(unit: Path) -> Dict[str, List[str]]:
+    """A unit file's [Service] section: key -> every value given, in order (keys may repeat)."""
+    values: Dict[str, List[str]] = {}
+    text = unit.read_text()
+    section = text[text.index("[Service]"):].split("\n[", 1)[0]
+    for line in section.splitlines()[1:]:
+        key, sep, value = line.partition("=")
+        if sep and not line.startswith(("#", ";")):
+            values.setdefault(key.strip(), []).append(value.strip())
+    return values
+
+
+def read_environment_file(path: Path) -> Dict[str, str]:
+    env = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            env[key] = shlex.split(value)[0] if value else ""
+    return env
+
+
+def exec_start_argv(service: Dict[str, List[str]], environment: Dict[str, str]) -> List[str]:
+    """The unit's ExecStart, with $VAR expanded as systemd does (split on white space)."""
+    argv: List[str] = []
+    for word in shlex.split(service["ExecStart"][-1]):
+        if word.startswith("$") and word[1:] in environment:
+            argv += environment[word[1:]].split()
+        else:
+            argv.append(word)
+    return argv
+
+
+def security_exposure(unit: Path) -> float:
+    """`systemd-analyze security --offline=true`'s overall exposure of a unit file (0 best, 10 worst)."""
+    out = run(["systemd-analyze", "security", "--offline=true", "--no-pager", str(unit)], timeout_s=120).stdout
+    line = next(line for line in out.splitlines() if "Overall exposure level" in line)
+    return float(line.split(":")[1].split()[0])
 
 
 def scrape_when_up(port: int) -> Optional[Samples]:
@@ -87,3 +126,24 @@ def scrape_when_up(port: int) -> Optional[Samples]:
     except OSError:
         return None
     return samples if samples.get("libvirt_up") == 1 else None
+
+
+HEALTHCHECK = REPO / "contrib/container/healthcheck.py"
+
+
+def secured_web_config(directory: Path) -> Path:
+    """A web config that turns TLS (a self-signed pair) and basic auth on, in ``directory`` (files
+    readable by every user: the container's too). Its path."""
+    import bcrypt  # the test virtualenv's; the exporter only checks the hash
+
+    directory.mkdir(parents=True, exist_ok=True)
+    cert, key = directory / "server.pem", directory / "server.key"
+    run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-days", "1", "-subj", "/CN=hypervisor.test", "-keyout", str(key), "-out", str(cert)], timeout_s=60)
+    hashed = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(rounds=4)).decode()
+    config = directory / "web.yml"
+    config.write_text("tls_server_config:\n  cert_file: server.pem\n  key_file: server.key\n"
+                      "basic_auth_users:\n  prometheus: '%s'\n" % hashed)
+    for path in (directory, cert, key, config):
+        os.chmod(path, 0o755 if path.is_dir() else 0o644)
+    return config

@@ -26,7 +26,7 @@ import virt_exporter
 from bounds import wait_for
 from exporter import free_port
 
-from .conftest import REPO, ensure_unit_user, run, scrape_when_up
+from .conftest import REPO, ensure_unit_user, run, scrape_when_up, secured_web_config
 
 BASE_IMAGE = "docker.io/library/debian:12-slim"
 IMAGE = "localhost/virt-exporter:test"
@@ -111,7 +111,6 @@ def container(podman_env, image) -> Iterator[Dict[str, object]]:
     podman(podman_env, "run", "-d", "--name", name, "--network", "host", "--pid", "host",
            "--user", "%d:%d" % (user.pw_uid, user.pw_gid),
            "-v", "/run/libvirt:/run/libvirt:ro",
-           "-e", "VIRT_EXPORTER_HEALTH_URL=http://127.0.0.1:%d/-/healthy" % port,
            image, "--web.listen-address", "127.0.0.1:%d" % port, "--libvirt.min-interval", "0")
     try:
         yield {"name": name, "port": port}
@@ -127,7 +126,7 @@ def test_image_runs_unprivileged_without_compilers_and_labelled(podman_env, imag
     config = info["Config"]
     assert config["User"] == "%d:%d" % (UID, UID)
     assert config["Labels"]["org.opencontainers.image.version"] == virt_exporter.__version__
-    assert "VIRT_EXPORTER_HEALTH_URL" in " ".join(info["Healthcheck"]["Test"])
+    assert "/usr/local/bin/virt-exporter-healthcheck" in info["Healthcheck"]["Test"]
     compilers = podman(podman_env, "run", "--rm", "--network", "host", "--entrypoint", "/bin/sh", image, "-c",
                        "command -v gcc cc pip pip3 || true").stdout
     assert compilers.strip() == ""
@@ -155,3 +154,36 @@ def test_container_serves_the_test_bed_as_virsh_sees_it(podman_env, container, s
     pid = int(podman(podman_env, "inspect", "--format", "{{.State.Pid}}", container["name"]).stdout)
     uid_line = next(line for line in Path("/proc/%d/status" % pid).read_text().splitlines() if line.startswith("Uid:"))
     assert uid_line.split()[1:3] == [str(pwd.getpwnam("virt-exporter").pw_uid)] * 2
+
+
+def test_health_check_passes_with_tls_and_basic_auth_on(podman_env, image, world_readable_dir):
+    """The web config mounted read-only; the probe finds port and TLS itself and has no password,
+    among every host process (--pid=host)."""
+    ensure_unit_user()
+    user = pwd.getpwnam("virt-exporter")
+    web = secured_web_config(world_readable_dir / "container-web")
+    port = free_port()
+    name = "vet-%d-secured" % os.getpid()
+    podman(podman_env, "rm", "--force", name, check=False)
+    podman(podman_env, "run", "-d", "--name", name, "--network", "host", "--pid", "host",
+           "--user", "%d:%d" % (user.pw_uid, user.pw_gid), "-v", "/run/libvirt:/run/libvirt:ro",
+           "-v", "%s:/etc/virt-exporter:ro" % web.parent, image,
+           "--web.listen-address", "127.0.0.1:%d" % port, "--web.config.file", "/etc/virt-exporter/web.yml")
+    try:
+        wait_for(lambda: podman(podman_env, "healthcheck", "run", name, check=False).returncode == 0, 60,
+                 "the container's health check to pass")
+        # auth is on (the container answers 401 to a bare request) ...
+        bare = podman(podman_env, "exec", name, "/usr/bin/python3", "-c",
+                      "import ssl, urllib.request, urllib.error\n"
+                      "try: urllib.request.urlopen('https://127.0.0.1:%d/metrics', "
+                      "context=ssl._create_unverified_context())\n"
+                      "except urllib.error.HTTPError as e: print(e.code)" % port).stdout
+        assert bare.strip() == "401"
+        # ... and the probe can fail: told plain http, it reports the container unhealthy
+        wrong = podman(podman_env, "exec", "-e", "VIRT_EXPORTER_HEALTH_URL=http://127.0.0.1:%d/-/healthy" % port,
+                       name, "/opt/virt-exporter/bin/python", "/usr/local/bin/virt-exporter-healthcheck", check=False)
+        assert wrong.returncode == 1 and "unhealthy" in wrong.stdout, wrong
+    finally:
+        logged = podman(podman_env, "logs", name, check=False)
+        podman(podman_env, "rm", "--force", name, check=False)
+        print((logged.stdout + logged.stderr)[-2000:])

@@ -13,7 +13,11 @@ MODULES = (
     "memory",
     "block",
     "interface",
+    "iothread",
+    "iotune",
+    "storage_pool",
     "numa",
+    "guest_agent",
     "watermark",
     "perfmon",
 )

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Mapping, Option
 
 from prometheus_client.metrics_core import Metric
 
-from ..sample import BlockEventCounts, NumaSnapshot, Sample
+from ..sample import BlockEventCounts, GuestAgentSnapshot, NumaSnapshot, Sample
 
 if TYPE_CHECKING:
     from ..perfmon.engine import EngineSnapshot
@@ -24,7 +24,7 @@ class ScrapeContext:
     ``current`` is the sample this scrape serves; ``previous`` the sample before it (None on the first
     sample after start), for rates. ``domain_info`` maps UUID → the cached, parsed domain XML
     (``source.domxml.DomainInfo``). ``options`` holds this collector's ``--collector.<name>.<option>``
-    values. ``numa``, ``block_events`` and ``perfmon`` are the latest snapshots of the subsystems that
+    values. ``numa``, ``block_events``, ``perfmon`` and ``guest_agent`` are the latest snapshots of the subsystems that
     read in the background (None when the subsystem is off): a collector only reads them.
 
     With ``--libvirt.domain-include``/``-exclude``, ``current`` and ``previous`` hold only the exported
@@ -39,6 +39,7 @@ class ScrapeContext:
     numa: Optional[NumaSnapshot] = None
     block_events: Optional[BlockEventCounts] = None
     perfmon: Optional["EngineSnapshot"] = None
+    guest_agent: Optional[GuestAgentSnapshot] = None
     unfiltered: Optional[Tuple[Optional[Sample], Sample]] = None
     keeps_domain: Callable[[str], bool] = lambda name: True
 
@@ -50,18 +51,21 @@ class ScrapeContext:
 @dataclasses.dataclass(frozen=True)
 class Option:
     """A ``--collector.<collector>.<name>`` flag: ``type`` converts the string (int, float, str, or
-    bool for a switch that takes no value), ``default`` is used when the flag is absent."""
+    bool for a switch that takes no value), ``default`` is used when the flag is absent. A
+    ``repeatable`` option collects every occurrence into a tuple (its default is a tuple too)."""
 
     name: str
     type: Callable[[str], Any]
     default: Any
     help: str
+    repeatable: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
 class CollectorSpec:
     """A registered collector: its flag name, whether it is on by default, the libvirt stats groups it
-    needs (so the sampler asks only for those) and the function that yields its families."""
+    needs (so the sampler asks only for those), the per-sample listings it needs (``reads``, kinds
+    of source/listings.py) and the function that yields its families."""
 
     name: str
     collect: Callable[[ScrapeContext], Iterable[Metric]]
@@ -69,6 +73,7 @@ class CollectorSpec:
     stats_groups: Tuple[str, ...] = ()
     help: str = ""
     options: Tuple[Option, ...] = ()
+    reads: Tuple[str, ...] = ()
 
 
 REGISTRY: Dict[str, CollectorSpec] = {}
@@ -78,13 +83,15 @@ CollectFn = Callable[[ScrapeContext], Iterable[Metric]]
 
 
 def register(name: str, *, default_enabled: bool = True, stats_groups: Tuple[str, ...] = (),
-             help: str = "", options: Tuple[Option, ...] = ()) -> Callable[[CollectFn], CollectFn]:
+             help: str = "", options: Tuple[Option, ...] = (),
+             reads: Tuple[str, ...] = ()) -> Callable[[CollectFn], CollectFn]:
     """Decorator: register ``collect(ctx)`` under ``name`` (the ``--collector.<name>`` flag)."""
 
     def wrap(fn: Callable[[ScrapeContext], Iterable[Metric]]) -> Callable[[ScrapeContext], Iterable[Metric]]:
         if name in REGISTRY:
             raise ValueError("collector registered twice: " + name)
-        REGISTRY[name] = CollectorSpec(name, fn, default_enabled, tuple(stats_groups), help, tuple(options))
+        REGISTRY[name] = CollectorSpec(name, fn, default_enabled, tuple(stats_groups), help, tuple(options),
+                                       tuple(reads))
         return fn
 
     return wrap

@@ -1,4 +1,7 @@
-"""Network interface counters (interface group), labelled by the host-side device name."""
+"""Network interface counters (interface group), labelled by the host-side device name.
+
+An interface without one (user-mode networking) has no series: libvirt reports no counters for it.
+"""
 
 from __future__ import annotations
 
@@ -35,6 +38,10 @@ def collect(ctx: ScrapeContext) -> Iterable[Metric]:
         known = {i.target: i for i in meta.interfaces} if meta is not None else {}
         for dev in dom.devices("net"):
             target = str(dev.get("name", ""))
+            if not target:
+                # No host-side device (user-mode networking): libvirt has no counters for it, and
+                # two of them would be one label set twice.
+                continue
             labels = (dom.name, target)
             iface = known.get(target)
             if iface is not None:

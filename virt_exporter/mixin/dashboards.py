@@ -730,6 +730,31 @@ _HOST_DECISIONS_ALERT_RULES = [
     ),
 ]
 
+_HOST_STORAGE_POOLS = [
+    timeseries(
+        "Storage pool usage",
+        ("Share of each pool allocated to volumes (libvirt_storage_pool_allocation_bytes / "
+         "libvirt_storage_pool_capacity_bytes), as of libvirt's last refresh of the pool."),
+        (12, 8),
+        [
+            q("libvirt_storage_pool_allocation_bytes{@H} / libvirt_storage_pool_capacity_bytes{@H}", "{{pool}}"),
+        ],
+        unit="percentunit",
+    ),
+    table(
+        "Storage pools",
+        "Every pool: type and state (libvirt_storage_pool_info), capacity and available bytes.",
+        (12, 8),
+        [
+            rows("libvirt_storage_pool_info{@H}"),
+            rows("libvirt_storage_pool_capacity_bytes{@H}"),
+            rows("libvirt_storage_pool_available_bytes{@H}"),
+        ],
+        unit="bytes",
+        transformations=organize(exclude=("Value #A",), rename={"Value #B": "capacity", "Value #C": "available"}),
+    ),
+]
+
 
 def _host_rows() -> List[Section]:
     return [
@@ -738,6 +763,7 @@ def _host_rows() -> List[Section]:
         row("CPU", _HOST_CPU),
         row("Memory and NUMA", _HOST_MEMORY_AND_NUMA),
         row("Thin-provisioned disks", _HOST_THIN_PROVISIONED_DISKS),
+        row("Storage pools", _HOST_STORAGE_POOLS),
         row("Perfmon alarms", _HOST_PERFMON_ALARMS),
         row("Decisions (alert rules)", _HOST_DECISIONS_ALERT_RULES),
     ]
@@ -1161,6 +1187,107 @@ _DOMAIN_DECISIONS_ALERT_RULES = [
     ),
 ]
 
+_DOMAIN_TUNING = [
+    timeseries(
+        "vCPU time, all vCPUs",
+        ("Share of a host CPU all the domain's vCPUs ran, and waited in the host run queue: the per-vCPU "
+         "series summed, or with --no-collector.vcpu.per-vcpu the per-domain sums "
+         "(libvirt_domain_vcpus_seconds_total, libvirt_domain_vcpus_delay_seconds_total)."),
+        (12, 8),
+        [
+            q("sum without (vcpu) (rate(libvirt_domain_vcpu_seconds_total{@V}[$__rate_interval])) "
+              "or rate(libvirt_domain_vcpus_seconds_total{@V}[$__rate_interval])", "{{domain}} ran"),
+            q("sum without (vcpu) (rate(libvirt_domain_vcpu_delay_seconds_total{@V}[$__rate_interval])) "
+              "or rate(libvirt_domain_vcpus_delay_seconds_total{@V}[$__rate_interval])", "{{domain}} delay"),
+        ],
+        unit="percentunit",
+    ),
+    timeseries(
+        "Halt polling",
+        ("Share of a host CPU the vCPUs spent halt-polling, ending in a wake-up (success) or scheduled out "
+         "(fail) (rate of libvirt_domain_cpu_haltpoll_success_seconds_total / _fail_seconds_total)."),
+        (12, 8),
+        [
+            q("rate(libvirt_domain_cpu_haltpoll_success_seconds_total{@V}[$__rate_interval])", "{{domain}} success"),
+            q("rate(libvirt_domain_cpu_haltpoll_fail_seconds_total{@V}[$__rate_interval])", "{{domain}} fail"),
+        ],
+        unit="percentunit",
+    ),
+    table(
+        "Pinning",
+        ("Host CPUs each vCPU (libvirt_domain_vcpu_pin_info) and the emulator threads "
+         "(libvirt_domain_emulator_pin_info) may run on."),
+        (8, 8),
+        [
+            rows("libvirt_domain_vcpu_pin_info{@V}"),
+            rows("libvirt_domain_emulator_pin_info{@V}"),
+        ],
+        transformations=organize(exclude=("Value #A", "Value #B"), merged=False),
+    ),
+    table(
+        "I/O limits",
+        ("Throttling limits per disk from <iotune>: bytes/s and requests/s, steady and burst "
+         "(libvirt_domain_block_iotune_*); no row for a disk without limits."),
+        (8, 8),
+        [
+            rows("libvirt_domain_block_iotune_bytes_per_second{@V}"),
+            rows("libvirt_domain_block_iotune_requests_per_second{@V}"),
+            rows("libvirt_domain_block_iotune_burst_bytes_per_second{@V}"),
+            rows("libvirt_domain_block_iotune_burst_requests_per_second{@V}"),
+        ],
+        transformations=organize(rename={"Value #A": "bytes/s", "Value #B": "requests/s",
+                                         "Value #C": "burst bytes/s", "Value #D": "burst requests/s"}),
+    ),
+    table(
+        "Autostart, persistence, metadata",
+        ("Whether the domain starts with the host (libvirt_domain_autostart) and is defined "
+         "(libvirt_domain_persistent), and the labels from its metadata (libvirt_domain_metadata_info, with "
+         "--collector.domain.metadata-label)."),
+        (8, 8),
+        [
+            rows("libvirt_domain_autostart{@V}"),
+            rows("libvirt_domain_persistent{@V}"),
+            rows("libvirt_domain_metadata_info{@V}"),
+        ],
+        transformations=organize(exclude=("Value #C",), rename={"Value #A": "autostart", "Value #B": "persistent"}),
+    ),
+    timeseries(
+        "IOThread polling",
+        ("Longest time each IOThread polls before it sleeps (libvirt_domain_iothread_poll_max_seconds; "
+         "--collector.iothread)."),
+        (24, 8),
+        [
+            q("libvirt_domain_iothread_poll_max_seconds{@V}", "{{domain}} iothread {{iothread}}"),
+        ],
+        unit="s",
+    ),
+]
+
+_DOMAIN_GUEST_AGENT = [
+    timeseries(
+        "Guest filesystem use",
+        ("Share of each guest filesystem in use, as the guest agent reports it "
+         "(libvirt_domain_guest_filesystem_used_bytes / _size_bytes; --collector.guest_agent)."),
+        (16, 8),
+        [
+            q("libvirt_domain_guest_filesystem_used_bytes{@V} / libvirt_domain_guest_filesystem_size_bytes{@V}",
+              "{{domain}} {{mountpoint}}"),
+        ],
+        unit="percentunit",
+    ),
+    table(
+        "Guest agent and OS",
+        ("Whether the guest agent answers (libvirt_domain_guest_agent_up) and the OS and hostname it reports "
+         "(libvirt_domain_guest_os_info)."),
+        (8, 8),
+        [
+            rows("libvirt_domain_guest_agent_up{@V}"),
+            rows("libvirt_domain_guest_os_info{@V}"),
+        ],
+        transformations=organize(exclude=("Value #B",), rename={"Value #A": "agent up"}),
+    ),
+]
+
 
 def _domain_rows() -> List[Section]:
     return [
@@ -1169,6 +1296,8 @@ def _domain_rows() -> List[Section]:
         row("Memory and NUMA", _DOMAIN_MEMORY_AND_NUMA),
         row("Disks", _DOMAIN_DISKS),
         row("Network", _DOMAIN_NETWORK),
+        row("Tuning and configuration", _DOMAIN_TUNING),
+        row("Guest agent", _DOMAIN_GUEST_AGENT),
         row("Perfmon", _DOMAIN_PERFMON),
         row("Decisions (alert rules)", _DOMAIN_DECISIONS_ALERT_RULES),
     ]

@@ -456,8 +456,11 @@ def numa_group(cfg: MixinConfig) -> List[Dict[str, Any]]:
 def vcpu_group(cfg: MixinConfig) -> List[Dict[str, Any]]:
     r = _Rules(cfg)
     r.record("domain:libvirt_vcpu_steal:ratio",
-             "avg without (vcpu) (rate(libvirt_domain_vcpu_delay_seconds_total[%s]))" % r.w("vcpu_steal"),
-             comment="Σ over vCPUs of delay seconds per second, averaged over the domain's vCPUs.")
+             "avg without (vcpu) (rate(libvirt_domain_vcpu_delay_seconds_total[%s]))"
+             " or rate(libvirt_domain_vcpus_delay_seconds_total[%s]) / libvirt_domain_vcpus"
+             % (r.w("vcpu_steal"), r.w("vcpu_steal")),
+             comment="Σ over vCPUs of delay seconds per second, averaged over the domain's vCPUs (from the"
+                     " per-domain sum where --no-collector.vcpu.per-vcpu drops the per-vCPU series).")
     r.threshold("vcpu_steal_ratio")
     r.alert("LibvirtDomainVcpuSteal", """
         domain:libvirt_vcpu_steal:ratio

@@ -15,6 +15,7 @@ GROUP_FLAGS: Dict[str, int] = {
     "vcpu": libvirt.VIR_DOMAIN_STATS_VCPU,
     "interface": libvirt.VIR_DOMAIN_STATS_INTERFACE,
     "block": libvirt.VIR_DOMAIN_STATS_BLOCK,
+    "iothread": libvirt.VIR_DOMAIN_STATS_IOTHREAD,
 }
 
 # The key whose absence in a running domain's entry means the group did not answer. A stuck QEMU
@@ -27,6 +28,7 @@ _PROBE_KEY: Dict[str, str] = {
     "vcpu": "vcpu.current",
     "interface": "net.count",
     "block": "block.count",
+    # iothread: none; a domain without iothreads has no iothread.* keys at all.
 }
 
 _INACTIVE = (libvirt.VIR_DOMAIN_SHUTOFF, libvirt.VIR_DOMAIN_NOSTATE)
@@ -105,7 +107,7 @@ def incomplete_groups(stats: Dict[str, Any], groups: Iterable[str]) -> List[str]
     """
     if stats.get("state.state") in _INACTIVE_OR_UNKNOWN:
         return []
-    missing = [group for group in groups if _PROBE_KEY[group] not in stats]
+    missing = [group for group in groups if group in _PROBE_KEY and _PROBE_KEY[group] not in stats]
     if "block.count" in stats and "block" not in missing and _block_counters_missing(stats):
         missing.append("block")
     return missing

@@ -9,11 +9,12 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
-from typing import Callable, Dict, Iterable, List, Mapping, Optional, Tuple
+from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import libvirt
 from lxml import etree
 
+from ..metadata_labels import LabelSpec, bounded, label_values
 from ..namespaces import PERFMON_METADATA_NS
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,8 @@ class DiskInfo:
     driver_type: Optional[str]  # image format: qcow2, raw …
     alias: str = ""             # device alias (virtio-disk0), what I/O error events name a disk by
     backing: Tuple[BackingLayer, ...] = ()
+    # <iotune> limits as written (element name → value, e.g. total_bytes_sec → 1048576); absent = none.
+    iotune: Tuple[Tuple[str, int], ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,6 +84,11 @@ class DomainInfo:
     nova: Optional[NovaInfo] = None
     numatune: Optional[Tuple[str, str]] = None   # (mode, nodeset) of <numatune><memory>
     perfmon_xml: Optional[str] = None            # the perfmon <config> in our metadata namespace
+    title: str = ""                              # <title>, bounded like a metadata label value
+    vcpu_cpuset: str = ""                        # <vcpu cpuset=…>: every vCPU's default affinity
+    vcpu_pins: Tuple[Tuple[int, str], ...] = ()  # <cputune><vcpupin vcpu cpuset>
+    emulator_cpuset: str = ""                    # <cputune><emulatorpin cpuset>
+    metadata_labels: Tuple[str, ...] = ()        # one value per --collector.domain.metadata-label
 
 
 def _attr(el: Optional[etree._Element], name: str, default: str = "") -> str:
@@ -122,8 +130,27 @@ def _backing_chain(disk: etree._Element) -> Tuple[BackingLayer, ...]:
     return tuple(layers)
 
 
-def parse_domain_xml(xml: str) -> DomainInfo:
-    """Parse what the exporter needs out of a domain's XML (``XMLDesc(0)``)."""
+def _iotune(disk: etree._Element) -> Tuple[Tuple[str, int], ...]:
+    iotune = disk.find("iotune")
+    if iotune is None:
+        return ()
+    return tuple((el.tag, int(el.text)) for el in iotune
+                 if isinstance(el.tag, str) and el.text and el.text.strip().isdigit())
+
+
+def _cputune(root: etree._Element) -> Tuple[Tuple[Tuple[int, str], ...], str]:
+    pins = []
+    for pin in root.iterfind("cputune/vcpupin"):
+        vcpu = pin.get("vcpu", "")
+        if vcpu.isdigit() and pin.get("cpuset"):
+            pins.append((int(vcpu), pin.get("cpuset", "")))
+    emulator = root.find("cputune/emulatorpin")
+    return tuple(sorted(pins)), _attr(emulator, "cpuset")
+
+
+def parse_domain_xml(xml: str, label_specs: Sequence[LabelSpec] = ()) -> DomainInfo:
+    """Parse what the exporter needs out of a domain's XML (``XMLDesc(0)``), with the values of
+    the metadata labels ``label_specs`` asks for."""
     root = etree.fromstring(xml.encode("utf-8"), _PARSER)
     os_type_el = root.find("os/type")
     disks: List[DiskInfo] = []
@@ -139,6 +166,7 @@ def parse_domain_xml(xml: str) -> DomainInfo:
             driver_type=driver.get("type") if driver is not None else None,
             alias=_attr(disk.find("alias"), "name"),
             backing=_backing_chain(disk),
+            iotune=_iotune(disk),
         ))
     interfaces: List[InterfaceInfo] = []
     for iface in root.iterfind("devices/interface"):
@@ -172,6 +200,7 @@ def parse_domain_xml(xml: str) -> DomainInfo:
                 nova = _parse_nova(child, ns)
             elif ns == PERFMON_METADATA_NS:
                 perfmon_xml = etree.tostring(child, encoding="unicode")
+    vcpu_pins, emulator_cpuset = _cputune(root)
     return DomainInfo(
         uuid=_text(root.find("uuid")),
         name=_text(root.find("name")),
@@ -186,6 +215,11 @@ def parse_domain_xml(xml: str) -> DomainInfo:
         nova=nova,
         numatune=numatune,
         perfmon_xml=perfmon_xml,
+        title=bounded(_text(root.find("title"))),
+        vcpu_cpuset=_attr(vcpu_el, "cpuset"),
+        vcpu_pins=vcpu_pins,
+        emulator_cpuset=emulator_cpuset,
+        metadata_labels=label_values(metadata, label_specs) if label_specs else (),
     )
 
 
@@ -211,6 +245,8 @@ INVALIDATING_EVENTS = (
     libvirt.VIR_DOMAIN_EVENT_ID_DEVICE_ADDED,
     libvirt.VIR_DOMAIN_EVENT_ID_DEVICE_REMOVED,
     libvirt.VIR_DOMAIN_EVENT_ID_METADATA_CHANGE,
+    # vcpupin, emulatorpin, blkdeviotune on a running domain change its live XML
+    libvirt.VIR_DOMAIN_EVENT_ID_TUNABLE,
 )
 
 
@@ -233,7 +269,8 @@ class DomainXMLCache:
     call runs on the event-loop thread.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, label_specs: Sequence[LabelSpec] = ()) -> None:
+        self.label_specs = tuple(label_specs)
         self._lock = threading.Lock()
         self._infos: Dict[str, DomainInfo] = {}
         self._stale: set = set()
@@ -276,7 +313,7 @@ class DomainXMLCache:
 
     def store(self, uuid: str, xml: str) -> None:
         try:
-            info = parse_domain_xml(xml)
+            info = parse_domain_xml(xml, self.label_specs)
         except (etree.XMLSyntaxError, ValueError) as e:
             log.warning("cannot parse domain XML of %s: %s", uuid, e)
             return

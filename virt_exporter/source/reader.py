@@ -17,6 +17,7 @@ from ..sample import DomainStats, HostFacts, HostMemory, NodeInfo, Sample
 from . import bulk, host
 from .connection import CallTimeout, Connection, LibvirtUnavailable
 from .domxml import DomainXMLCache, xml_or_none
+from .listings import ListingReader, Listings
 from .stuck import StuckAwareStats
 from .topology import cells_from_capabilities
 
@@ -39,6 +40,7 @@ class SampleReader:
         self.host_root = host_root
         self._clock = clock
         self.stats = StuckAwareStats(connection, groups, backing, concurrency, clock)
+        self.listings: Optional[ListingReader] = None
         self._node: Optional[NodeInfo] = None
         self._host: Optional[HostFacts] = None
         self._last_memory: Optional[MemoryReading] = None
@@ -48,6 +50,10 @@ class SampleReader:
     def _on_connect(self, conn: libvirt.virConnect) -> None:
         self._node, self._host = read_host_facts(conn, self.host_root)
         self.xml_cache.invalidate_all()
+
+    def read_listings(self, kinds: Sequence[str]) -> None:
+        """List these (sample.DOMAIN_FLAGS, sample.STORAGE_POOLS) with every sample from now on."""
+        self.listings = ListingReader(kinds) if kinds else None
 
     def forget(self, uuid: str) -> None:
         """A domain that was destroyed or undefined."""
@@ -92,6 +98,7 @@ class SampleReader:
                 domain_ids[uuid] = domain_id
         fetched = self._refresh_xml(list(domains), deadline)
         pids = self._qemu_pids(domains.values()) if self.read_qemu_pids else {}
+        listings, listings_error = self._listings(deadline)
         end = self._clock()
         if log.isEnabledFor(logging.DEBUG):
             log.debug("sample took %.3fs: stats %.3fs (%s), host memory +%.3fs, domain XML +%.3fs (%d fetched); "
@@ -103,7 +110,9 @@ class SampleReader:
                       host_cpu=host_cpu, host_memory=host_memory, bulk_duration_s=result.duration_s,
                       unresponsive=frozenset(unresponsive), host=self._host, net_dev=base.net_dev,
                       cell_memory=cell_memory, domain_ids=domain_ids,
-                      qemu_pids=pids, host_memory_available_bytes=base.host_memory_available_bytes)
+                      qemu_pids=pids, host_memory_available_bytes=base.host_memory_available_bytes,
+                      autostart=listings.autostart, persistent=listings.persistent,
+                      storage_pools=listings.storage_pools, listings_error=listings_error)
 
     def _failed(self, base: Sample, error: BaseException) -> Sample:
         why = one_line(error)
@@ -174,6 +183,18 @@ class SampleReader:
         for uuid, xml in fetched:
             self.xml_cache.store(uuid, xml)
         return len(fetched)
+
+    def _listings(self, deadline: float) -> Tuple[Listings, str]:
+        """The per-sample listings (autostart, persistent, storage pools) the collectors asked for;
+        on failure none, and why: the stats of this sample stand."""
+        if self.listings is None:
+            return Listings(), ""
+        try:
+            return self.connection.call(self.listings.read, max(0.0, deadline - self._clock()), cheap=True), ""
+        except Exception as e:  # noqa: BLE001 - listings are extras: the sample's stats stand whatever happens
+            why = one_line(e)
+            log.warning("libvirt listings (autostart, persistent, storage pools) failed: %s", why)
+            return Listings(), why
 
     def _qemu_pids(self, domains: Iterable[DomainStats]) -> Dict[str, int]:
         """QEMU pid per running domain, from libvirt's pid files (no libvirt call needed)."""

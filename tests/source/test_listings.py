@@ -1,0 +1,112 @@
+"""source.listings and its place in a sample: pool types read once per pool, a pool undefined between
+the list and the info call, and a failed listing that leaves the sample (and every other collector)
+standing while the storage_pool collector reports its failure."""
+
+from __future__ import annotations
+
+from typing import Any, List
+
+import libvirt
+import pytest
+
+import fakelibvirt
+from fakelibvirt import FakeHost, connected
+from virt_exporter.collectors import load_all
+from virt_exporter.collectors.base import REGISTRY
+from virt_exporter.exporter import Exporter
+from virt_exporter.sample import DOMAIN_FLAGS, STORAGE_POOLS
+from virt_exporter.sampler import Sampler, SamplerOptions
+from virt_exporter.source import bulk
+from virt_exporter.source.domxml import DomainXMLCache
+from virt_exporter.source.listings import ListingReader
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def libvirt_error(code: int) -> libvirt.libvirtError:
+    e = libvirt.libvirtError("scripted")
+    e.err = (code, 0, "scripted", 0, "", "", "", 0, 0)
+    return e
+
+
+class Pool:
+    def __init__(self, name: str, kind: str = "dir", gone: bool = False) -> None:
+        self._name, self.kind, self.gone, self.xml_reads = name, kind, gone, 0
+
+    def name(self) -> str:
+        return self._name
+
+    def UUIDString(self) -> str:
+        return "uuid-" + self._name
+
+    def info(self) -> List[int]:
+        if self.gone:
+            raise libvirt_error(libvirt.VIR_ERR_NO_STORAGE_POOL)
+        return [2, 1000, 300, 700]
+
+    def XMLDesc(self, flags: int = 0) -> str:
+        self.xml_reads += 1
+        return "<pool type='%s'><name>%s</name></pool>" % (self.kind, self._name)
+
+
+class Conn:
+    def __init__(self, pools: List[Pool]) -> None:
+        self.pools = pools
+        self.list_flags: List[int] = []
+
+    def listAllStoragePools(self, flags: int = 0) -> List[Pool]:
+        return list(self.pools)
+
+    def listAllDomains(self, flags: int = 0) -> List[Any]:
+        self.list_flags.append(flags)
+        return []
+
+
+def test_pools_sorted_types_read_once_and_a_vanished_pool_skipped():
+    b, a, gone = Pool("b", "logical"), Pool("a"), Pool("c", gone=True)
+    conn = Conn([b, a, gone])
+    reader = ListingReader([STORAGE_POOLS])
+    for _ in range(3):
+        got = reader.read(conn)
+    assert [(p.name, p.type, p.state, p.capacity_bytes, p.allocation_bytes, p.available_bytes)
+            for p in got.storage_pools] == [("a", "dir", 2, 1000, 300, 700), ("b", "logical", 2, 1000, 300, 700)]
+    assert (a.xml_reads, b.xml_reads) == (1, 1)
+    assert got.autostart is None and conn.list_flags == []
+
+
+def test_domain_flags_are_two_filtered_list_calls():
+    conn = Conn([])
+    got = ListingReader([DOMAIN_FLAGS]).read(conn)
+    assert sorted(conn.list_flags) == sorted([libvirt.VIR_CONNECT_LIST_DOMAINS_AUTOSTART,
+                                              libvirt.VIR_CONNECT_LIST_DOMAINS_PERSISTENT])
+    assert got.autostart == frozenset() and got.storage_pools is None
+
+
+def test_other_pool_errors_are_raised():
+    pool = Pool("x")
+    pool.info = lambda: (_ for _ in ()).throw(libvirt_error(libvirt.VIR_ERR_INTERNAL_ERROR))  # type: ignore
+    with pytest.raises(libvirt.libvirtError):
+        ListingReader([STORAGE_POOLS]).read(Conn([pool]))
+
+
+def test_failed_listing_keeps_the_sample_and_fails_only_the_pool_collector(host: FakeHost, monkeypatch):
+    def refuse(self, flags=0):
+        raise libvirt_error(libvirt.VIR_ERR_INTERNAL_ERROR)
+
+    monkeypatch.setattr(fakelibvirt.FakeConn, "listAllStoragePools", refuse, raising=False)
+    load_all()
+    specs = [REGISTRY[n] for n in ("domain", "storage_pool")]
+    with connected() as conn:
+        sampler = Sampler(conn, DomainXMLCache(), SamplerOptions(groups=list(bulk.GROUP_FLAGS), min_interval_s=0.0))
+        sampler.reader.read_listings([DOMAIN_FLAGS, STORAGE_POOLS])
+        pair = sampler.get()
+        sample = pair[1]
+        assert sample.up and len(sample.domains) == 6
+        assert sample.storage_pools is None and sample.autostart is None and "scripted" in sample.listings_error
+        exporter = Exporter(sampler, specs, {"domain": {"metadata-label": ()}, "storage_pool": {}})
+        families = {f.name: f for f in exporter.families(pair)}
+        success = {s.labels["collector"]: s.value for s in families["libvirt_exporter_collector_success"].samples}
+        assert success == {"domain": 1.0, "storage_pool": 0.0}
+        assert len(families["libvirt_domain_state"].samples) == 6
+        assert families["libvirt_domain_autostart"].samples == []
+        sampler.stop()

@@ -1,0 +1,80 @@
+"""Listings libvirtd answers from its own state, made once per sample (never per domain): which
+domains are persistent and which start with the host, and the storage pools with their sizes.
+
+Each is a few list calls on the lane for cheap calls: two domain list calls with libvirt's filter
+flags, one pool list call and one info call per pool (a pool's type, from its XML, is read once per
+pool UUID: it cannot change).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Dict, FrozenSet, Optional, Sequence, Tuple
+
+import libvirt
+from lxml import etree
+
+from ..sample import DOMAIN_FLAGS, STORAGE_POOLS, StoragePool
+
+KINDS = (DOMAIN_FLAGS, STORAGE_POOLS)
+
+_PARSER = etree.XMLParser(resolve_entities=False, no_network=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class Listings:
+    autostart: Optional[FrozenSet[str]] = None    # UUIDs; None when not asked for
+    persistent: Optional[FrozenSet[str]] = None
+    storage_pools: Optional[Tuple[StoragePool, ...]] = None
+
+
+def _uuids(conn: libvirt.virConnect, flag: int) -> FrozenSet[str]:
+    return frozenset(dom.UUIDString() for dom in conn.listAllDomains(flag))
+
+
+def pool_type(xml: str) -> str:
+    """The ``type`` attribute of a pool's XML (dir, logical, netfs …)."""
+    return etree.fromstring(xml.encode("utf-8"), _PARSER).get("type", "")
+
+
+class ListingReader:
+    """Reads the listings asked for; remembers pool types by pool UUID."""
+
+    def __init__(self, kinds: Sequence[str]) -> None:
+        unknown = set(kinds) - set(KINDS)
+        if unknown:
+            raise ValueError("unknown listings: %s" % ", ".join(sorted(unknown)))
+        self.kinds = tuple(kinds)
+        self._pool_types: Dict[str, str] = {}
+
+    def read(self, conn: libvirt.virConnect) -> Listings:
+        autostart = persistent = None
+        pools = None
+        if DOMAIN_FLAGS in self.kinds:
+            autostart = _uuids(conn, libvirt.VIR_CONNECT_LIST_DOMAINS_AUTOSTART)
+            persistent = _uuids(conn, libvirt.VIR_CONNECT_LIST_DOMAINS_PERSISTENT)
+        if STORAGE_POOLS in self.kinds:
+            pools = self._pools(conn)
+        return Listings(autostart=autostart, persistent=persistent, storage_pools=pools)
+
+    def _pools(self, conn: libvirt.virConnect) -> Tuple[StoragePool, ...]:
+        out = []
+        seen = set()
+        for pool in conn.listAllStoragePools(0):
+            try:
+                uuid = pool.UUIDString()
+                state, capacity, allocation, available = pool.info()[:4]
+                kind = self._pool_types.get(uuid)
+                if kind is None:
+                    kind = self._pool_types[uuid] = pool_type(pool.XMLDesc(0))
+                out.append(StoragePool(name=pool.name(), uuid=uuid, type=kind, state=int(state),
+                                       capacity_bytes=int(capacity), allocation_bytes=int(allocation),
+                                       available_bytes=int(available)))
+                seen.add(uuid)
+            except libvirt.libvirtError as e:
+                # Undefined between the list and the info call: gone, as if listed a moment later.
+                if e.get_error_code() != libvirt.VIR_ERR_NO_STORAGE_POOL:
+                    raise
+        for uuid in [u for u in self._pool_types if u not in seen]:
+            del self._pool_types[uuid]
+        return tuple(sorted(out, key=lambda p: p.name))
