@@ -76,15 +76,10 @@ NO_DATA_IN_TESTBED: Dict[Tuple[str, str, Optional[str]], str] = {
         "needs a balloon driver in the guest OS; test guests run a boot-sector program",
     ("virt-domain.json", "Guest memory pressure (LibvirtDomainGuestMemoryPressure)", "B"):
         "needs a balloon driver in the guest OS; test guests run a boot-sector program",
-    ("virt-domain.json", "I/O limits", None): "test guests have no <iotune> limits",
-    ("virt-domain.json", "Pinning", None): "test guests are not pinned (only pinned vCPUs have series)",
     ("virt-domain.json", "Autostart, persistence, metadata", "C"):
         "libvirt_domain_metadata_info needs --collector.domain.metadata-label",
-    ("virt-domain.json", "IOThread polling", None): "the iothread collector is opt-in (--collector.iothread)",
     ("virt-domain.json", "Guest filesystem use", None): "the guest_agent collector is opt-in (--collector.guest_agent)",
     ("virt-domain.json", "Guest agent and OS", None): "the guest_agent collector is opt-in (--collector.guest_agent)",
-    ("virt-host.json", "Storage pool usage", None): "the test bed defines no storage pool",
-    ("virt-host.json", "Storage pools", None): "the test bed defines no storage pool",
 }
 
 PROMQL_KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "bool", "and", "or",
@@ -632,11 +627,20 @@ def test_every_panel_query_returns_data(testbed, tmp_path: Path):
     # writer writes, so it never fires and stays armed).
     tb.virsh("metadata", blank.name, "--uri", NOVA_NS, "--key", "nova", "--live", "--set", NOVA_INSTANCE)
     tb.virsh("domblkthreshold", writer.name, "vda", str(120 << 20))
+    # I/O limits far above what the writer does, pinned vCPU and emulator threads, a storage pool (a
+    # transient directory pool of this test's own), the iothread collector switched on below.
+    tb.virsh("blkdeviotune", writer.name, "vda", "--live", "--total-bytes-sec", str(1 << 30),
+             "--total-iops-sec", "100000", "--total-bytes-sec-max", str(2 << 30), "--total-iops-sec-max", "200000")
+    tb.virsh("vcpupin", busy.name, "0", "0", "--live")
+    tb.virsh("emulatorpin", busy.name, "0-%d" % (os.cpu_count() - 1), "--live")
+    pool = "vet-%d-pool" % os.getpid()
+    (tmp_path / "pool").mkdir()
+    tb.virsh("pool-create-as", pool, "dir", "--target", str(tmp_path / "pool"))
     stopped: List[int] = []
     perfmon = tmp_path / "perfmon.xml"
     perfmon.write_text(PERFMON_XML)
 
-    exporter = ExporterProcess(["--perfmon.config", str(perfmon), "--perfmon.step", "5"])
+    exporter = ExporterProcess(["--perfmon.config", str(perfmon), "--perfmon.step", "5", "--collector.iothread"])
     prometheus: Optional[Prometheus] = None
     try:
         exporter.start()
@@ -711,6 +715,7 @@ def test_every_panel_query_returns_data(testbed, tmp_path: Path):
                 lines.append("%s / %s / %s: %s\n    %s" % (board, title, ref, why, expr))
             pytest.fail("panel queries with no data:\n" + "\n".join(lines))
     finally:
+        tb.virsh("pool-destroy", pool, check=False)
         for pid in stopped:
             os.kill(pid, signal.SIGCONT)
         if prometheus is not None:
