@@ -71,4 +71,5 @@ def collect(ctx: ScrapeContext) -> Iterable[Metric]:
     failures.add_metric([], snap.step_failures_total)
     step = gauge("libvirt_perfmon_step_seconds", "The engine's step (perfmon's rrd_step).", [])
     step.add_metric([], snap.step_s)
-    yield from (value, level, countdown, alarms, inhibited, last, recent, evicted, errors, rejections, steps, failures, step)
+    yield from (value, level, countdown, alarms, inhibited, last, recent, evicted, errors, rejections, steps,
+                failures, step)
