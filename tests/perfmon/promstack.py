@@ -17,7 +17,7 @@ import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional, TypeVar
 
 import yaml
 
@@ -43,6 +43,48 @@ def http_get(url: str, timeout_s: float = 5.0) -> Any:
         return body
 
 
+class Diagnostics:
+    """What each stage saw, for a failure message; a part that cannot be read says why, and never
+    hides the failure being reported."""
+
+    def __init__(self) -> None:
+        self.parts: List[str] = []
+
+    def part(self, title: str, fn: Callable[[], object]) -> None:
+        try:
+            self.parts.append("--- %s ---\n%s" % (title, fn()))
+        except Exception as e:  # noqa: BLE001 - a diagnostic must not hide the failure
+            self.parts.append("--- %s --- (unavailable: %s)" % (title, e))
+
+    def __str__(self) -> str:
+        return "\n".join(self.parts)
+
+
+Server = TypeVar("Server", bound="LoopbackServer")
+
+
+class LoopbackServer:
+    """An HTTP server on 127.0.0.1 (ephemeral port) in a daemon thread, as a context manager."""
+
+    def _listen(self, handler: type, thread_name: str) -> None:
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, name=thread_name, daemon=True)
+
+    @property
+    def address(self) -> str:
+        return "127.0.0.1:%d" % self._server.server_address[1]
+
+    def __enter__(self: Server) -> Server:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(5)
+
+
 # --- the webhook receiver -------------------------------------------------------------------------
 
 @dataclasses.dataclass(frozen=True)
@@ -56,7 +98,7 @@ class Notification:
         return list(self.payload.get("alerts") or [])
 
 
-class WebhookReceiver:
+class WebhookReceiver(LoopbackServer):
     """Records every POST (Alertmanager's webhook notifications) with its receive time."""
 
     def __init__(self) -> None:
@@ -82,26 +124,15 @@ class WebhookReceiver:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="webhook", daemon=True)
+        self._listen(Handler, "webhook")
 
     @property
     def url(self) -> str:
-        return "http://127.0.0.1:%d/perfmon" % self._server.server_address[1]
+        return "http://%s/perfmon" % self.address
 
     def received(self) -> List[Notification]:
         with self._lock:
             return list(self.notifications)
-
-    def __enter__(self) -> "WebhookReceiver":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(5)
 
 
 # --- processes ------------------------------------------------------------------------------------
@@ -212,7 +243,7 @@ def alarm_identities(exposition: str) -> frozenset:
     return frozenset(out)
 
 
-class ScrapeProxy:
+class ScrapeProxy(LoopbackServer):
     """Between Prometheus replicas and the exporter, on 127.0.0.1: forwards every scrape (the replica
     names itself with ``?replica=``), except that it answers 503 — a failed scrape, for which
     Prometheus marks every series of the target stale — to the n-th scrape of a replica whose body
@@ -252,23 +283,8 @@ class ScrapeProxy:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="scrape-proxy", daemon=True)
-
-    @property
-    def address(self) -> str:
-        return "127.0.0.1:%d" % self._server.server_address[1]
+        self._listen(Handler, "scrape-proxy")
 
     def of(self, replica: str) -> List[Scrape]:
         with self._lock:
             return [s for s in self.scrapes if s.replica == replica]
-
-    def __enter__(self) -> "ScrapeProxy":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(5)

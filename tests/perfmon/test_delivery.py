@@ -92,14 +92,8 @@ def alarm_totals(samples, domain: str) -> Dict[tuple, float]:
 
 
 def diagnostics(stacks: List[Stack], exporter) -> str:
-    out = []
-
-    def part(title, fn):
-        try:
-            out.append("--- %s ---\n%s" % (title, fn()))
-        except Exception as e:  # noqa: BLE001 - a diagnostic must not hide the failure
-            out.append("--- %s --- (unavailable: %s)" % (title, e))
-
+    report = promstack.Diagnostics()
+    part = report.part
     if exporter is not None:
         part("exporter: perfmon alarms", lambda: "\n".join(
             line for line in exporter.scrape_text().splitlines() if line.startswith("libvirt_perfmon_alarm")))
@@ -119,7 +113,7 @@ def diagnostics(stacks: List[Stack], exporter) -> str:
         part("%ds webhook" % st.interval_s, lambda st=st: [
             (round(n.received_s, 1), [a["labels"].get("alarm_time") for a in n.alerts])
             for n in st.webhook.received()])
-    return "\n".join(out)
+    return str(report)
 
 
 class AlarmCounts:

@@ -100,13 +100,8 @@ def starts_at_s(alert) -> float:
 
 def diagnostics(domain, exporter, prom, am, webhook) -> str:
     """What each stage saw, for a failure message: engine, Prometheus, Alertmanager, webhook."""
-    out = []
-
-    def part(title, fn):
-        try:
-            out.append("--- %s ---\n%s" % (title, fn()))
-        except Exception as e:  # noqa: BLE001 - a diagnostic must not hide the failure
-            out.append("--- %s --- (unavailable: %s)" % (title, e))
+    report = promstack.Diagnostics()
+    part = report.part
 
     if exporter is not None:
         part("exporter: perfmon series", lambda: "\n".join(
@@ -128,7 +123,7 @@ def diagnostics(domain, exporter, prom, am, webhook) -> str:
     if webhook is not None:
         part("webhook", lambda: [(round(n.received_s, 1), n.payload.get("status"), n.payload.get("groupLabels"))
                                  for n in webhook.received()])
-    return "\n".join(out)
+    return str(report)
 
 
 def test_busy_guest_alarm_notified_once_per_inhibit_period(testbed, tmp_path: Path):
