@@ -118,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     pm.add_argument("--perfmon.alarm-retention", dest="perfmon_alarm_retention_s", type=int,
                     default=DEFAULT_ALARM_RETENTION_S,
                     help="seconds each sent alarm stays exposed as its own libvirt_perfmon_alarm_value series; "
-                         "more than twice the scrape interval, so one failed scrape loses nothing (default %d)"
+                         "more than three scrape intervals, so one failed scrape loses nothing (default %d)"
                          % DEFAULT_ALARM_RETENTION_S)
     pm.add_argument("--perfmon.fs-path", dest="perfmon_fs_path", default="/",
                     help="path whose filesystem fs_usage measures (default /)")

@@ -43,7 +43,7 @@ HOST_KEY = ""  # the host monitor's key; VM monitors are keyed by domain UUID
 # Each sent alarm is exposed as its own series (libvirt_perfmon_alarm_value) for the retention period,
 # so Prometheus replicas see it at any scrape interval and Alertmanager tells alarms apart by labels.
 # These caps bound how many such series there can be: per variable of an object, and in all.
-DEFAULT_ALARM_RETENTION_S = 180  # three 60 s scrapes: one may fail and one still lands inside
+DEFAULT_ALARM_RETENTION_S = 240  # four 60 s scrapes: one may fail and two still land inside
 ALARMS_PER_VARIABLE = 10
 ALARMS_MAX = 1000
 
