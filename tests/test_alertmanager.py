@@ -67,10 +67,15 @@ def test_amtool_routes(receiver: str, labels: List[str]):
 # --- a real Alertmanager ----------------------------------------------------------------------------
 
 def _alert(name: str, **labels: str) -> dict:
+    return {"labels": dict(labels, alertname=name, job="virt-exporter"), "annotations": {"summary": name}}
+
+
+def _posted(alerts: List[dict]) -> List[dict]:
+    """The alerts as posted now: stamped when the test runs, not when the module was imported (a long
+    suite would otherwise post alerts whose endsAt is past, which Alertmanager takes as resolved)."""
     now = datetime.datetime.now(datetime.timezone.utc)
-    return {"labels": dict(labels, alertname=name, job="virt-exporter"),
-            "annotations": {"summary": name},
-            "startsAt": now.isoformat(), "endsAt": (now + datetime.timedelta(minutes=10)).isoformat()}
+    return [dict(a, startsAt=now.isoformat(), endsAt=(now + datetime.timedelta(minutes=10)).isoformat())
+            for a in alerts]
 
 
 # (alert, inhibited?, receiver path when delivered)
@@ -121,7 +126,7 @@ def test_a_real_alertmanager_inhibits_what_the_rules_say_and_delivers_the_rest(t
                                       "--cluster.listen-address="],
                      tmp_path / "alertmanager.log", url + "/-/ready").start()
         try:
-            req = urllib.request.Request(url + "/api/v2/alerts", data=json.dumps([c[0] for c in CASES]).encode(),
+            req = urllib.request.Request(url + "/api/v2/alerts", data=json.dumps(_posted([c[0] for c in CASES])).encode(),
                                          headers={"Content-Type": "application/json"}, method="POST")
             with urllib.request.urlopen(req, timeout=10) as r:
                 assert r.status == 200
@@ -130,6 +135,8 @@ def test_a_real_alertmanager_inhibits_what_the_rules_say_and_delivers_the_rest(t
             while len(state) < len(CASES) and time.monotonic() < deadline:
                 state = {_key(a["labels"]): a["status"] for a in http_get(url + "/api/v2/alerts")}
                 time.sleep(0.5)
+            assert len(state) == len(CASES), ("Alertmanager lists %d of the %d alerts posted" % (
+                len(state), len(CASES)), sorted(state), am.log_tail())
             for alert, inhibited, _path in CASES:
                 status = state[_key(alert["labels"])]
                 assert (status["state"] == "suppressed" and bool(status["inhibitedBy"])) == inhibited, \

@@ -98,7 +98,8 @@ class App:
             try:
                 file_config = load_perfmon_file(args.perfmon_config)
                 self.perfmon = PerfmonEngine(self.sampler.get, self.xml_cache.snapshot, file_config,
-                                             args.perfmon_step, fs_path=args.perfmon_fs_path)
+                                             args.perfmon_step, fs_path=args.perfmon_fs_path,
+                                             alarm_retention_s=args.perfmon_alarm_retention_s)
             except (PerfmonConfigError, ValueError) as e:
                 raise UsageError(str(e)) from None
         self.domain_filter = domain_filter

@@ -20,6 +20,7 @@ from typing import Any, NoReturn, Optional, Sequence
 from . import __version__
 from .collectors import base, load_all
 from .options import UsageError, option_dest
+from .perfmon.engine import DEFAULT_ALARM_RETENTION_S
 
 log = logging.getLogger("virt_exporter")
 
@@ -114,6 +115,11 @@ def build_parser() -> argparse.ArgumentParser:
     pm.add_argument("--perfmon.step", dest="perfmon_step", type=int, default=60,
                     help="seconds between perfmon engine steps, perfmon's rrd_step (default 60; perfmon "
                          "allows 5 or 60, this engine 1..3600)")
+    pm.add_argument("--perfmon.alarm-retention", dest="perfmon_alarm_retention_s", type=int,
+                    default=DEFAULT_ALARM_RETENTION_S,
+                    help="seconds each sent alarm stays exposed as its own libvirt_perfmon_alarm_value series; "
+                         "more than three scrape intervals, so one failed scrape loses nothing (default %d)"
+                         % DEFAULT_ALARM_RETENTION_S)
     pm.add_argument("--perfmon.fs-path", dest="perfmon_fs_path", default="/",
                     help="path whose filesystem fs_usage measures (default /)")
     lg = p.add_argument_group("logging")

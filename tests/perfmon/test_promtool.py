@@ -1,7 +1,8 @@
 """promtool ``test rules`` cases generated from the seed model:
 
-- ``PerfmonAlarm`` (alerts/perfmon.rules.yml) over the engine's last-alarm series fires once per model
-  alarm (an episode of 30 s that starts at the alarm) and never otherwise, checked at every evaluation;
+- ``PerfmonAlarm`` (alerts/optional/perfmon.rules.yml) over the engine's per-alarm series fires for each model
+  alarm, labelled with its identity, while its series is exposed and never otherwise, checked at every
+  evaluation, at 5, 15 and 60 s intervals;
 - the native rules of ``perfmon-rules`` over raw counters fire exactly while the model is in a bad
   spell that has reached an alarm attempt — i.e. their onsets are the model's first attempt of each
   spell, which is where perfmon.md says native rules can match (re-arming and inhibit are Alertmanager's).
@@ -15,19 +16,21 @@ from pathlib import Path
 import pytest
 import yaml
 
+from virt_exporter.mixin.config import MixinConfig
 from virt_exporter.perfmon.config import parse_object_config, severity_of_priority
+from virt_exporter.perfmon.engine import DEFAULT_ALARM_RETENTION_S
 from virt_exporter.perfmon.rules import native_rules
 
-from .harness import SeedVM, config_xml
+from .harness import T0_S, SeedVM, config_xml
 
 pytestmark = pytest.mark.prometheus
 
 REPO = Path(__file__).resolve().parents[2]
-RULES = REPO / "alerts" / "perfmon.rules.yml"
+RULES = REPO / "alerts" / "optional" / "perfmon.rules.yml"
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
-EVAL_S = 5           # PerfmonAlarm's pinned evaluation interval
-EPISODE_S = 30       # 20 s window + keep_firing_for 10 s, at 5 s evaluations
-INSTANCE = {"instance": "host-a:9177", "job": "virt"}
+RETENTION_S = DEFAULT_ALARM_RETENTION_S  # how long the exporter exposes each alarm's series
+RUNBOOK = MixinConfig().runbook_url + "#perfmonalarm"
+INSTANCE = {"instance": "host-a:9177", "job": "virt-exporter"}
 
 
 def run_promtool(tmp_path, name, doc):
@@ -106,59 +109,75 @@ def random_vars(rng, step_s, min_inhibit_s=0):
 
 # --- PerfmonAlarm -------------------------------------------------------------------------------------
 
-def perfmon_alarm_case(step_s, variables, values):
-    """One promtool test group from the model's alarms for ``variables``; returns (group, sent count)."""
-    xml = config_xml(variables)
-    alarms, _bad = run_model(step_s, xml, values)
-    end_s = len(values) * step_s + EPISODE_S + 10
-    sent = [(t, name, prio) for (t, _o, _u, name, prio, _v, ok) in alarms if ok]
-    inputs, checks = [], []
-    for var in variables:
-        times = [t for (t, n, _p) in sent if n == var["name"]]
-        assert all(b - a >= 60 for a, b in zip(times, times[1:])), "inhibit < 60 s would merge episodes"
-        labels = dict(INSTANCE, object="vm", domain="guest-a", variable=var["name"], priority=var["alarm_priority"])
-        tokens = []
-        for s in range(0, end_s + 1, EVAL_S):
-            seen = [t for t in times if t <= s]
-            tokens.append(str(seen[-1]) if seen else "_")
-        inputs.append({"series": series("libvirt_perfmon_last_alarm_timestamp_seconds", labels),
-                       "values": " ".join(tokens)})
-    for e in range(0, end_s + 1, EVAL_S):
+def perfmon_alarm_case(step_s, scrape_s, variables, values):
+    """One promtool test group from the model's alarms for ``variables``: each sent alarm is the series
+    the exporter exposes from the alarm for RETENTION_S (scraped every ``scrape_s``, then a stale marker),
+    and PerfmonAlarm must fire for it, with its identity in the labels, at exactly the evaluations that
+    see it. Returns (group, sent count)."""
+    alarms, _bad = run_model(step_s, config_xml(variables), values)
+    sent = [(t, name, prio, value) for (t, _o, _u, name, prio, value, ok) in alarms if ok]
+    end_s = len(values) * step_s + RETENTION_S + 2 * scrape_s
+    scrapes = range(0, end_s + 1, scrape_s)
+    inputs, present = [], {}
+    for t, name, prio, value in sent:
+        labels = dict(INSTANCE, object="vm", domain="guest-a", variable=name, priority=prio,
+                      alarm_time="%.3f" % (T0_S + t))
+        seen = [t <= s < t + RETENTION_S for s in scrapes]
+        gone = [s >= t + RETENTION_S for s in scrapes].index(True)
+        tokens = [go_float(value) if on else ("stale" if k == gone else "_") for k, on in enumerate(seen)]
+        inputs.append({"series": series("libvirt_perfmon_alarm_value", labels), "values": " ".join(tokens)})
+        present[tuple(sorted(labels.items()))] = (seen, value)
+    checks = []
+    for k, e in enumerate(scrapes):
         exp = []
-        for var in variables:
-            times = [t for (t, n, _p) in sent if n == var["name"] and t <= e]
-            if times and e - times[-1] < EPISODE_S:
-                prio = int(var["alarm_priority"])
-                exp.append({"exp_labels": dict(INSTANCE, object="vm", domain="guest-a", variable=var["name"],
-                                               priority=str(prio), severity=severity_of_priority(str(prio))),
+        for key, (seen, value) in present.items():
+            if seen[k]:
+                labels = dict(key)
+                dom = " guest-a"
+                exp.append({"exp_labels": dict(labels, severity=severity_of_priority(labels["priority"])),
                             "exp_annotations": {
-                                "summary": "perfmon alarm: vm guest-a %s (priority %d)" % (var["name"], prio),
-                                "alarm_timestamp": str(times[-1])}})
+                                "summary": "perfmon alarm: vm%s %s (priority %s)" % (dom, labels["variable"],
+                                                                                   labels["priority"]),
+                                "description": "The perfmon engine on %s sent an alarm for vm%s: %s was %s at %s "
+                                "(Unix seconds), beyond its alarm_trigger_level for its alarm_trigger_period (see "
+                                "the perfmon config given with --perfmon.config). The next alarm of this variable "
+                                "comes no sooner than its alarm_auto_inhibit_period."
+                                % (labels["instance"], dom, labels["variable"], go_float(value),
+                                   labels["alarm_time"]),
+                                "runbook_url": RUNBOOK}})
         checks.append({"eval_time": "%ds" % e, "alertname": "PerfmonAlarm", "exp_alerts": exp})
-    return {"interval": "%ds" % EVAL_S, "input_series": inputs, "alert_rule_test": checks}, len(sent)
+    return {"interval": "%ds" % scrape_s, "input_series": inputs, "alert_rule_test": checks}, len(sent)
 
 
-def test_perfmon_alarm_fires_once_per_model_alarm(tmp_path):
+def test_perfmon_alarm_fires_for_each_alarm_series_at_any_interval(tmp_path):
+    """At 5, 15 and 60 s scrape = evaluation intervals, with the shipped rules file (no interval of its
+    own). Inhibit periods from 0 up, so one variable often has several alarms exposed at once."""
     rng = random.Random(2024)
-    groups, total = [], 0
-    # Hand-written: the end-to-end shape (period 10 s, step 5 s, inhibit 60 s, always bad) → alarms
-    # at 10, 70, 130 s; and a host-style 60 s step.
-    cases = [(5, [{"name": "cpu_usage", "rrd_regex": "cpu[0-9]+", "consolidation_fn": "average",
-                   "alarm_trigger_level": "0.5", "alarm_trigger_period": "10", "alarm_auto_inhibit_period": "60",
-                   "alarm_priority": "3"}], [{"cpu0": 1.0, "cpu1": 1.0}] * 30)]
-    for _ in range(40):
-        step_s = rng.choice([5, 60])
-        n = rng.randint(20, 80) if step_s == 5 else rng.randint(5, 15)
-        cases.append((step_s, random_vars(rng, step_s, min_inhibit_s=60), random_values(rng, n)))
-    for step_s, variables, values in cases:
-        group, sent = perfmon_alarm_case(step_s, variables, values)
-        groups.append(group)
-        total += sent
-    first = groups[0]["alert_rule_test"]
-    assert [c["eval_time"] for c in first if c["exp_alerts"]][:1] == ["10s"]  # the e2e shape's first alarm
+    files, total = [], 0
+    for scrape_s in (5, 15, 60):
+        groups = []
+        # Hand-written: always bad, period 10 s, step 5 s, inhibit 20 s → alarms at 10, 30, 50 … s.
+        cases = [(5, [{"name": "cpu_usage", "rrd_regex": "cpu[0-9]+", "consolidation_fn": "average",
+                       "alarm_trigger_level": "0.5", "alarm_trigger_period": "10",
+                       "alarm_auto_inhibit_period": "20", "alarm_priority": "3"}], [{"cpu0": 1.0, "cpu1": 1.0}] * 12)]
+        for _ in range(12):
+            step_s = rng.choice([5, 60])
+            n = rng.randint(10, 40) if step_s == 5 else rng.randint(3, 8)
+            cases.append((step_s, random_vars(rng, step_s), random_values(rng, n)))
+        for step_s, variables, values in cases:
+            group, sent = perfmon_alarm_case(step_s, scrape_s, variables, values)
+            groups.append(group)
+            total += sent
+        files.append(("perfmon_alarm_%ds.test.yml" % scrape_s,
+                      {"rule_files": [str(RULES)], "evaluation_interval": "%ds" % scrape_s, "tests": groups}))
     assert total > 60
-    run_promtool(tmp_path, "perfmon_alarm.test.yml",
-                 {"rule_files": [str(RULES)], "evaluation_interval": "%ds" % EVAL_S, "tests": groups})
+    run_promtool_files(tmp_path, files)
+
+
+def test_perfmon_rule_group_has_no_interval_of_its_own():
+    doc = yaml.safe_load(RULES.read_text())
+    assert [g["name"] for g in doc["groups"]] == ["perfmon"]
+    assert "interval" not in doc["groups"][0]
 
 
 # --- native rules -------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from typing import Iterable
 
 from prometheus_client.metrics_core import Metric
 
+from ..perfmon.engine import ALARMS_MAX, ALARMS_PER_VARIABLE
 from .base import ScrapeContext, register
 from .families import counter, gauge
 
@@ -33,8 +34,13 @@ def collect(ctx: ScrapeContext) -> Iterable[Metric]:
     inhibited = counter("libvirt_perfmon_alarms_inhibited_total",
                         "Alarm attempts dropped by alarm_auto_inhibit_period.", VAR_LABELS + ["priority"])
     last = gauge("libvirt_perfmon_last_alarm_timestamp_seconds", "Time of the variable's last sent alarm (the "
-                 "step's sample time, Unix seconds); absent before the first. PerfmonAlarm fires on it.",
-                 VAR_LABELS + ["priority"])
+                 "step's sample time, Unix seconds); absent before the first.", VAR_LABELS + ["priority"])
+    # One series per sent alarm, for --perfmon.alarm-retention seconds: PerfmonAlarm fires on it.
+    recent = gauge("libvirt_perfmon_alarm_value", "The value that raised a sent alarm, one series per alarm "
+                   "(alarm_time: the step's time, Unix seconds) for --perfmon.alarm-retention seconds after it. "
+                   "PerfmonAlarm fires on it.", VAR_LABELS + ["priority", "alarm_time"])
+    evicted = counter("libvirt_perfmon_alarm_series_evicted_total", "Alarm series dropped before their retention "
+                      "ended, to keep at most %d per variable and %d in all." % (ALARMS_PER_VARIABLE, ALARMS_MAX), [])
     for row in snap.rows:
         if row.domain and not ctx.keeps_domain(row.domain):
             continue
@@ -48,6 +54,12 @@ def collect(ctx: ScrapeContext) -> Iterable[Metric]:
         inhibited.add_metric(prio, row.inhibited_total)
         if row.last_alarm_s is not None:
             last.add_metric(prio, row.last_alarm_s)
+    for alarm in snap.recent_alarms:
+        if alarm.domain and not ctx.keeps_domain(alarm.domain):
+            continue
+        recent.add_metric([alarm.object_type, alarm.domain, alarm.variable, alarm.priority, alarm.alarm_time],
+                          alarm.value)
+    evicted.add_metric([], snap.alarm_series_evicted_total)
     errors = gauge("libvirt_perfmon_config_errors", "Objects (host, domains) whose perfmon XML was rejected; the "
                    "last valid config stays in force.", [])
     errors.add_metric([], snap.config_errors)
@@ -59,4 +71,5 @@ def collect(ctx: ScrapeContext) -> Iterable[Metric]:
     failures.add_metric([], snap.step_failures_total)
     step = gauge("libvirt_perfmon_step_seconds", "The engine's step (perfmon's rrd_step).", [])
     step.add_metric([], snap.step_s)
-    yield from (value, level, countdown, alarms, inhibited, last, errors, rejections, steps, failures, step)
+    yield from (value, level, countdown, alarms, inhibited, last, recent, evicted, errors, rejections, steps,
+                failures, step)

@@ -520,25 +520,22 @@ def perfmon_group(cfg: MixinConfig) -> List[Dict[str, Any]]:
     r = _Rules(cfg)
     r.alert("PerfmonAlarm", """
         label_replace(label_replace(label_replace(
-            max_over_time(libvirt_perfmon_last_alarm_timestamp_seconds[20s]) > time() - 20,
+            libvirt_perfmon_alarm_value,
           "severity", "info", "priority", ".*"),
           "severity", "warning", "priority", "[34]"),
           "severity", "critical", "priority", "-[0-9]+|[0-2]")
         """, "",
             "perfmon alarm: {{ $labels.object }}{{ with $labels.domain }} {{ . }}{{ end }} {{ $labels.variable }} "
             "(priority {{ $labels.priority }})",
-            """The exporter's perfmon engine sent an alarm at {{ $value | humanizeTimestamp }}: variable {{
-            $labels.variable }} of the {{ $labels.object }}{{ with $labels.domain }} {{ . }}{{ end }} on {{
-            $labels.instance }} stayed beyond its alarm_trigger_level for its alarm_trigger_period (see the
-            perfmon config given with --perfmon.config). The next alarm of this variable comes no sooner than
-            its alarm_auto_inhibit_period.""",
-            comment="The value is the alarm's timestamp; severity from XenServer's priorities:\n"
-                    "1-2 critical, 3-4 warning, 5 info (below 1: critical, above 5: info). `for` is 0: the engine\n"
-                    "has already applied perfmon's trigger period; each alarm is an event.",
-            extra=(("keep_firing_for", "10s"),))
-    rules = r.rules
-    rules[0]["annotations"]["alarm_timestamp"] = '{{ printf "%.0f" $value }}'
-    return [{"name": "perfmon", "interval": "5s", "rules": rules}]
+            """The perfmon engine on {{ $labels.instance }} sent an alarm for {{ $labels.object }}{{ with
+            $labels.domain }} {{ . }}{{ end }}: {{ $labels.variable }} was {{ $value }} at {{ $labels.alarm_time
+            }} (Unix seconds), beyond its alarm_trigger_level for its alarm_trigger_period (see the perfmon
+            config given with --perfmon.config). The next alarm of this variable comes no sooner than its
+            alarm_auto_inhibit_period.""",
+            comment="Severity from XenServer's priorities: 1-2 critical, 3-4 warning, 5 info (below 1: critical,\n"
+                    "anything else: info). The value is the variable's value that raised the alarm. `for` is 0:\n"
+                    "the engine has already applied perfmon's trigger period; each alarm is an event.")
+    return [{"name": "perfmon", "rules": r.rules}]
 
 
 # --- files ------------------------------------------------------------------------------------------
@@ -578,23 +575,24 @@ MHz rule keeps the utilization continuous through churn: see cpu.rules.yml).""",
     "perfmon": """PerfmonAlarm: one Alertmanager notification per alarm the exporter's perfmon engine sends
 (an optional group: it needs the engine, virt-exporter --perfmon.config FILE).
 
-The engine runs XenServer perfmon's state machine exactly, auto-inhibit included, and exposes the
-time of each variable's last *sent* alarm as libvirt_perfmon_last_alarm_timestamp_seconds. This rule
-fires while that alarm is less than 20 s old, and keep_firing_for holds it 10 s more, so each alarm
-is one firing episode of about 30 s: distinct alarms of a variable (at least one auto-inhibit period
-apart) are distinct episodes as long as that period is 60 s or more.
-  - The 20 s window takes the alarm from the newest sample of the last 20 s (max_over_time), so a
-    failed scrape neither loses an alarm that one good scrape inside the window shows, nor splits an
-    episode in two (which would notify twice).
-  - keep_firing_for 10s keeps an alarm first seen late in its window firing past Alertmanager's
-    group_wait (5 s), so the first flush still sees it firing.
+The engine runs XenServer perfmon's state machine, auto-inhibit included, and exposes each alarm it
+sends as a series of its own, libvirt_perfmon_alarm_value{object, domain, variable, priority,
+alarm_time}, for --perfmon.alarm-retention seconds (default 240) on its own clock, then drops it.
+This rule only selects those series: every alarm is one alert whose labels carry its identity
+(alarm_time is the engine's time of the alarm), firing while the series is exposed. Nothing compares
+times, so the exporter's and Prometheus's clocks need not agree.
 
-What "exactly once" depends on, pinned here and in alertmanager.yml:
-  - this group's evaluation interval, 5 s, and a scrape interval of 5 s or less for the exporter
-    (an alarm must be scraped and evaluated inside its 20 s window; one failed scrape is tolerated);
-  - group_wait 5s < the ~30 s episode, group_interval 10s, repeat_interval 12h > the episode,
-    send_resolved: false on the perfmon receiver;
-  - exporter and Prometheus clocks agreeing within a few seconds (NTP): the window is wall time.""",
+What "exactly once" needs (docs/perfmon.md, "Getting notified"):
+  - retention > 3 x scrape interval: after one failed scrape in a row, two good ones still see the
+    alarm (an evaluation that runs while a scrape is in flight sees the one before, so a single
+    sighting can be missed); the default 240 s covers scrape intervals up to 60 s;
+  - any scrape and evaluation interval from 5 s to 60 s; no rule group interval of its own;
+  - HA pairs: both replicas send the same labels (drop the replica's external label in
+    alert_relabel_configs), Alertmanager merges them;
+  - the perfmon route in alertmanager.yml: group_by the alarm's identity, group_wait shorter than
+    retention - 3 x scrape interval, group_interval longer than retention + 2 x scrape interval + 1m
+    (so the one flush after the first never falls while one replica has resolved the alert and the
+    other still sends it firing), send_resolved false.""",
 }
 
 _BUILDERS = {"exporter": exporter_group, "cpu": cpu_group, "capacity": capacity_group, "guest": guest_group,

@@ -412,7 +412,7 @@ def load_perfmon_file(path: str) -> PerfmonFileConfig:
 def severity_of_priority(priority: str) -> str:
     """XenServer's alarm priorities as Alertmanager severities: 1-2 critical, 3-4 warning, 5 info
     (below 1 counts as critical, above 5 as info); a priority that is no integer, info, as
-    alerts/perfmon.rules.yml maps it."""
+    alerts/optional/perfmon.rules.yml maps it."""
     try:
         number = int(priority)
     except ValueError:

@@ -25,6 +25,7 @@ countdown resets.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
 import threading
@@ -38,6 +39,13 @@ from .datasources import DataSources, host_datasources, step_interval_s, vm_data
 log = logging.getLogger(__name__)
 
 HOST_KEY = ""  # the host monitor's key; VM monitors are keyed by domain UUID
+
+# Each sent alarm is exposed as its own series (libvirt_perfmon_alarm_value) for the retention period,
+# so Prometheus replicas see it at any scrape interval and Alertmanager tells alarms apart by labels.
+# These caps bound how many such series there can be: per variable of an object, and in all.
+DEFAULT_ALARM_RETENTION_S = 240  # four 60 s scrapes: one may fail and two still land inside
+ALARMS_PER_VARIABLE = 10
+ALARMS_MAX = 1000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -178,6 +186,66 @@ class ObjectMonitor:
 
 
 @dataclasses.dataclass(frozen=True)
+class RecentAlarm:
+    """A sent alarm still within its retention period: one ``libvirt_perfmon_alarm_value`` series."""
+
+    object_type: str
+    uuid: str
+    domain: str
+    variable: str
+    priority: str
+    time_s: float      # the step's sample time (wall clock): the alarm's identity, with the rest
+    value: float
+    expires_s: float   # on the engine's clock (monotonic): never compared with anyone else's clock
+
+    @property
+    def alarm_time(self) -> str:
+        """The ``alarm_time`` label: Unix seconds to the millisecond (steps are at least 1 s apart)."""
+        return "%.3f" % self.time_s
+
+
+class RecentAlarms:
+    """The alarms sent in the last ``retention_s`` seconds, oldest first, at most ``per_variable`` per
+    (object, variable, priority) and ``max_total`` in all; beyond a cap the oldest goes (counted)."""
+
+    def __init__(self, retention_s: float, per_variable: int = ALARMS_PER_VARIABLE,
+                 max_total: int = ALARMS_MAX) -> None:
+        self.retention_s = retention_s
+        self.per_variable = per_variable
+        self.max_total = max_total
+        self._alarms: "collections.deque[RecentAlarm]" = collections.deque()
+        self.evicted_total = 0
+
+    def add(self, event: AlarmEvent, now_s: float) -> None:
+        self.expire(now_s)
+        alarm = RecentAlarm(event.object_type, event.uuid, event.domain, event.variable, event.priority,
+                            event.time_s, event.value, now_s + self.retention_s)
+        key = (alarm.object_type, alarm.uuid, alarm.variable, alarm.priority)
+        same = [a for a in self._alarms if (a.object_type, a.uuid, a.variable, a.priority) == key]
+        if len(same) >= self.per_variable:
+            self._evict(same[0])
+        if len(self._alarms) >= self.max_total:
+            self._evict(self._alarms[0])
+        self._alarms.append(alarm)
+
+    def _evict(self, alarm: RecentAlarm) -> None:
+        self._alarms.remove(alarm)
+        self.evicted_total += 1
+        log.warning("perfmon alarm series of %s%s %s at %s dropped before its retention ended: more than %d "
+                    "recent alarms of the variable or %d in all", alarm.object_type,
+                    " " + alarm.domain if alarm.domain else "", alarm.variable, alarm.alarm_time,
+                    self.per_variable, self.max_total)
+
+    def expire(self, now_s: float) -> None:
+        while self._alarms and self._alarms[0].expires_s <= now_s:
+            self._alarms.popleft()
+
+    def current(self, now_s: float) -> Tuple[RecentAlarm, ...]:
+        self.expire(now_s)
+        return tuple(self._alarms)
+
+
+@dataclasses.dataclass(frozen=True)
 class VariableRow:
     """What the collector exposes for one variable."""
 
@@ -203,6 +271,8 @@ class EngineSnapshot:
     step_failures_total: int
     last_step_s: Optional[float]
     step_s: int
+    recent_alarms: Tuple[RecentAlarm, ...] = ()
+    alarm_series_evicted_total: int = 0
 
 
 SampleSource = Callable[[], Union[Sample, Tuple[Optional[Sample], Sample]]]
@@ -216,16 +286,21 @@ class PerfmonEngine:
     domain's metadata config or None. A domain without one uses ``file_config.vm``; the host uses
     ``file_config.host``. ``fs_fraction()`` returns the used share of the filesystem fs_usage watches
     (default: the one holding ``fs_path``). ``on_alarm`` is called with every AlarmEvent (sent or
-    inhibited), from the engine's thread.
+    inhibited), from the engine's thread. Each sent alarm stays in the snapshot's ``recent_alarms`` for
+    ``alarm_retention_s`` seconds of ``clock`` (see RecentAlarms), whatever happens to its object.
     """
 
     def __init__(self, get_sample: SampleSource, domain_info: Callable[[], Mapping[str, Any]],
                  file_config: PerfmonFileConfig, step_s: int = 60, *, fs_path: str = "/",
                  fs_fraction: Optional[Callable[[], float]] = None,
                  on_alarm: Optional[Callable[[AlarmEvent], None]] = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 alarm_retention_s: int = DEFAULT_ALARM_RETENTION_S) -> None:
         if int(step_s) != step_s or not 1 <= step_s <= 3600:
             raise ValueError("perfmon step must be a whole number of seconds in 1..3600 (perfmon: 5 or 60)")
+        if int(alarm_retention_s) != alarm_retention_s or not 1 <= alarm_retention_s <= 86400:
+            raise ValueError("perfmon alarm retention must be a whole number of seconds in 1..86400")
+        self._recent = RecentAlarms(int(alarm_retention_s))
         self._get_sample = get_sample
         self._domain_info = domain_info
         self._file_config = file_config
@@ -299,6 +374,10 @@ class PerfmonEngine:
         """Advance every object by one step on ``sample``; returns the alarm attempts of this step."""
         with self._lock:
             events = self._step_locked(sample)
+            now_s = self._clock()
+            for event in events:
+                if event.sent:
+                    self._recent.add(event, now_s)
         for event in events:
             if event.sent:
                 log.warning("perfmon alarm: %s%s variable %s priority %s value %f", event.object_type,
@@ -389,7 +468,8 @@ class PerfmonEngine:
                                             stats.alarms, stats.inhibited, stats.last_alarm_s))
             errors = sum(1 for m in monitors if m.error is not None)
             return EngineSnapshot(tuple(rows), errors, self._rejections, self._steps, self._failures,
-                                  self._last_step_s, self.step_s)
+                                  self._last_step_s, self.step_s, self._recent.current(self._clock()),
+                                  self._recent.evicted_total)
 
     # --- the timer ----------------------------------------------------------------------------------
 

@@ -1,6 +1,6 @@
 """Native Prometheus alerting rules (and an Alertmanager route fragment) for a perfmon config.
 
-The exact path is the engine plus ``PerfmonAlarm`` (alerts/perfmon.rules.yml). This generator is the
+The exact path is the engine plus ``PerfmonAlarm`` (alerts/optional/perfmon.rules.yml). This generator is the
 engine-free alternative, as close as PromQL gets:
 
 - data sources become one recorded series, ``perfmon:datasource:value{object, datasource}``, from the
