@@ -126,7 +126,8 @@ def test_a_real_alertmanager_inhibits_what_the_rules_say_and_delivers_the_rest(t
                                       "--cluster.listen-address="],
                      tmp_path / "alertmanager.log", url + "/-/ready").start()
         try:
-            req = urllib.request.Request(url + "/api/v2/alerts", data=json.dumps(_posted([c[0] for c in CASES])).encode(),
+            body = json.dumps(_posted([c[0] for c in CASES])).encode()
+            req = urllib.request.Request(url + "/api/v2/alerts", data=body,
                                          headers={"Content-Type": "application/json"}, method="POST")
             with urllib.request.urlopen(req, timeout=10) as r:
                 assert r.status == 200

@@ -152,7 +152,8 @@ def test_busy_guest_alarm_notified_once_per_inhibit_period(testbed, tmp_path: Pa
             report.update(cpu_fraction_per_step=[round(f, 3) for f in fractions], level=level)
             print("guest %s: %s of a CPU per step; level %s" % (guest.name, report["cpu_fraction_per_step"], level))
 
-            wait_for(lambda: promstack.query(prom, 'up{job="virt-exporter"} == 1'), 30, "Prometheus to scrape the exporter")
+            wait_for(lambda: promstack.query(prom, 'up{job="virt-exporter"} == 1'), 30,
+                     "Prometheus to scrape the exporter")
             wait_for(lambda: promstack.http_get(promstack.base_url(prom) + "/api/v1/alertmanagers")
                      ["data"]["activeAlertmanagers"], 30, "Prometheus to find the Alertmanager")
             assert not exporter.scrape().series("libvirt_perfmon_trigger_level", domain=guest.name), \
