@@ -7,6 +7,7 @@
 #   testbed.sh down     destroy and undefine the demo guests, remove their images
 #   testbed.sh status   daemon and guest state
 #   testbed.sh gc       remove test guests (vet-<pid>-*) whose owning test process is gone
+#   testbed.sh hypervisor2 up|down|status|uri   the second hypervisor (scripts/hypervisor2.sh)
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 URI=qemu:///system
@@ -120,7 +121,8 @@ main() {
     down) cmd_daemon; "$PY" "$REPO/tests/testbed.py" demo-down ;;
     gc) cmd_daemon; "$PY" "$REPO/tests/testbed.py" gc ;;
     status) cmd_status ;;
-    *) echo "usage: $0 daemon|up|down|status|gc" >&2; exit 2 ;;
+    hypervisor2) shift; exec bash "$REPO/scripts/hypervisor2.sh" "$@" ;;
+    *) echo "usage: $0 daemon|up|down|status|gc|hypervisor2" >&2; exit 2 ;;
   esac
 }
 main "$@"
