@@ -37,11 +37,12 @@ class Subsystems:
     numa_reader: Optional[Snapshots] = None
     block_events: Optional[Snapshots] = None
     perfmon: Optional[Snapshots] = None
+    jobs: Optional[Snapshots] = None
 
     def snapshots(self) -> Dict[str, Any]:
         return {name: None if subsystem is None else subsystem.snapshot()
                 for name, subsystem in (("numa", self.numa_reader), ("block_events", self.block_events),
-                                        ("perfmon", self.perfmon))}
+                                        ("perfmon", self.perfmon), ("jobs", self.jobs))}
 
 
 class Exporter:

@@ -15,6 +15,7 @@ MODULES = (
     "interface",
     "numa",
     "watermark",
+    "job",
     "perfmon",
 )
 

@@ -15,6 +15,7 @@ from ..sample import BlockEventCounts, NumaSnapshot, Sample
 
 if TYPE_CHECKING:
     from ..perfmon.engine import EngineSnapshot
+    from ..source.jobs import JobSnapshot
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,7 +25,7 @@ class ScrapeContext:
     ``current`` is the sample this scrape serves; ``previous`` the sample before it (None on the first
     sample after start), for rates. ``domain_info`` maps UUID → the cached, parsed domain XML
     (``source.domxml.DomainInfo``). ``options`` holds this collector's ``--collector.<name>.<option>``
-    values. ``numa``, ``block_events`` and ``perfmon`` are the latest snapshots of the subsystems that
+    values. ``numa``, ``block_events``, ``perfmon`` and ``jobs`` are the latest snapshots of the subsystems that
     read in the background (None when the subsystem is off): a collector only reads them.
 
     With ``--libvirt.domain-include``/``-exclude``, ``current`` and ``previous`` hold only the exported
@@ -39,6 +40,7 @@ class ScrapeContext:
     numa: Optional[NumaSnapshot] = None
     block_events: Optional[BlockEventCounts] = None
     perfmon: Optional["EngineSnapshot"] = None
+    jobs: Optional["JobSnapshot"] = None
     unfiltered: Optional[Tuple[Optional[Sample], Sample]] = None
     keeps_domain: Callable[[str], bool] = lambda name: True
 
