@@ -186,7 +186,8 @@ def build(kind: str, **params) -> bytes:
     if kind == "writer":
         return writer(**params)
     if kind in ("filler", "dirtier"):
-        return memory_program(params.get("mib", 16), forever=kind == "dirtier")
+        # The dirtier's default is small: a pass over it is quick even at --bandwidth 1.
+        return memory_program(params.get("mib", 16 if kind == "filler" else 2), forever=kind == "dirtier")
     raise ValueError(f"unknown boot sector kind {kind!r}")
 
 
@@ -198,13 +199,13 @@ def main(argv=None) -> int:
     p.add_argument("--stride", type=int, default=128)
     p.add_argument("--max-lba", type=int, default=65536)
     p.add_argument("--wait-us", type=int, default=20000)
-    p.add_argument("--mib", type=int, default=16, help="filler/dirtier: MiB of memory written")
+    p.add_argument("--mib", type=int, default=None, help="filler/dirtier: MiB of memory written (16 / 2)")
     a = p.parse_args(argv)
     params = {}
     if a.kind == "writer":
         params = dict(start_lba=a.start_lba, stride=a.stride, max_lba=a.max_lba, wait_us=a.wait_us)
     elif a.kind in ("filler", "dirtier"):
-        params = dict(mib=a.mib)
+        params = dict(mib=a.mib) if a.mib else {}
     with open(a.out, "wb") as f:
         f.write(build(a.kind, **params))
     return 0

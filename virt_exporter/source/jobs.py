@@ -8,8 +8,9 @@ Which domains have a job is never asked of every domain: libvirt says it.
 - a sample's state reason names the long jobs that pause a guest (paused for migration, save,
   dump, snapshot; post-copy);
 - ``JOB_COMPLETED`` ends a job that succeeded (its statistics come with it) and counts it;
-- a job that failed or was cancelled sends no event: the next read finds no job, and one
-  ``GetJobStats(COMPLETED)`` names the outcome libvirt kept.
+- a job that failed or was cancelled sends no event: the next read finds no job, and
+  ``GetJobStats(COMPLETED)`` names the outcome libvirt kept; where it kept none (a cancelled
+  migration on libvirt 9), a job seen running that ended without JOB_COMPLETED counts as failed.
 
 The domains being handed over to another host are *closing*: from the source's ``SUSPENDED /
 MIGRATED`` lifecycle event (QEMU stopped the vCPUs for the switch-over) until the domain stops or
@@ -28,7 +29,7 @@ import dataclasses
 import logging
 import threading
 import time
-from typing import Any, Callable, Dict, FrozenSet, Mapping, Optional, Set, Tuple
+from typing import Any, Callable, Dict, FrozenSet, Mapping, Optional, Tuple
 
 import libvirt
 
@@ -124,8 +125,9 @@ class DomainJobs:
         self._completed: Dict[Tuple[str, str], int] = {}
         # uuid -> when it started closing
         self._closing: Dict[str, float] = {}
-        # jobs the JOB_COMPLETED event already counted (the poller must not count them again)
-        self._counted: Set[str] = set()
+        # the last ended job counted per domain, by (operation, time_elapsed, data_processed)
+        self._counted: Dict[str, Tuple[Any, Any, Any]] = {}
+        self._last_operation: Dict[str, Any] = {}
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
 
@@ -152,14 +154,23 @@ class DomainJobs:
 
     def on_job_completed(self, conn: Any, dom: Any, params: Mapping[str, Any]) -> None:
         uuid, name = dom.UUIDString(), dom.name()
-        operation = operation_name(params.get("operation"))
+        record = dict(params, type=libvirt.VIR_DOMAIN_JOB_COMPLETED)
         with self._lock:
-            key = (operation, "completed")
-            self._completed[key] = self._completed.get(key, 0) + 1
             self._active.pop(uuid, None)
             self._readings.pop(uuid, None)
-            self._counted.add(uuid)
-        log.info("job completed: domain %s, %s", name, operation)
+            self._count(uuid, name, record)
+
+    def _count(self, uuid: str, name: str, record: Mapping[str, Any]) -> None:
+        """Count one ended job (lock held), once: the JOB_COMPLETED event and a later read of the
+        completed statistics (kept for operators: read with KEEP_COMPLETED) are the same job."""
+        signature = (record.get("operation"), record.get("time_elapsed"), record.get("data_processed"))
+        if self._counted.get(uuid) == signature:
+            return
+        self._counted[uuid] = signature
+        key = (operation_name(record.get("operation")), type_name(record.get("type")))
+        self._completed[key] = self._completed.get(key, 0) + 1
+        log.log(logging.INFO if key[1] == "completed" else logging.WARNING,
+                "job %s: domain %s, %s", key[1], name, key[0])
 
     def on_lifecycle(self, uuid: str, event: int, detail: int) -> None:
         """The XML cache's lifecycle listener."""
@@ -173,13 +184,13 @@ class DomainJobs:
                 # Gone from this host: its job went with it (a failed one is read no more).
                 self._active.pop(uuid, None)
                 self._readings.pop(uuid, None)
-                self._counted.discard(uuid)
+                self._counted.pop(uuid, None)
+                self._last_operation.pop(uuid, None)
 
     def _mark_active(self, uuid: str, name: str) -> None:
         with self._wake:
             new = uuid not in self._active
             self._active[uuid] = name
-            self._counted.discard(uuid)
             if new:
                 self._wake.notify()
 
@@ -233,45 +244,42 @@ class DomainJobs:
             stats = dom.jobStats(0)
             ended = None
             if stats.get("type", libvirt.VIR_DOMAIN_JOB_NONE) == libvirt.VIR_DOMAIN_JOB_NONE:
-                ended = dom.jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED)
+                ended = dom.jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED
+                                     | libvirt.VIR_DOMAIN_JOB_STATS_KEEP_COMPLETED)
             return stats, ended
 
         now = self._clock()
         try:
             stats, ended = self.connection.call(read, self.call_timeout_s)
         except libvirt.libvirtError as e:
-            if e.get_error_code() in (libvirt.VIR_ERR_NO_DOMAIN, libvirt.VIR_ERR_OPERATION_INVALID):
-                self._end(uuid, name, None)  # gone, or not running: no job
-                return
-            self._failed_read(uuid, name, e.get_error_message() or str(e))
+            # Gone, not running, or no job statistics here (an incoming migration's destination):
+            # nothing to show; the next event or state reason brings it back if it has a job.
+            log.debug("no job statistics for domain %s: %s", name, e.get_error_message())
+            with self._lock:
+                self._active.pop(uuid, None)
+                self._readings.pop(uuid, None)
             return
         except (CallTimeout, LibvirtUnavailable) as e:
-            self._failed_read(uuid, name, str(e))
-            return
-        if ended is not None:
-            self._end(uuid, name, ended)
+            log.warning("cannot read the job of domain %s: %s", name, e)
+            with self._lock:
+                old = self._readings.get(uuid)
+                if old is not None:
+                    self._readings[uuid] = dataclasses.replace(old, error=str(e))
             return
         with self._lock:
-            if uuid in self._active:
+            if uuid not in self._active:
+                return  # ended meanwhile (JOB_COMPLETED, stopped)
+            if ended is None:
                 self._readings[uuid] = JobReading(uuid, name, stats, now)
-
-    def _failed_read(self, uuid: str, name: str, why: str) -> None:
-        log.warning("cannot read the job of domain %s: %s", name, why)
-        with self._lock:
-            old = self._readings.get(uuid)
-            if old is not None:
-                self._readings[uuid] = dataclasses.replace(old, error=why)
-
-    def _end(self, uuid: str, name: str, ended: Optional[Mapping[str, Any]]) -> None:
-        """No job any more: count it by how libvirt says it ended, unless JOB_COMPLETED did."""
-        with self._lock:
-            self._active.pop(uuid, None)
-            self._readings.pop(uuid, None)
-            counted = uuid in self._counted
-            self._counted.discard(uuid)
-            if counted or not ended or ended.get("type") not in ENDED_TYPES:
+                self._last_operation[uuid] = stats.get("operation")
                 return
-            key = (operation_name(ended.get("operation")), type_name(ended.get("type")))
-            self._completed[key] = self._completed.get(key, 0) + 1
-        if key[1] != "completed":
-            log.warning("job %s: domain %s, %s", key[1], name, key[0])
+            had_job = uuid in self._readings
+            del self._active[uuid]
+            self._readings.pop(uuid, None)
+            if ended.get("type") in ENDED_TYPES:
+                self._count(uuid, name, ended)
+            elif had_job:
+                # A job we saw running ended with no JOB_COMPLETED and no record kept (libvirt keeps
+                # none for a cancelled migration): it did not complete.
+                self._count(uuid, name, {"operation": self._last_operation.pop(uuid, None),
+                                         "type": libvirt.VIR_DOMAIN_JOB_FAILED})
