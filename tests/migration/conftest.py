@@ -20,7 +20,7 @@ import libvirt
 import pytest
 
 import testbed as tb
-from exporter import ExporterProcess
+from exporter import ExporterProcess, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 HOST_URI = tb.URI
@@ -150,3 +150,40 @@ def tb_loop_started() -> None:
 
         threading.Thread(target=run, name="libvirt-events", daemon=True).start()
         _loop_started = True
+
+
+def start_fleet_prometheus(workdir: Path, targets: List[str], rule_files: List[Path]):
+    """A real Prometheus with contrib's scrape config (file_sd, instance = the host part of the
+    address), scraping and evaluating every second. Both exporters listen on loopback: name one
+    target ``localhost:<port>`` and the other ``127.0.0.1:<port>`` and they are two instances."""
+    import yaml
+
+    from perfmon.promstack import PROMETHEUS, Process
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    config = yaml.safe_load((REPO / "contrib/prometheus/prometheus.yml").read_text())
+    config["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s"}
+    config["rule_files"] = [str(p) for p in rule_files]
+    config.pop("alerting", None)
+    (scrape,) = config["scrape_configs"]
+    scrape["scrape_timeout"] = "1s"
+    sd = workdir / "virt-exporter-fleet.yml"
+    sd.write_text(yaml.safe_dump([{"targets": targets}]))
+    scrape["file_sd_configs"] = [{"files": [str(sd)], "refresh_interval": "1s"}]
+    (workdir / "prometheus.yml").write_text(yaml.safe_dump(config, sort_keys=False))
+    port = free_port()
+    argv = [PROMETHEUS, "--config.file=%s" % (workdir / "prometheus.yml"),
+            "--storage.tsdb.path=%s" % (workdir / "data"), "--web.listen-address=127.0.0.1:%d" % port]
+    return Process("prometheus", argv, workdir / "prometheus.log", "http://127.0.0.1:%d/-/ready" % port).start()
+
+
+def rules_copy(tmp_path: Path, name: str, replacements: List[Tuple[str, str]]) -> Path:
+    """A test copy of alerts/<name>.rules.yml with knobs changed and every `for` set to 0s."""
+    text = (REPO / "alerts" / ("%s.rules.yml" % name)).read_text()
+    for old, new in replacements:
+        assert old in text, old
+        text = text.replace(old, new)
+    text = re.sub(r"\n(\s+)for: \d+m\n", r"\n\1for: 0s\n", text)
+    path = tmp_path / ("%s.rules.yml" % name)
+    path.write_text(text)
+    return path
