@@ -8,6 +8,7 @@ show more data processed than virsh's first read, one from a later time not less
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 from typing import Dict, List, Tuple
@@ -106,6 +107,7 @@ def test_job_metrics_agree_with_domjobinfo_during_a_capped_migration(bed, hv2):
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         windows: List[Tuple[Dict[str, float], Dict[str, float], Dict[str, float]]] = []
         infos = []
+        pages = []
         try:
             deadline = time.monotonic() + 60
             while proc.poll() is None and time.monotonic() < deadline:
@@ -117,6 +119,9 @@ def test_job_metrics_agree_with_domjobinfo_during_a_capped_migration(bed, hv2):
                         and samples.series("libvirt_domain_job_info", domain=guest.name):
                     infos.append(samples.series("libvirt_domain_job_info", domain=guest.name))
                     windows.append((before, exporter_job(samples, guest.name), after))
+                    if len(pages) < 2:
+                        pages.append((json.loads(exp.get("/", {"Accept": "application/json"})[2]),
+                                      exp.get("/", {"Accept": "text/html"})[2].decode()))
                 time.sleep(0.3)
             _out, err = proc.communicate(timeout=60)
         finally:
@@ -135,6 +140,13 @@ def test_job_metrics_agree_with_domjobinfo_during_a_capped_migration(bed, hv2):
     # the exporter follows the job, not one reading: processed grows across the windows
     processed = [w[1]["data_processed"] for w in windows]
     assert processed[-1] > processed[0] + BANDWIDTH_MIB_S * 2 ** 20, processed
+    # the status page lists it as a running job
+    assert pages
+    for view, html in pages:
+        (job,) = view["jobs"]
+        assert job["domain"] == guest.name and job["operation"] == "migration_out" and job["iteration"] >= 1
+        assert 0 < job["processed_bytes"] < 64 << 20 and job["transfer_bytes_per_s"] > 0
+        assert "Running jobs" in html and guest.name in html.split("Running jobs", 1)[1]
     # and the job is gone once it completed, counted once
     assert completed.series("libvirt_domain_job_info", domain=guest.name) == []
     assert completed.get("libvirt_domain_jobs_completed_total", operation="migration_out", outcome="completed") == 1
