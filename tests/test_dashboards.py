@@ -56,6 +56,12 @@ NO_DATA_IN_TESTBED: Dict[Tuple[str, str, Optional[str]], str] = {
         "only after a perfmon alarm was sent; the test's levels are never crossed for a trigger period",
     ("virt-domain.json", "Identity", "B"):
         "libvirt_domain_openstack_info exists only for domains with OpenStack Nova metadata",
+    ("virt-domain.json", "Migration progress", None):
+        "only while a domain job runs (tests/migration/ checks the job metrics during migrations)",
+    ("virt-domain.json", "Migration transfer vs dirty rate", None):
+        "only while a migration runs (tests/migration/ checks the job metrics during migrations)",
+    ("virt-host.json", "Jobs ended (LibvirtDomainJobFailed)", None):
+        "only after a domain job ended on the host (tests/migration/ counts them)",
     ("virt-domain.json", "Guest-reported memory", None):
         "needs a balloon driver in the guest OS; test guests run a boot-sector program",
     ("virt-domain.json", "Guest swap and page faults", None):
