@@ -8,6 +8,9 @@
 #   hypervisor2.sh down     stop and remove the container (the image stays for the next `up`)
 #   hypervisor2.sh status   whether it runs, its URI and versions
 #   hypervisor2.sh uri      its libvirt URI, qemu+tcp://127.0.0.1:<port>/system (after `up`)
+#   hypervisor2.sh go-exporter PORT | go-exporter-stop
+#                           Debian 13's prometheus-libvirt-exporter inside it, on 127.0.0.1:PORT, for
+#                           bench/bench_compare.py --hypervisor2 (runs in the foreground)
 #
 # No registry is reachable: the base image is made with debootstrap from the host's Debian mirror.
 # The quirks and their fixes (testbed.md, "A second hypervisor"): an init (tini) reaps QEMU's
@@ -25,7 +28,8 @@ BASE_IMAGE=localhost/virt-exporter-trixie-base:latest
 # (49152-49215), since both listen on the same network.
 MIGRATION_PORT_MIN=${HV2_MIGRATION_PORT_MIN:-49300}
 MIGRATION_PORT_MAX=${HV2_MIGRATION_PORT_MAX:-49363}
-PACKAGES="libvirt-daemon libvirt-daemon-driver-qemu libvirt-daemon-log libvirt-clients qemu-system-x86 qemu-utils tini"
+PACKAGES="libvirt-daemon libvirt-daemon-driver-qemu libvirt-daemon-log libvirt-clients qemu-system-x86 qemu-utils tini
+  prometheus-libvirt-exporter"
 
 log() { echo "hypervisor2: $*" >&2; }
 
@@ -45,7 +49,7 @@ EOF
 containerfile() {
   cat <<EOF
 FROM $BASE_IMAGE
-RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $PACKAGES \\
+RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $(echo $PACKAGES) \\
     && rm -rf /var/lib/apt/lists/*
 ENTRYPOINT ["/usr/bin/tini", "--", "/bin/sh", "-c", "/usr/sbin/virtlogd -d && exec /usr/sbin/libvirtd -l"]
 EOF
@@ -199,7 +203,14 @@ main() {
     down) cmd_down ;;
     status) cmd_status ;;
     uri) podman_env; running && [ -s "$STATE/port" ] || { log "not running"; exit 1; }; uri ;;
-    *) echo "usage: $0 up|down|status|uri" >&2; exit 2 ;;
+    go-exporter)
+      podman_env
+      [[ "${2:-}" =~ ^[0-9]+$ ]] || { echo "usage: $0 go-exporter PORT" >&2; exit 2; }
+      exec podman exec "$NAME" sh -c 'echo $$ > /run/go-exporter.pid; exec /usr/bin/prometheus-libvirt-exporter --web.listen-address "127.0.0.1:$0"' "$2" ;;
+    go-exporter-stop)
+      podman_env
+      podman exec "$NAME" sh -c 'test -s /run/go-exporter.pid && kill "$(cat /run/go-exporter.pid)"; rm -f /run/go-exporter.pid' ;;
+    *) echo "usage: $0 up|down|status|uri|go-exporter PORT|go-exporter-stop" >&2; exit 2 ;;
   esac
 }
 main "$@"

@@ -55,7 +55,6 @@ def build_view(ctx: ScrapeContext, watermark_options: Mapping[str, Any], health:
 def _jobs(ctx: ScrapeContext) -> List[Dict[str, Any]]:
     """Running domain jobs (a migration on its source host), as the job collector reads them."""
     from .collectors.job import dirty_rate_bytes_per_s
-    from .source.jobs import operation_name, type_name
 
     if ctx.jobs is None:
         return []
@@ -65,8 +64,7 @@ def _jobs(ctx: ScrapeContext) -> List[Dict[str, Any]]:
             continue
         st = r.stats
         elapsed_ms = st.get("time_elapsed")
-        out.append({"domain": r.name, "operation": operation_name(st.get("operation")),
-                    "type": type_name(st.get("type")),
+        out.append({"domain": r.name, "operation": r.operation, "type": r.type,
                     "elapsed_s": elapsed_ms / 1000.0 if elapsed_ms is not None else None,
                     "processed_bytes": st.get("data_processed"), "remaining_bytes": st.get("data_remaining"),
                     "transfer_bytes_per_s": st.get("memory_bps"), "dirty_bytes_per_s": dirty_rate_bytes_per_s(dict(st)),

@@ -11,11 +11,10 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Mapping, Option
 
 from prometheus_client.metrics_core import Metric
 
-from ..sample import BlockEventCounts, NumaSnapshot, Sample
+from ..sample import BlockEventCounts, JobSnapshot, NumaSnapshot, Sample
 
 if TYPE_CHECKING:
     from ..perfmon.engine import EngineSnapshot
-    from ..source.jobs import JobSnapshot
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,7 +39,7 @@ class ScrapeContext:
     numa: Optional[NumaSnapshot] = None
     block_events: Optional[BlockEventCounts] = None
     perfmon: Optional["EngineSnapshot"] = None
-    jobs: Optional["JobSnapshot"] = None
+    jobs: Optional[JobSnapshot] = None
     unfiltered: Optional[Tuple[Optional[Sample], Sample]] = None
     keeps_domain: Callable[[str], bool] = lambda name: True
 

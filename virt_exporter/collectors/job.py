@@ -11,7 +11,7 @@ from typing import Iterable, Optional
 
 from prometheus_client.metrics_core import Metric
 
-from ..source.jobs import JobSnapshot, operation_name, type_name
+from ..sample import JobSnapshot
 from .base import Option, ScrapeContext, register
 from .families import counter, gauge, info
 
@@ -62,7 +62,7 @@ def collect(ctx: ScrapeContext) -> Iterable[Metric]:
         if not ctx.keeps_domain(reading.name):
             continue
         stats = dict(reading.stats)
-        job_info.add_metric((reading.name, type_name(stats.get("type")), operation_name(stats.get("operation"))), {})
+        job_info.add_metric((reading.name, reading.type, reading.operation), {})
         for key, family, scale in gauges:
             value = stats.get(key)
             if value is not None:

@@ -33,7 +33,7 @@ from typing import Any, Callable, Dict, FrozenSet, Mapping, Optional, Tuple
 
 import libvirt
 
-from ..sample import Sample
+from ..sample import JobReading, JobSnapshot, Sample
 from .connection import CallTimeout, Connection, LibvirtUnavailable
 
 log = logging.getLogger(__name__)
@@ -80,27 +80,6 @@ def operation_name(value: Any) -> str:
 
 def type_name(value: Any) -> str:
     return TYPES.get(int(value), "unknown") if value is not None else "unknown"
-
-
-@dataclasses.dataclass(frozen=True)
-class JobReading:
-    """One active job's last GetJobStats (libvirt's typed parameters as returned), read at
-    ``read_monotonic_s``; ``error`` says why the last read failed (the stats are then older)."""
-
-    uuid: str
-    name: str
-    stats: Mapping[str, Any]
-    read_monotonic_s: float
-    error: str = ""
-
-
-@dataclasses.dataclass(frozen=True)
-class JobSnapshot:
-    """What a scrape reads: the active jobs, and ended jobs counted by (operation, outcome)."""
-
-    active: Mapping[str, JobReading]
-    completed: Mapping[Tuple[str, str], int]
-    closing: FrozenSet[str] = frozenset()
 
 
 class DomainJobs:
@@ -270,7 +249,8 @@ class DomainJobs:
             if uuid not in self._active:
                 return  # ended meanwhile (JOB_COMPLETED, stopped)
             if ended is None:
-                self._readings[uuid] = JobReading(uuid, name, stats, now)
+                self._readings[uuid] = JobReading(uuid, name, type_name(stats.get("type")),
+                                                  operation_name(stats.get("operation")), stats, now)
                 self._last_operation[uuid] = stats.get("operation")
                 return
             had_job = uuid in self._readings
