@@ -1,6 +1,11 @@
 """Side by side on the real KVM test bed: bare libvirt calls, this exporter, Debian's Go exporter.
 
     .venv/bin/python bench/bench_compare.py [--guests 10,20] [--rounds 30] [--concurrency 2,3,4,6] [--per-group]
+    .venv/bin/python bench/bench_compare.py --hypervisor2 ...   the same on the second hypervisor
+
+With --hypervisor2 the guests run on the second hypervisor (scripts/hypervisor2.sh: libvirt 11 /
+QEMU 10 in a container), the bare calls and this exporter reach it over TCP on loopback, and the Go
+exporter is Debian 13's, run inside that container on its unix socket.
 
 For each guest count it defines that many blank guests (thin qcow2 + iothread, ethernet interface,
 balloon — as tests/testbed.py makes them), then runs interleaved rounds of:
@@ -39,7 +44,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
 from exporter import ExporterProcess, Samples, free_port  # noqa: E402
-from testbed import Testbed, ensure_daemon  # noqa: E402
+from testbed import URI, Testbed, ensure_daemon  # noqa: E402
 from virt_exporter.app import default_concurrency  # noqa: E402
 from virt_exporter.source import bulk  # noqa: E402
 
@@ -58,10 +63,13 @@ def http_get(url: str) -> bytes:
 
 
 class GoExporter:
-    def __init__(self) -> None:
+    def __init__(self, hypervisor2: bool = False) -> None:
         self.port = free_port()
-        self.proc = subprocess.Popen([GO_EXPORTER, "--web.listen-address", "127.0.0.1:%d" % self.port],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.hypervisor2 = hypervisor2
+        argv = [GO_EXPORTER, "--web.listen-address", "127.0.0.1:%d" % self.port]
+        if hypervisor2:  # Debian 13's, beside its libvirtd (host network: the port is ours too)
+            argv = hypervisor2_command("go-exporter", str(self.port))
+        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.url = "http://127.0.0.1:%d/metrics" % self.port
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
@@ -73,9 +81,32 @@ class GoExporter:
         raise RuntimeError("Go exporter did not start")
 
     def stop(self) -> None:
+        if self.hypervisor2:
+            subprocess.run(hypervisor2_command("go-exporter-stop"), check=False, timeout=30)
         self.proc.terminate()
         self.proc.wait(timeout=10)
 
+
+def hypervisor2_command(*args: str) -> List[str]:
+    return ["bash", str(REPO / "scripts" / "hypervisor2.sh"), *args]
+
+
+def start_guests(bed: Testbed, count: int, uri: str) -> list:
+    """Blank guests on ``uri``: made (disk, XML) by the test bed, started there."""
+    if uri == URI:
+        return [bed.make_guest(kind="blank") for _ in range(count)]
+    made = [bed.make_guest(kind="blank", start=False) for _ in range(count)]
+    for g in made:
+        subprocess.run(["virsh", "-q", "-c", uri, "create", str(g.directory / "domain.xml")], check=True,
+                       capture_output=True, timeout=120)
+    return made
+
+
+def stop_guests(guests: list, uri: str) -> None:
+    if uri != URI:
+        for g in guests:
+            subprocess.run(["virsh", "-q", "-c", uri, "destroy", g.name], check=False, capture_output=True,
+                           timeout=120)
 
 def series_count(body: bytes, prefix: str = "libvirt_") -> int:
     return sum(1 for line in body.decode().splitlines() if line.startswith(prefix))
@@ -130,12 +161,13 @@ def group_costs(conns: List[libvirt.virConnect], concurrency: int, rounds: int) 
         for g, t in times.items()), "(one call / split %d)" % concurrency)
 
 
-def measure(guests: int, rounds: int, sweep: List[int], per_group: bool = False) -> None:
+def measure(guests: int, rounds: int, sweep: List[int], per_group: bool = False, uri: str = URI) -> None:
     bed = Testbed()
+    made: list = []
     try:
-        print("\n== %d blank guests (defining…)" % guests, flush=True)
-        made = [bed.make_guest(kind="blank") for _ in range(guests)]
-        conns = [libvirt.openReadOnly("qemu:///system") for _ in range(max(sweep) + 1)]
+        print("\n== %d blank guests on %s (defining…)" % (guests, uri), flush=True)
+        made = start_guests(bed, guests, uri)
+        conns = [libvirt.openReadOnly(uri) for _ in range(max(sweep) + 1)]
         settle(conns[0], {g.name for g in made})
         names = {g.name for g in made}
 
@@ -147,12 +179,12 @@ def measure(guests: int, rounds: int, sweep: List[int], per_group: bool = False)
         def bare_split(k: int) -> Callable[[], float]:
             return lambda: timed_split(conns, GROUPS, k, backing=True)
 
-        base = ["--libvirt.min-interval", "0", "--log.level", "warn"]
+        base = ["--libvirt.uri", uri, "--libvirt.min-interval", "0", "--log.level", "warn"]
         processes: Dict[str, ExporterProcess] = {
             "ours-%d" % k: ExporterProcess(base + ["--libvirt.concurrency", str(k)]).start() for k in sweep}
         processes["ours"] = ExporterProcess(base).start()
         processes["ours-nobk"] = ExporterProcess(base + ["--no-libvirt.backing-chain"]).start()
-        go = GoExporter()
+        go = GoExporter(hypervisor2=uri != URI)
         own_overhead: List[float] = []
         bodies: Dict[str, bytes] = {}
 
@@ -206,6 +238,7 @@ def measure(guests: int, rounds: int, sweep: List[int], per_group: bool = False)
         for c in conns:
             c.close()
     finally:
+        stop_guests(made, uri)
         bed.cleanup()
 
 
@@ -216,13 +249,18 @@ def main() -> int:
     ap.add_argument("--per-group", action="store_true", help="also time each stats group alone")
     ap.add_argument("--concurrency", default="2,3,4,6",
                     help="the split sizes to compare, besides the exporter's default")
+    ap.add_argument("--hypervisor2", action="store_true",
+                    help="measure on the second hypervisor (libvirt 11 / QEMU 10, scripts/hypervisor2.sh)")
     args = ap.parse_args()
     sweep = sorted({int(x) for x in args.concurrency.split(",")} | {default_concurrency()})
     ensure_daemon()
+    uri = URI
+    if args.hypervisor2:
+        uri = subprocess.run(hypervisor2_command("up"), capture_output=True, text=True, check=True).stdout.split()[-1]
     print("host: %d CPUs, load %s; exporter default concurrency %d" % (
         os.cpu_count() or 0, " ".join("%.2f" % x for x in os.getloadavg()), default_concurrency()))
     for n in [int(x) for x in args.guests.split(",")]:
-        measure(n, args.rounds, sweep, args.per_group)
+        measure(n, args.rounds, sweep, args.per_group, uri)
     return 0
 
 

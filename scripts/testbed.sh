@@ -9,6 +9,7 @@
 #                       images, daemons they started, config keys they added, the user, packages
 #   testbed.sh status   daemon and guest state, and what the state file records
 #   testbed.sh gc       remove test guests (vet-<pid>-*) whose owning test process is gone
+#   testbed.sh hypervisor2 up|down|status|uri   the second hypervisor (scripts/hypervisor2.sh)
 #
 # Every change is recorded, one line each, in $STATE before it is made, so `down` undoes exactly
 # that and nothing an operator had before. docs/testbed.md lists what can change.
@@ -251,7 +252,8 @@ main() {
     down) cmd_down ;;
     gc) cmd_daemon; "$PY" "$REPO/tests/testbed.py" gc ;;
     status) cmd_status ;;
-    *) echo "usage: $0 daemon|up|down|status|gc" >&2; exit 2 ;;
+    hypervisor2) shift; exec bash "$REPO/scripts/hypervisor2.sh" "$@" ;;
+    *) echo "usage: $0 daemon|up|down|status|gc|hypervisor2" >&2; exit 2 ;;
   esac
 }
 main "$@"

@@ -55,8 +55,9 @@ def alerts() -> Dict[str, dict]:
 # --- an expression reader, independent of the generator's own ---------------------------------------
 
 _STRING = r'"(?:[^"\\]|\\.)*"'
+_DURATION = r"(?:\d+(?:ms|[smhdwy]))+(?![\w.])"  # after `offset`
 _TOKEN = re.compile("|".join([_STRING, r"`[^`]*`", r'\{(?:%s|[^}"])*\}' % _STRING, r"\[[^\]]*\]",
-                              r"[A-Za-z_:][\w:]*", r"\d+(?:\.\d+)?(?:e[+-]?\d+)?", r"\S"]))
+                              _DURATION, r"[A-Za-z_:][\w:]*", r"\d+(?:\.\d+)?(?:e[+-]?\d+)?", r"\S"]))
 _KEYWORDS = {"and", "or", "unless", "bool", "offset"}
 _MODIFIERS = {"by", "without", "on", "ignoring", "group_left", "group_right"}
 
@@ -83,14 +84,15 @@ def selectors(expr: str) -> List[Tuple[str, str]]:
 
 def numbers(expr: str) -> Set[str]:
     """Number literals of ``expr`` outside strings, range windows and selectors."""
-    return {t for t in _TOKEN.findall(expr) if re.match(r"\d", t)}
+    return {t for t in _TOKEN.findall(expr) if re.match(r"\d", t) and not re.fullmatch(_DURATION, t)}
 
 
 def test_expression_reader():
     expr = ('sum without (domain) (rate(libvirt_x{job="j",a="}"}[5m])) > on (instance, job) group_left () '
-            'instance:y:ratio or absent(up{job="j"}) and 0.5 * label_replace(z, "a", "b", "c", ".*")')
+            'instance:y:ratio or absent(up{job="j"}) and 0.5 * label_replace(z, "a", "b", "c", ".*") '
+            'unless w offset 1h30m')
     assert selectors(expr) == [("libvirt_x", '{job="j",a="}"}'), ("instance:y:ratio", ""), ("up", '{job="j"}'),
-                               ("z", "")]
+                               ("z", ""), ("w", "")]
     assert numbers(expr) == {"0.5"}
 
 

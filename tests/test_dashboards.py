@@ -68,6 +68,12 @@ RATE_INTERVAL, INTERVAL, RANGE = "10s", "2s", "1m"
 # Panels (board file, panel title, refIds or None for all its targets) that have data only in situations
 # the test bed does not create; for them the query must only succeed.
 NO_DATA_IN_TESTBED: Dict[Tuple[str, str, Optional[str]], str] = {
+    ("virt-domain.json", "Migration progress", None):
+        "only while a domain job runs (tests/migration/ checks the job metrics during migrations)",
+    ("virt-domain.json", "Migration transfer vs dirty rate", None):
+        "only while a migration runs (tests/migration/ checks the job metrics during migrations)",
+    ("virt-host.json", "Jobs ended (LibvirtDomainJobFailed)", None):
+        "only after a domain job ended on the host (tests/migration/ counts them)",
     ("virt-domain.json", "Guest-reported memory", None):
         "needs a balloon driver in the guest OS; test guests run a boot-sector program",
     ("virt-domain.json", "Guest swap and page faults", None):

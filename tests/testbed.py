@@ -36,7 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 IMAGE_DIR = Path(os.environ.get("VET_TESTBED_DIR", "/var/lib/virt-exporter-testbed"))
 OWNERS_DIR = IMAGE_DIR / "owners"
 PREFIX = "vet-"
-KINDS = ("busy", "idle", "blank", "writer")
+KINDS = ("busy", "idle", "blank", "writer", "filler", "dirtier")
 DEMO_GUESTS = {
     # name: (kind, vcpus, tap device)
     "demo-busy": ("busy", 1, "vtdemobusy"),

@@ -102,13 +102,23 @@ class App:
                                              alarm_retention_s=args.perfmon_alarm_retention_s)
             except (PerfmonConfigError, ValueError) as e:
                 raise UsageError(str(e)) from None
+        # Always: the stats calls must leave out domains libvirtd is tearing down after a migration
+        # (events only); the job statistics are read only for the job collector.
+        from .source.jobs import DomainJobs
+
+        try:
+            self.jobs = DomainJobs(self.connection, self.xml_cache, read_stats="job" in enabled,
+                                   interval_s=self.options["job"]["interval"], call_timeout_s=args.timeout_s)
+        except ValueError as e:
+            raise UsageError("--collector.job.interval: %s" % e) from None
+        self.sampler.reader.stats.closing = self.jobs.closing
         self.domain_filter = domain_filter
         self.sampler.subscribe(self._on_sample)
         static = CollectorRegistry(auto_describe=False)
         ProcessCollector(registry=static)
         self.exporter = Exporter(self.sampler, self.collectors, self.options,
-                                 Subsystems(self.numa_reader, self.block_events, self.perfmon, self.guest_agent),
-                                 static,
+                                 Subsystems(self.numa_reader, self.block_events, self.perfmon, self.guest_agent,
+                                            self.jobs if "job" in enabled else None), static,
                                  domain_filter=domain_filter)
         try:
             self.server = ExporterHTTPServer(args.listen_address, self.exporter, args.telemetry_path,
@@ -126,6 +136,7 @@ class App:
         domains only). Both only queue work; a failed sample changes nothing."""
         if not sample.up:
             return
+        self.jobs.observe(sample)
         exported = self.domain_filter.apply_to(sample)
         if self.numa_reader is not None:
             self.numa_reader.set_targets(numa_targets(exported))
@@ -137,7 +148,7 @@ class App:
     def start(self) -> None:
         # Not waiting for libvirtd: when it is down we serve libvirt_up 0 and keep reconnecting.
         self.connection.start(wait_s=2.0)
-        for subsystem in (self.numa_reader, self.block_events, self.perfmon, self.guest_agent):
+        for subsystem in (self.numa_reader, self.block_events, self.perfmon, self.guest_agent, self.jobs):
             if subsystem is not None:
                 subsystem.start()
         t = threading.Thread(target=self.server.serve_forever, name="http", daemon=True)
@@ -145,7 +156,7 @@ class App:
         self._threads.append(t)
 
     def stop(self) -> None:
-        for subsystem in (self.guest_agent, self.perfmon, self.block_events, self.numa_reader):
+        for subsystem in (self.jobs, self.guest_agent, self.perfmon, self.block_events, self.numa_reader):
             if subsystem is not None:
                 subsystem.stop()
         self.server.shutdown()

@@ -38,11 +38,13 @@ class Subsystems:
     block_events: Optional[Snapshots] = None
     perfmon: Optional[Snapshots] = None
     guest_agent: Optional[Snapshots] = None
+    jobs: Optional[Snapshots] = None
 
     def snapshots(self) -> Dict[str, Any]:
         return {name: None if subsystem is None else subsystem.snapshot()
                 for name, subsystem in (("numa", self.numa_reader), ("block_events", self.block_events),
-                                        ("perfmon", self.perfmon), ("guest_agent", self.guest_agent))}
+                                        ("perfmon", self.perfmon), ("guest_agent", self.guest_agent),
+                                        ("jobs", self.jobs))}
 
 
 class Exporter:

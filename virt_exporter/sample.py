@@ -288,7 +288,6 @@ class BlockEventCounts:
     arms_total: int
 
 
-
 @dataclasses.dataclass(frozen=True)
 class GuestFilesystem:
     """One filesystem the guest agent reports (virDomainGetGuestInfo fs.N.*)."""
@@ -320,3 +319,27 @@ class GuestAgentReading:
 @dataclasses.dataclass(frozen=True)
 class GuestAgentSnapshot:
     domains: Mapping[str, GuestAgentReading]
+
+
+@dataclasses.dataclass(frozen=True)
+class JobReading:
+    """One active job's last GetJobStats (libvirt's typed parameters as returned, with its type and
+    operation named), read at ``read_monotonic_s``; ``error`` says why the last read failed (the
+    stats are then older)."""
+
+    uuid: str
+    name: str
+    type: str
+    operation: str
+    stats: Mapping[str, Any]
+    read_monotonic_s: float
+    error: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class JobSnapshot:
+    """What a scrape reads: the active jobs, and ended jobs counted by (operation, outcome)."""
+
+    active: Mapping[str, JobReading]
+    completed: Mapping[Tuple[str, str], int]
+    closing: FrozenSet[str] = frozenset()

@@ -48,7 +48,28 @@ def build_view(ctx: ScrapeContext, watermark_options: Mapping[str, Any], health:
         "health": dict(health),
         "domains": domains,
         "alarms": _alarms(ctx),
+        "jobs": _jobs(ctx),
     }
+
+
+def _jobs(ctx: ScrapeContext) -> List[Dict[str, Any]]:
+    """Running domain jobs (a migration on its source host), as the job collector reads them."""
+    from .collectors.job import dirty_rate_bytes_per_s
+
+    if ctx.jobs is None:
+        return []
+    out = []
+    for r in sorted(ctx.jobs.active.values(), key=lambda r: r.name):
+        if not ctx.keeps_domain(r.name):
+            continue
+        st = r.stats
+        elapsed_ms = st.get("time_elapsed")
+        out.append({"domain": r.name, "operation": r.operation, "type": r.type,
+                    "elapsed_s": elapsed_ms / 1000.0 if elapsed_ms is not None else None,
+                    "processed_bytes": st.get("data_processed"), "remaining_bytes": st.get("data_remaining"),
+                    "transfer_bytes_per_s": st.get("memory_bps"), "dirty_bytes_per_s": dirty_rate_bytes_per_s(dict(st)),
+                    "iteration": st.get("memory_iteration"), "error": r.error})
+    return out
 
 
 def _cell_cpus(ctx: ScrapeContext) -> Mapping[int, List[int]]:
@@ -241,6 +262,10 @@ def _bytes(value: Optional[float]) -> str:
     return "%d B" % value
 
 
+def _rate(bytes_per_s: Optional[float]) -> str:
+    return "–" if bytes_per_s is None else _bytes(bytes_per_s) + "/s"
+
+
 def _share(value: Optional[float]) -> str:
     return "–" if value is None else "%.1f %%" % (100 * value)
 
@@ -357,6 +382,22 @@ def _alarm_rows(alarms: List[Mapping[str, Any]]) -> str:
             '</tbody></table></div>') % rows
 
 
+def _job_rows(jobs: List[Mapping[str, Any]]) -> str:
+    if not jobs:
+        return '<p class="muted">No domain job running on this host.</p>'
+    rows = "".join("<tr>%s</tr>" % "".join([
+        _td(_e(j["domain"]), cls="name"), _td(_e(j["operation"])), _td(_seconds(j["elapsed_s"]), j["elapsed_s"], "num"),
+        _td(_bytes(j["processed_bytes"]), j["processed_bytes"], "num"),
+        _td(_bytes(j["remaining_bytes"]), j["remaining_bytes"], "num"),
+        _td(_rate(j["transfer_bytes_per_s"]), j["transfer_bytes_per_s"], "num"),
+        _td(_rate(j["dirty_bytes_per_s"]), j["dirty_bytes_per_s"], "num"),
+        _td(_e(j["iteration"] if j["iteration"] is not None else "–"), j["iteration"], "num")]) for j in jobs)
+    return ('<div class="scroll"><table class="sortable" id="jobs"><thead><tr><th>VM</th><th>operation</th>'
+            '<th class="num">elapsed</th><th class="num">processed</th><th class="num">remaining</th>'
+            '<th class="num">transfer</th><th class="num">dirtied</th><th class="num">pass</th></tr></thead>'
+            '<tbody>%s</tbody></table></div>') % rows
+
+
 def render_html(view: Mapping[str, Any], telemetry_path: str = "/metrics") -> bytes:
     host, domains = view["host"], view["domains"]
     head = "".join('<th%s scope="col">%s</th>' % (' class="num"' if c in NUMERIC else "", _e(c))
@@ -372,6 +413,7 @@ def render_html(view: Mapping[str, Any], telemetry_path: str = "/metrics") -> by
         "%(cards)s<h2>VMs (%(count)d)</h2>"
         '<div class="scroll"><table class="sortable" id="domains"><thead><tr>%(head)s</tr></thead>'
         "<tbody>%(body)s</tbody></table></div>"
+        "<h2>Running jobs</h2>%(jobs)s"
         "<h2>Perfmon alarms</h2>%(alarms)s"
         "<script>%(script)s</script></body></html>\n"
     ) % {
@@ -379,6 +421,7 @@ def render_html(view: Mapping[str, Any], telemetry_path: str = "/metrics") -> by
         "css": CSS, "version": _e(view["version"]), "generated": _e(_when(view["generated_unix_s"])),
         "metrics": _e(telemetry_path), "cards": _host_cards(host, view["health"]), "count": len(domains),
         "head": head, "body": body, "alarms": _alarm_rows(view["alarms"]), "script": SCRIPT,
+        "jobs": _job_rows(view.get("jobs", [])),
     }
     return page.encode("utf-8")
 

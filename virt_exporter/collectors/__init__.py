@@ -19,6 +19,7 @@ MODULES = (
     "numa",
     "guest_agent",
     "watermark",
+    "job",
     "perfmon",
 )
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Mapping, Option
 
 from prometheus_client.metrics_core import Metric
 
-from ..sample import BlockEventCounts, GuestAgentSnapshot, NumaSnapshot, Sample
+from ..sample import BlockEventCounts, GuestAgentSnapshot, JobSnapshot, NumaSnapshot, Sample
 
 if TYPE_CHECKING:
     from ..perfmon.engine import EngineSnapshot
@@ -24,8 +24,8 @@ class ScrapeContext:
     ``current`` is the sample this scrape serves; ``previous`` the sample before it (None on the first
     sample after start), for rates. ``domain_info`` maps UUID → the cached, parsed domain XML
     (``source.domxml.DomainInfo``). ``options`` holds this collector's ``--collector.<name>.<option>``
-    values. ``numa``, ``block_events``, ``perfmon`` and ``guest_agent`` are the latest snapshots of the subsystems that
-    read in the background (None when the subsystem is off): a collector only reads them.
+    values. ``numa``, ``block_events``, ``perfmon``, ``guest_agent`` and ``jobs`` are the latest snapshots of
+    the subsystems that read in the background (None when the subsystem is off): a collector only reads them.
 
     With ``--libvirt.domain-include``/``-exclude``, ``current`` and ``previous`` hold only the exported
     domains; ``whole_pair()`` gives every domain, for what is about the whole host (the hypervisor
@@ -40,6 +40,7 @@ class ScrapeContext:
     block_events: Optional[BlockEventCounts] = None
     perfmon: Optional["EngineSnapshot"] = None
     guest_agent: Optional[GuestAgentSnapshot] = None
+    jobs: Optional[JobSnapshot] = None
     unfiltered: Optional[Tuple[Optional[Sample], Sample]] = None
     keeps_domain: Callable[[str], bool] = lambda name: True
 

@@ -66,6 +66,11 @@ THRESHOLDS: Tuple[Threshold, ...] = (
               "thin volume almost full under this share of its capacity left"),
     Threshold("disk_allocation_ratio", "instance:libvirt_disk_allocation_threshold:ratio", 0.9, True,
               "qcow2 disk allocated over this share of its virtual size"),
+    Threshold("migration_dirty_to_transfer_ratio", "instance:libvirt_migration_dirty_rate_threshold:ratio",
+              0.9, True, "a live migration does not converge when the guest dirties memory at this share of the "
+              "transfer rate or more (QEMU's dirty rate levels off at the transfer rate, not above it) ..."),
+    Threshold("migration_iterations", "instance:libvirt_migration_iterations_threshold:count", 3.0, False,
+              "... after this many passes over guest memory (the first pass copies everything)"),
 )
 THRESHOLD_BY_KEY = {t.key: t for t in THRESHOLDS}
 
@@ -79,6 +84,7 @@ WINDOWS: Dict[str, Tuple[str, str]] = {
     "backing_growth": ("10m", "a backing layer counts as written while its allocation grew within"),
     "disk_enospc": ("10m", "an ENOSPC error alerts for this long (longer while the domain stays paused)"),
     "guest_memory_stats": ("15m", "balloon stats stale when their last-update did not change within"),
+    "job_failed": ("10m", "a domain job that ended failed or cancelled alerts for this long"),
 }
 
 # Every alert's `for`.
@@ -102,6 +108,8 @@ FOR: Dict[str, str] = {
     "LibvirtDomainNumaRemoteMemory": "30m",
     "LibvirtHostUnderloaded": "30m",
     "LibvirtMigrationCandidate": "5m",
+    "LibvirtDomainMigrationNotConverging": "2m",
+    "LibvirtDomainJobFailed": "0s",
     "PerfmonAlarm": "0s",
 }
 

@@ -755,6 +755,22 @@ _HOST_STORAGE_POOLS = [
     ),
 ]
 
+_HOST_JOBS = [
+    timeseries(
+        "Jobs ended (LibvirtDomainJobFailed)",
+        ("Domain jobs ended on the host per operation and outcome, over the dashboard's rate interval "
+         "(libvirt_domain_jobs_completed_total, --collector.job); failed and cancelled ones fire "
+         "LibvirtDomainJobFailed. Per host: the counter carries no domain."),
+        (24, 8),
+        [
+            q("sum by (instance, operation, outcome) "
+              "(increase(libvirt_domain_jobs_completed_total{@H}[$__rate_interval]))",
+              "{{instance}} {{operation}} {{outcome}}"),
+        ],
+        defaults={"custom": {"drawStyle": "bars"}},
+    ),
+]
+
 
 def _host_rows() -> List[Section]:
     return [
@@ -764,6 +780,7 @@ def _host_rows() -> List[Section]:
         row("Memory and NUMA", _HOST_MEMORY_AND_NUMA),
         row("Thin-provisioned disks", _HOST_THIN_PROVISIONED_DISKS),
         row("Storage pools", _HOST_STORAGE_POOLS),
+        row("Jobs", _HOST_JOBS),
         row("Perfmon alarms", _HOST_PERFMON_ALARMS),
         row("Decisions (alert rules)", _HOST_DECISIONS_ALERT_RULES),
     ]
@@ -1288,6 +1305,34 @@ _DOMAIN_GUEST_AGENT = [
     ),
 ]
 
+_DOMAIN_JOBS = [
+    timeseries(
+        "Migration progress",
+        ("A running job's data moved and still to move (libvirt_domain_job_data_processed_bytes / "
+         "_remaining_bytes, --collector.job); shown on the host the job runs from (a migration's source)."),
+        (12, 8),
+        [
+            q("libvirt_domain_job_data_processed_bytes{@V}", "{{domain}} processed"),
+            q("libvirt_domain_job_data_remaining_bytes{@V}", "{{domain}} remaining"),
+        ],
+        unit="bytes",
+    ),
+    timeseries(
+        "Migration transfer vs dirty rate",
+        ("Memory sent vs memory the guest dirties per second, and the pass over memory (right axis): a dirty "
+         "rate at the transfer rate pass after pass is a migration that does not converge "
+         "(LibvirtDomainMigrationNotConverging)."),
+        (12, 8),
+        [
+            q("libvirt_domain_job_memory_transfer_rate_bytes_per_second{@V}", "{{domain}} transfer"),
+            q("libvirt_domain_job_memory_dirty_rate_bytes_per_second{@V}", "{{domain}} dirtied"),
+            q("libvirt_domain_job_memory_iteration{@V}", "{{domain}} pass"),
+        ],
+        unit="Bps",
+        overrides=[override("byFrameRefID", "C", unit="short", custom__axisPlacement="right")],
+    ),
+]
+
 
 def _domain_rows() -> List[Section]:
     return [
@@ -1298,6 +1343,7 @@ def _domain_rows() -> List[Section]:
         row("Network", _DOMAIN_NETWORK),
         row("Tuning and configuration", _DOMAIN_TUNING),
         row("Guest agent", _DOMAIN_GUEST_AGENT),
+        row("Jobs", _DOMAIN_JOBS),
         row("Perfmon", _DOMAIN_PERFMON),
         row("Decisions (alert rules)", _DOMAIN_DECISIONS_ALERT_RULES),
     ]

@@ -516,6 +516,55 @@ def neat_group(cfg: MixinConfig) -> List[Dict[str, Any]]:
     return [{"name": "libvirt-neat", "rules": r.rules}]
 
 
+def job_group(cfg: MixinConfig) -> List[Dict[str, Any]]:
+    r = _Rules(cfg)
+    r.threshold("migration_dirty_to_transfer_ratio")
+    r.threshold("migration_iterations")
+    r.alert("LibvirtDomainMigrationNotConverging", """
+        (
+            libvirt_domain_job_memory_dirty_rate_bytes_per_second
+          >=
+            libvirt_domain_job_memory_transfer_rate_bytes_per_second
+              * on (instance, job) group_left ()
+            instance:libvirt_migration_dirty_rate_threshold:ratio
+        )
+        and
+        (
+            libvirt_domain_job_memory_iteration
+          >= on (instance, job) group_left ()
+            instance:libvirt_migration_iterations_threshold:count
+        )
+        """, "warning", "Migration of {{ $labels.domain }} from {{ $labels.instance }} does not converge",
+            """{{ $labels.domain }} has dirtied memory as fast as the migration sends it ({{ $value |
+            humanize1024 }}B/s) for %s, pass after pass: the migration will not finish by itself. Raise its
+            bandwidth (virsh migrate-setspeed), allow a longer downtime (virsh migrate-setmaxdowntime),
+            switch to post-copy (virsh migrate-postcopy) or abort it (virsh domjobabort) and migrate when
+            the guest is quieter.""" % r.f("LibvirtDomainMigrationNotConverging"),
+            comment="A live migration that has made several passes over guest memory while the guest dirties it at\n"
+                    "the rate it is sent. Why a ratio under 1: QEMU counts a page dirtied several times in one pass\n"
+                    "once, at the end of the pass, so for a guest that outruns the migration the dirty rate levels\n"
+                    "off at the transfer rate, not above it (0.96 x measured); a converging one stays well below.")
+    failed = 'libvirt_domain_jobs_completed_total{outcome=~"failed|cancelled"}'
+    r.alert("LibvirtDomainJobFailed", """
+        increase(%(c)s[%(w)s]) > 0
+        or
+        (
+            %(c)s
+          unless
+            %(c)s offset %(w)s
+        )
+        """ % {"c": failed, "w": r.w("job_failed")}, "warning",
+            "A {{ $labels.operation }} job on {{ $labels.instance }} ended {{ $labels.outcome }}",
+            """A domain job ({{ $labels.operation }}) on {{ $labels.instance }} did not complete within the last
+            %s. The exporter's log names the domain ("job failed: domain ..."); `virsh domjobinfo --completed
+            --anystats DOMAIN` and libvirtd's log say why. A failed migration leaves the VM running on the
+            source.""" % r.sw("job_failed"),
+            comment="A job that ended without completing. The counter carries no domain (a domain that migrated\n"
+                    "away would leave a series behind for ever): the exporter's log names it. A counter that\n"
+                    "appears at its first failure has no earlier sample for increase(), hence the second arm.")
+    return [{"name": "libvirt-job", "rules": r.rules}]
+
+
 def perfmon_group(cfg: MixinConfig) -> List[Dict[str, Any]]:
     r = _Rules(cfg)
     r.alert("PerfmonAlarm", """
@@ -572,6 +621,9 @@ are alerts, evaluated continuously, with `for` instead of a run interval. Neat s
 VMs' MHz it does not know yet; here a running VM without an MHz value (new or restarted) cannot be
 named a candidate, and a host with such a VM names none, so neither alert flaps on churn (the total
 MHz rule keeps the utilization continuous through churn: see cpu.rules.yml).""",
+    "job": """Domain jobs (the job collector, --collector.job): live migrations that cannot converge, and jobs
+that ended without completing. Job statistics exist on the job's source host only: an outgoing
+migration shows on the host it leaves.""",
     "perfmon": """PerfmonAlarm: one Alertmanager notification per alarm the exporter's perfmon engine sends
 (an optional group: it needs the engine, virt-exporter --perfmon.config FILE).
 
@@ -596,7 +648,7 @@ What "exactly once" needs (docs/perfmon.md, "Getting notified"):
 }
 
 _BUILDERS = {"exporter": exporter_group, "cpu": cpu_group, "capacity": capacity_group, "guest": guest_group,
-             "block": block_group, "numa": numa_group, "vcpu": vcpu_group, "neat": neat_group,
+             "block": block_group, "numa": numa_group, "vcpu": vcpu_group, "job": job_group, "neat": neat_group,
              "perfmon": perfmon_group}
 GROUPS = tuple(_BUILDERS)
 

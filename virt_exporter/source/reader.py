@@ -159,9 +159,11 @@ class SampleReader:
         if not missing:
             return 0
 
+        by_uuid = bool(self.stats.closing())
+
         def fetch(conn: libvirt.virConnect) -> List[Tuple[str, str]]:
             out = []
-            for dom in conn.listAllDomains(0):
+            for dom in _domains_of(conn, missing, by_uuid):
                 uuid = dom.UUIDString()
                 if uuid not in missing:
                     continue
@@ -205,6 +207,21 @@ class SampleReader:
                 if pid is not None:
                     pids[dom.uuid] = pid
         return pids
+
+
+def _domains_of(conn: libvirt.virConnect, uuids: Iterable[str], by_uuid: bool) -> List[libvirt.virDomain]:
+    """The domains to read the XML of: listed, or, while a domain is closing (listing would wait
+    for its teardown, source/jobs.py), looked up one by one."""
+    if not by_uuid:
+        return conn.listAllDomains(0)
+    out = []
+    for uuid in uuids:
+        try:
+            out.append(conn.lookupByUUIDString(uuid))
+        except libvirt.libvirtError as e:
+            if e.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+                raise
+    return out
 
 
 def read_host_facts(conn: libvirt.virConnect, host_root: str = "/") -> Tuple[NodeInfo, HostFacts]:

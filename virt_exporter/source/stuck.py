@@ -30,6 +30,11 @@ off the sampling path) is followed, adapted to NOWAIT:
 
 If no call answers by the scrape deadline (a hung libvirtd), ``collect`` raises CallTimeout, and
 raises it at once while that sample's ping is still unanswered.
+
+Domains libvirtd is tearing down after a migration (``closing``, from jobs.py) are left out of the
+sample altogether: libvirtd holds such a domain's object lock while its QEMU exits, and every call
+that enumerates domains waits for that lock, NOWAIT or not (NOWAIT is about the domain's *job*). So
+while any domain is closing, each call reuses the domain list its lane made last, minus those.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ import hashlib
 import logging
 import threading
 import time
+import weakref
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from typing import Any, Callable, Dict, FrozenSet, List, NoReturn, Optional, Sequence, Set, Tuple
 
@@ -432,12 +438,19 @@ class StuckAwareStats:
         self._partial_before: FrozenSet[str] = frozenset()
         # The ping of the last sample libvirtd did not answer at all (abandoned), and when it was sent.
         self._hung: Optional[Tuple[Future, float]] = None
+        # Domains to leave out of the calls now, and this sample's answer (see the module docs).
+        self.closing: Callable[[], FrozenSet[str]] = frozenset
+        self._closing_now: FrozenSet[str] = frozenset()
+        # Each lane's last domain list, reused while a domain is closing.
+        self._listed: "weakref.WeakKeyDictionary[libvirt.virConnect, List[libvirt.virDomain]]" = \
+            weakref.WeakKeyDictionary()
 
     # --- the scrape path ---------------------------------------------------------------------------
 
     def collect(self, deadline: float) -> StatsResult:
         self._check_hung(self._clock())
         captured, apart = self._suspect_split()
+        self._closing_now = self.closing()
         return _Round(self, deadline, captured, apart).run()
 
     def _check_hung(self, now: float) -> None:
@@ -507,14 +520,25 @@ class StuckAwareStats:
             log.debug("suspect %s: %s", uuid, e)
 
     def _stats_fn(self, spec: Spec) -> Callable[[libvirt.virConnect], bulk.RawStats]:
-        groups, backing = self.groups, self.backing
-        if spec.everything:
-            return lambda c: bulk.get_all_domain_stats(c, groups, backing)
+        groups, backing, closing = self.groups, self.backing, self._closing_now
+        if spec.everything and not closing:
+            def everything(conn: libvirt.virConnect) -> bulk.RawStats:
+                raw = bulk.get_all_domain_stats(conn, groups, backing)
+                self._listed[conn] = [d for d, _u, _n, _s in raw]
+                return raw
+
+            return everything
 
         def call(conn: libvirt.virConnect) -> bulk.RawStats:
             # Listed on this call's own connection: a virDomain from another lane would route the
-            # stats call over that lane (connection.py).
-            domains = [d for d in conn.listAllDomains(0) if spec.covers(d.UUIDString())]
+            # stats call over that lane (connection.py). While a domain is closing, listing would
+            # wait for it: the lane's last list stands (a domain that went since is skipped by
+            # libvirt, one that came is listed at the next sample).
+            listed = self._listed.get(conn) if closing else None
+            if listed is None:
+                listed = conn.listAllDomains(0)
+                self._listed[conn] = listed
+            domains = [d for d in listed if spec.covers(d.UUIDString()) and d.UUIDString() not in closing]
             return bulk.domain_list_stats(conn, domains, groups, backing)
 
         return call
