@@ -36,6 +36,7 @@ import testbed as tb
 from inprocess import running_exporter
 from virt_exporter.perfmon.config import parse_perfmon_file
 from virt_exporter.perfmon.engine import PerfmonEngine
+from virt_exporter.source.host import fs_used_fraction
 
 pytestmark = [pytest.mark.libvirt, pytest.mark.timeout(240, func_only=True)]
 
@@ -262,13 +263,15 @@ def test_fs_usage_equals_statvfs(measured):
 
 
 def test_our_fs_fraction_rounded_up_is_dfs_use_percent_which_perfmon_read():
-    """perfmon's get_percent_fs_usage is `df`'s Use% / 100, a whole percent rounded up; ours is the
-    exact fraction of the same formula (docs/perfmon.md: with a level in whole percent both alarm at
-    the same usage)."""
-    for _ in range(3):
-        st = os.statvfs(FS_PATH)
+    """perfmon's get_percent_fs_usage is `df`'s Use% / 100, a whole percent rounded up; the engine's
+    reading (source.host.fs_used_fraction, what fs_usage is fed) is the exact fraction of the same
+    formula (docs/perfmon.md: with a level in whole percent both alarm at the same usage). df is read
+    between two of the engine's readings; a write in between moves them apart, so retry."""
+    for _ in range(5):
+        before = fs_used_fraction(FS_PATH)
         df = subprocess.run(["df", "-P", FS_PATH], capture_output=True, text=True, check=True).stdout
-        if os.statvfs(FS_PATH).f_bavail == st.f_bavail:
+        after = fs_used_fraction(FS_PATH)
+        if before == after:
             break
     use_percent = int(df.splitlines()[1].split()[4].rstrip("%"))
-    assert math.ceil(used_fraction(st) * 100) == use_percent
+    assert math.ceil(before * 100) == use_percent, (before, after, df)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import random
 from fractions import Fraction
+from typing import Tuple
 
 import pytest
 
@@ -314,12 +315,22 @@ def test_documents_perfmon_took_and_the_engine_refuses(doc, why):
         parse_object_config(doc, "vm")
 
 
-def test_the_harness_row_page_reads_missing_values_as_the_seed_does():
-    """rrd_updates() builds what the seed's SAX handler would: a column short of a row reads 0.0."""
+def test_a_data_source_without_a_value_reads_zero_in_the_engine_as_in_perfmon():
+    """perfmon's ObjectReport.get_value reads a column short of a row as 0.0; the engine reads a data
+    source that exists without a value (a counter that went back, a first sample) as 0.0 too. Run
+    both on rows where cpu1 has no value this step: an average over cpu0 and cpu1 is cpu0 / 2."""
+    var = {"name": "avg", "rrd_regex": "cpu[01]", "consolidation_fn": "average", "alarm_trigger_level": "0.5",
+           "alarm_trigger_period": "0", "alarm_auto_inhibit_period": "0"}
     page = rrd_updates({("vm", "u"): [{"cpu0": 1.0, "cpu1": 2.0}, {"cpu0": 3.0}]}, num_rows=2)
-    report = page.get_obj_report_by_uuid("u")
-    assert [report.get_value("cpu1", r) for r in (0, 1)] == [2.0, 0.0]
-    assert page.get_uuid_list_by_objtype("vm") == ["u"] and page.get_obj_report_by_uuid("x") is None
+    assert [page.get_obj_report_by_uuid("u").get_value("cpu1", r) for r in (0, 1)] == [2.0, 0.0]  # the harness
+    for cpu0, alarms in ((0.9, 0), (1.1, 1)):   # 0.45 and 0.55 against 0.5
+        monitor = engine_monitor(config_xml([var]))
+        events = monitor.step(DataSources({"cpu0": 0.0, "cpu1": 0.0}), T0_S + STEP_S, STEP_S, lambda: None)
+        events += monitor.step(DataSources({"cpu0": cpu0}, frozenset({"cpu1"})), T0_S + 2 * STEP_S, STEP_S,
+                               lambda: None)
+        seed = SeedVM(STEP_S, config_xml([var]))
+        seed.run(T0_S + 2 * STEP_S, {"cpu0": 0.0, "cpu1": 0.0}, {"cpu0": cpu0})  # cpu1 a column, short of row 2
+        assert [e.value for e in events] == [v for _t, _n, v, _s in seed.alarms()] == ([cpu0 / 2] if alarms else [])
 
 
 def test_max_over_a_nan_takes_the_data_sources_in_name_order():
@@ -337,15 +348,28 @@ def test_max_over_a_nan_takes_the_data_sources_in_name_order():
 
 def test_fs_usage_exact_fraction_alarms_where_perfmons_whole_percent_does_for_whole_percent_levels():
     """perfmon's fs_usage is df's Use% / 100 (rounded up to a whole percent); the engine's is the exact
-    used / (used + available). With a level in whole percent (the default 0.9) they agree: a usage
-    rounded up to a whole percent is above n % exactly when the usage is. With a finer level they can
-    differ, as the last case shows."""
-    rng = random.Random(9)
-    for _ in range(20000):
-        used, avail = rng.randint(0, 10 ** 6), rng.randint(1, 10 ** 6)
+    used / (used + available). Both are run, each on its own reading of the same filesystem: with a
+    level in whole percent (the default 0.9) they alarm alike, since a usage rounded up to a whole
+    percent is above n % exactly when the usage is. With a finer level they can differ (last case)."""
+
+    def alarms(used: int, avail: int, level: str) -> Tuple[int, int]:
+        var = {"name": "fs_usage", "alarm_trigger_level": level, "alarm_trigger_period": "0",
+               "alarm_auto_inhibit_period": "0"}
         exact = Fraction(used, used + avail)
-        df_percent = math.ceil(exact * 100)  # df's rounding
-        level = Fraction(rng.randint(0, 100), 100)
-        assert (Fraction(df_percent, 100) > level) == (exact > level), (used, avail, level)
-    exact, level = Fraction(8935, 10000), Fraction(894, 1000)   # 89.35 % used, level 0.894
-    assert Fraction(math.ceil(exact * 100), 100) > level and not exact > level
+        monitor = engine_monitor(config_xml([var]))
+        engine = monitor.step(DataSources({}), T0_S + STEP_S, STEP_S, lambda: float(exact))
+        seed = SeedVM(STEP_S, config_xml([var]))
+        seed.perfmon.fs_usage = lambda: math.ceil(exact * 100) / 100.0  # df's Use%, as perfmon parsed it
+        seed.run(T0_S + STEP_S, {})
+        return len(engine), len(seed.alarms())
+
+    rng = random.Random(9)
+    fired = 0
+    for _ in range(300):
+        used, avail = rng.randint(0, 10 ** 6), rng.randint(1, 10 ** 6)
+        level = "0.%02d" % rng.randint(0, 99)
+        engine, seed = alarms(used, avail, level)
+        assert engine == seed, (used, avail, level, engine, seed)
+        fired += engine
+    assert 0 < fired < 300  # both outcomes were exercised
+    assert alarms(8935, 1065, "0.894") == (0, 1)   # 89.35 % used: df says 90 % > 89.4 %, exactly it is not

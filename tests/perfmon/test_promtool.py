@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from virt_exporter.mixin.config import MixinConfig
-from virt_exporter.perfmon.config import parse_object_config, severity_of_priority
+from virt_exporter.perfmon.config import parse_object_config
 from virt_exporter.perfmon.engine import DEFAULT_ALARM_RETENTION_S
 from virt_exporter.perfmon.rules import native_rules
 
@@ -50,6 +50,17 @@ def run_promtool_files(tmp_path, named_docs):
 
 def series(name, labels):
     return "%s{%s}" % (name, ",".join('%s="%s"' % kv for kv in sorted(labels.items())))
+
+
+# XenServer's alarm priorities as severities, written out here (docs/perfmon.md): 1-2 critical, 3-4
+# warning, 5 info. The generated variables use priorities 1 to 5.
+SEVERITY = {"1": "critical", "2": "critical", "3": "warning", "4": "warning", "5": "info"}
+
+
+def shortest(text):
+    """A level as the rules print it: an integer without a fraction, else Python's shortest repr."""
+    x = float(text)
+    return str(int(x)) if x.is_integer() else repr(x)
 
 
 def go_float(v):
@@ -134,7 +145,7 @@ def perfmon_alarm_case(step_s, scrape_s, variables, values):
             if seen[k]:
                 labels = dict(key)
                 dom = " guest-a"
-                exp.append({"exp_labels": dict(labels, severity=severity_of_priority(labels["priority"])),
+                exp.append({"exp_labels": dict(labels, severity=SEVERITY[labels["priority"]]),
                             "exp_annotations": {
                                 "summary": "perfmon alarm: vm%s %s (priority %s)" % (dom, labels["variable"],
                                                                                    labels["priority"]),
@@ -192,7 +203,7 @@ COUNTERS = [  # (engine data source, raw metric, labels, unit divisor)
 ]
 
 
-def native_case(step_s, variables, values, rules_by_name, domain="guest-a"):
+def native_case(step_s, variables, values, domain="guest-a"):
     """Expected native firing from the model: at step k a variable's alert fires iff the model is in a
     bad spell at k that already made an alarm attempt (sent or inhibited)."""
     xml = config_xml(variables)
@@ -219,7 +230,6 @@ def native_case(step_s, variables, values, rules_by_name, domain="guest-a"):
             if in_alarm and not firing[name][k - 1]:
                 onsets.add((k, name))
     assert onsets == first_attempts
-    cfg = {v.name: v for v in parse_object_config(xml, "vm").variables}
     model_values = {}
     seed = SeedVM(step_s, xml, t0_s=0)
     for k, vals in enumerate(values, start=1):
@@ -233,12 +243,14 @@ def native_case(step_s, variables, values, rules_by_name, domain="guest-a"):
             name = var["name"]
             if not firing[name][k]:
                 continue
-            c = cfg[name]
-            rule = rules_by_name[name]
-            exp.append({"exp_labels": dict(INSTANCE, domain=domain, **rule["labels"]),
-                        "exp_annotations": {"summary": rule["annotations"]["summary"].replace(
-                            "{{ $labels.domain }}", domain), "value": go_float(model_values[(k, name)])}})
-            assert c.name == name
+            # written out from the variable as the test made it, not from the generated rule
+            labels = {"object": "vm", "variable": name, "priority": var["alarm_priority"],
+                      "severity": SEVERITY[var["alarm_priority"]], "perfmon_rule": "vm/%s/%s" % (domain, name)}
+            summary = "perfmon vm %s %s %s %s for %ss" % (
+                domain, name, "above" if var["alarm_trigger_sense"] == "high" else "below",
+                shortest(var["alarm_trigger_level"]), var["alarm_trigger_period"])
+            exp.append({"exp_labels": dict(INSTANCE, domain=domain, **labels),
+                        "exp_annotations": {"summary": summary, "value": go_float(model_values[(k, name)])}})
         checks.append({"eval_time": "%ds" % (k * step_s), "alertname": "PerfmonNative", "exp_alerts": exp})
     sent = [(t // step_s, n) for (t, _o, _u, n, _p, _v, ok) in alarms if ok]
     return ({"interval": "%ds" % step_s, "input_series": inputs, "alert_rule_test": checks},
@@ -256,9 +268,8 @@ def test_native_rules_match_the_model_where_they_can(tmp_path, step_s, sequences
         domain = "guest-%d" % i  # generated with --domain, as for a domain's own metadata config
         rules, warnings = native_rules([(parse_object_config(xml, "vm"), domain)], step_s)
         assert warnings == []
-        by_name = {r["labels"]["variable"]: r for g in rules["groups"] for r in g["rules"] if "alert" in r}
         values = random_values(rng, rng.randint(20, 60))
-        group, onsets, sent, _attempts = native_case(step_s, variables, values, by_name, domain)
+        group, onsets, sent, _attempts = native_case(step_s, variables, values, domain)
         # Where native rules match perfmon: every alarm that opens a bad spell is an onset at the same step.
         first_sent = {a for a in sent if a in onsets}
         stats["onsets"] += len(onsets)
@@ -286,8 +297,7 @@ def test_native_sum_over_nothing_is_no_series_unlike_perfmon(tmp_path):
     alarms, _ = run_model(5, config_xml(variables), values)
     assert [(t, ok) for (t, *_rest, ok) in alarms] == [(5, True), (10, True), (15, True), (20, True)]
     rules, _ = native_rules([(parse_object_config(config_xml(variables), "vm"), None)], 5)
-    by_name = {r["labels"]["variable"]: r for g in rules["groups"] for r in g["rules"] if "alert" in r}
-    group, *_ = native_case(5, variables, values, by_name)
+    group, *_ = native_case(5, variables, values)
     for check in group["alert_rule_test"]:
         check["exp_alerts"] = []
     for g in rules["groups"]:
