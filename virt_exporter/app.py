@@ -30,6 +30,7 @@ from .source.domxml import DomainXMLCache
 from .source.host import tcp_listener
 
 if TYPE_CHECKING:
+    from .perfmon.engine import PerfmonEngine
     from .source.guest_agent import GuestAgentReader
 
 log = logging.getLogger(__name__)
@@ -90,18 +91,7 @@ class App:
             self.block_events = BlockEvents(
                 self.connection, self.xml_cache, functools.partial(thresholds_due, policy),
                 arm_thresholds=read_write, call_timeout_s=args.timeout_s)
-        self.perfmon = None
-        if args.perfmon_config:
-            from .perfmon.config import PerfmonConfigError, load_perfmon_file
-            from .perfmon.engine import PerfmonEngine
-
-            try:
-                file_config = load_perfmon_file(args.perfmon_config)
-                self.perfmon = PerfmonEngine(self.sampler.get, self.xml_cache.snapshot, file_config,
-                                             args.perfmon_step, fs_path=args.perfmon_fs_path,
-                                             alarm_retention_s=args.perfmon_alarm_retention_s)
-            except (PerfmonConfigError, ValueError) as e:
-                raise UsageError(str(e)) from None
+        self.perfmon = self._perfmon_engine(args) if args.perfmon_config else None
         # Always: the stats calls must leave out domains libvirtd is tearing down after a migration
         # (events only); the job statistics are read only for the job collector.
         from .source.jobs import DomainJobs
@@ -129,6 +119,17 @@ class App:
             raise UsageError("cannot listen on %s: %s" % (args.listen_address, _bind_failure(args.listen_address, e))) \
                 from None
         self._threads: List[threading.Thread] = []
+
+    def _perfmon_engine(self, args: argparse.Namespace) -> "PerfmonEngine":
+        from .perfmon.config import PerfmonConfigError, load_perfmon_file
+        from .perfmon.engine import PerfmonEngine  # noqa: F811 - imported for typing above only
+
+        try:
+            return PerfmonEngine(self.sampler.get, self.xml_cache.snapshot, load_perfmon_file(args.perfmon_config),
+                                 args.perfmon_step, fs_path=args.perfmon_fs_path,
+                                 alarm_retention_s=args.perfmon_alarm_retention_s)
+        except (PerfmonConfigError, ValueError) as e:
+            raise UsageError(str(e)) from None
 
     def _on_sample(self, sample: Sample) -> None:
         """Every new sample names what the background readers work on: the running domains whose

@@ -23,9 +23,7 @@ def test_candidate_named_migrated_cleared_on_source_and_mhz_on_destination(bed, 
     small.wait_booted()
     # Only this test's VMs: the host is shared with other tests' guests, which would compete.
     mine = ["--libvirt.domain-include", "^(%s|%s)$" % (big.name, small.name)]
-    rules = [rules_copy(tmp_path, "cpu", [("expr: 0.8 * libvirt_host_cpu_capacity_mhz",
-                                           "expr: 0 * libvirt_host_cpu_capacity_mhz")]),
-             rules_copy(tmp_path, "neat", [])]
+    rules = [rules_copy(tmp_path, "cpu", {"cpu_overload_ratio": 0}), rules_copy(tmp_path, "neat")]
     with exporter_at(HOST_URI, *mine) as host_exp, exporter_at(hv2, *mine) as hv2_exp:
         prom = start_fleet_prometheus(tmp_path / "prom", ["localhost:%d" % host_exp.port,
                                                           "127.0.0.1:%d" % hv2_exp.port], rules)

@@ -20,7 +20,7 @@ pytestmark = [pytest.mark.prometheus, pytest.mark.timeout(240, func_only=True)]
 def test_not_converging_fires_and_the_abort_counts_as_a_failed_job(bed, hv2, tmp_path):
     guest = bed.make_guest("dirtier", interface=False, iothread=False, persistent=False)
     guest.wait_booted()
-    rules = rules_copy(tmp_path, "job", [])
+    rules = rules_copy(tmp_path, "job")
     with exporter_at(HOST_URI) as host_exp, exporter_at(hv2) as hv2_exp:
         prom = start_fleet_prometheus(tmp_path / "prom", ["localhost:%d" % host_exp.port,
                                                           "127.0.0.1:%d" % hv2_exp.port], [rules])
