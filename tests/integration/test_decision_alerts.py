@@ -19,7 +19,7 @@ from perfmon.promstack import query, start_prometheus
 from virt_exporter.mixin.config import FOR, parse_config
 from virt_exporter.mixin.rules import rule_files
 
-JOB = "virt"  # promstack's scrape job
+JOB = "virt-exporter"  # promstack's scrape job
 
 pytestmark = [pytest.mark.libvirt, pytest.mark.prometheus, pytest.mark.timeout(300, func_only=True)]
 

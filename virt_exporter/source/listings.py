@@ -46,13 +46,18 @@ class ListingReader:
             raise ValueError("unknown listings: %s" % ", ".join(sorted(unknown)))
         self.kinds = tuple(kinds)
         self._pool_types: Dict[str, str] = {}
+        self._domain_flags: Tuple[Optional[FrozenSet[str]], Optional[FrozenSet[str]]] = (None, None)
 
-    def read(self, conn: libvirt.virConnect) -> Listings:
+    def read(self, conn: libvirt.virConnect, domains_listable: bool = True) -> Listings:
+        """``domains_listable`` False while libvirtd tears a domain down after a migration: listing
+        domains would wait for it (source/jobs.py), so the last domain listings stand meanwhile."""
         autostart = persistent = None
         pools = None
         if DOMAIN_FLAGS in self.kinds:
-            autostart = _uuids(conn, libvirt.VIR_CONNECT_LIST_DOMAINS_AUTOSTART)
-            persistent = _uuids(conn, libvirt.VIR_CONNECT_LIST_DOMAINS_PERSISTENT)
+            if domains_listable:
+                self._domain_flags = (_uuids(conn, libvirt.VIR_CONNECT_LIST_DOMAINS_AUTOSTART),
+                                      _uuids(conn, libvirt.VIR_CONNECT_LIST_DOMAINS_PERSISTENT))
+            autostart, persistent = self._domain_flags
         if STORAGE_POOLS in self.kinds:
             pools = self._pools(conn)
         return Listings(autostart=autostart, persistent=persistent, storage_pools=pools)

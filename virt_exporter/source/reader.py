@@ -4,6 +4,7 @@ this module does the reading, and is the one place a Sample is assembled."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import time
@@ -192,7 +193,8 @@ class SampleReader:
         if self.listings is None:
             return Listings(), ""
         try:
-            return self.connection.call(self.listings.read, max(0.0, deadline - self._clock()), cheap=True), ""
+            read = functools.partial(self.listings.read, domains_listable=not self.stats.closing())
+            return self.connection.call(read, max(0.0, deadline - self._clock()), cheap=True), ""
         except Exception as e:  # noqa: BLE001 - listings are extras: the sample's stats stand whatever happens
             why = one_line(e)
             log.warning("libvirt listings (autostart, persistent, storage pools) failed: %s", why)
