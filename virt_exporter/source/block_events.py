@@ -253,14 +253,7 @@ class BlockEvents:
             if uuids is None:
                 entries = bulk.get_all_domain_stats(conn, GROUPS, backing=True, active_only=True)
             else:
-                doms = []
-                for uuid in uuids:
-                    try:
-                        doms.append(conn.lookupByUUIDString(uuid))
-                    except libvirt.libvirtError as e:
-                        if e.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
-                            raise
-                entries = bulk.domain_list_stats(conn, doms, GROUPS, backing=True)
+                entries = bulk.domain_list_stats(conn, bulk.lookup_existing(conn, uuids), GROUPS, backing=True)
             missing = set(self.xml_cache.missing(uuid for _d, uuid, _n, _s in entries))
             out = []
             for dom, uuid, name, stats in entries:

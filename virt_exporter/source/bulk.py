@@ -81,6 +81,18 @@ def domain_list_stats(conn: libvirt.virConnect, domains: Sequence[libvirt.virDom
     return _compact_all(conn.domainListGetStats(list(domains), stats_mask(groups), call_flags(backing)))
 
 
+def lookup_existing(conn: libvirt.virConnect, uuids: Iterable[str]) -> List[libvirt.virDomain]:
+    """The domains of ``uuids`` that still exist (one undefined since it was named is left out)."""
+    out = []
+    for uuid in uuids:
+        try:
+            out.append(conn.lookupByUUIDString(uuid))
+        except libvirt.libvirtError as e:
+            if e.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+                raise
+    return out
+
+
 def _compact_all(result: List[Tuple[libvirt.virDomain, Dict[str, Any]]]) -> RawStats:
     """Compact libvirt-python's answer entry by entry, letting go of each raw dict at once: the raw
     answer and its compacted copy never both exist whole (at a thousand domains, the peak memory)."""

@@ -216,14 +216,7 @@ def _domains_of(conn: libvirt.virConnect, uuids: Iterable[str], by_uuid: bool) -
     for its teardown, source/jobs.py), looked up one by one."""
     if not by_uuid:
         return conn.listAllDomains(0)
-    out = []
-    for uuid in uuids:
-        try:
-            out.append(conn.lookupByUUIDString(uuid))
-        except libvirt.libvirtError as e:
-            if e.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
-                raise
-    return out
+    return bulk.lookup_existing(conn, uuids)
 
 
 def read_host_facts(conn: libvirt.virConnect, host_root: str = "/") -> Tuple[NodeInfo, HostFacts]:
