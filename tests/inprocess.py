@@ -31,7 +31,7 @@ class InProcessExporter:
     @property
     def numa_reader(self):
         """The reader the CLI wired for the numa collector."""
-        return self.app.numa_reader
+        return self.app.background.numa
 
     def scrape(self) -> Series:
         with urllib.request.urlopen(self.url, timeout=SCRAPE_TIMEOUT_S) as r:

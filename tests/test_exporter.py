@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from types import SimpleNamespace
 from typing import Dict, List, Optional, Tuple
 
 import pytest
@@ -18,6 +17,7 @@ from samples import cpu_sample, named
 from virt_exporter.collectors import base, load_all
 from virt_exporter.exporter import Exporter
 from virt_exporter.sample import HostFacts, Sample
+from virt_exporter.snapshot import Snapshot
 
 # What a host collector can tell without libvirt: the facts of the last connection.
 FACTS = HostFacts(hostname="hv1", libvirt_version="9.0.0", hypervisor_version="7.2.0", cpu_model="Xeon")
@@ -29,16 +29,13 @@ Series = Dict[Tuple[str, Tuple[Tuple[str, str], ...]], float]
 
 
 class StubSampler:
-    """What the Exporter asks of a sampler: ``get()`` the (previous, current) pair, the domain XML
-    cache's snapshot, the connection's reconnect count. No libvirt."""
+    """What the Exporter asks of a sampler: one published snapshot. No libvirt."""
 
     def __init__(self, previous: Optional[Sample], current: Sample) -> None:
-        self.pair = (previous, current)
-        self.xml_cache = SimpleNamespace(snapshot=lambda: {})
-        self.connection = SimpleNamespace(reconnects_total=0)
+        self.published = Snapshot(current=current, previous=previous)
 
-    def get(self, timeout_s: Optional[float] = None) -> Tuple[Optional[Sample], Sample]:
-        return self.pair
+    def snapshot(self, timeout_s: Optional[float] = None) -> Snapshot:
+        return self.published
 
 
 def recording(specs: List[base.CollectorSpec], ran: List[str],

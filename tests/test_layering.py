@@ -111,3 +111,84 @@ def test_the_sampler_stays_small_and_no_function_grows_past_80_lines() -> None:
                 if lines > 80:
                     long.append("%s:%s %d lines" % (path.relative_to(PACKAGE), node.name, lines))
     assert long == []
+
+
+# --- the typed seam between the sampler and the collectors -------------------------------------------
+
+
+def untyped_seams(source: str) -> List[str]:
+    """Where a module of collectors/ or calc/ is not typed through: ``Any`` in a signature or a
+    dataclass field, a ``getattr`` (reaching into an object of unknown type)."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            annotations = [a.annotation for a in node.args.args + node.args.kwonlyargs] + [node.returns]
+            if any(a is not None and "Any" in ast.unparse(a) for a in annotations):
+                found.append("Any in the signature of %s (line %d)" % (node.name, node.lineno))
+        elif isinstance(node, ast.AnnAssign) and "Any" in ast.unparse(node.annotation):
+            found.append("Any in the annotation of %s (line %d)" % (ast.unparse(node.target), node.lineno))
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "getattr":
+            found.append("getattr (line %d)" % node.lineno)
+    return found
+
+
+def contexts_built_with_double_star(source: str) -> List[int]:
+    """Lines where a ScrapeContext is built from ``**`` (fields nobody can see at the call)."""
+    lines = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Call) and ast.unparse(node.func).split(".")[-1] == "ScrapeContext":
+            if any(keyword.arg is None for keyword in node.keywords):
+                lines.append(node.lineno)
+    return lines
+
+
+def collectors_named(source: str, names: Set[str]) -> List[str]:
+    """String constants that name a collector (``"numa"``, ``"--collector.numa.interval"``)."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            text = node.value
+            if text in names or any("collector." + name in text for name in names):
+                found.append(text)
+    return found
+
+
+def test_the_seam_checks_catch_what_they_look_for() -> None:
+    assert untyped_seams("def f(x: Mapping[str, Any]) -> int: ...") == ["Any in the signature of f (line 1)"]
+    assert untyped_seams("def f(x) -> Dict[str, Any]: ...") == ["Any in the signature of f (line 1)"]
+    assert untyped_seams("class C:\n    info: Mapping[str, Any]") == ["Any in the annotation of info (line 2)"]
+    assert untyped_seams("t = getattr(info, 'numatune', None)") == ["getattr (line 1)"]
+    assert untyped_seams("def f(x: Mapping[str, DomainInfo]) -> Optional[int]: ...") == []
+    assert contexts_built_with_double_star("ScrapeContext(options={}, **base)") == [1]
+    assert contexts_built_with_double_star("base.ScrapeContext(current=c, previous=p)") == []
+    assert collectors_named('if "numa" in enabled: pass', {"numa"}) == ["numa"]
+    assert collectors_named('e = "--collector.numa.interval"', {"numa"}) == ["--collector.numa.interval"]
+    assert collectors_named('e = "--collector.%s.interval" % spec.name', {"numa"}) == []
+
+
+def test_collectors_and_calc_are_typed_through() -> None:
+    found = {}
+    for layer in ("collectors", "calc"):
+        for path in sorted((PACKAGE / layer).glob("*.py")):
+            problems = untyped_seams(path.read_text())
+            if problems:
+                found[str(path.relative_to(PACKAGE))] = problems
+    assert found == {}
+
+
+def test_scrape_contexts_are_built_field_by_field() -> None:
+    found = {str(p.relative_to(PACKAGE)): contexts_built_with_double_star(p.read_text())
+             for p in PACKAGE.rglob("*.py")}
+    assert {path: lines for path, lines in found.items() if lines} == {}
+
+
+def test_the_app_and_the_exporter_name_no_collector() -> None:
+    """What a collector needs (QEMU pids, a background reader, running without libvirt) is declared
+    on its CollectorSpec: the wiring asks the specs and names none of them."""
+    from virt_exporter.collectors import base, load_all
+
+    load_all()
+    names = set(base.REGISTRY)
+    assert {"numa", "job", "host", "perfmon"} <= names
+    found = {module: collectors_named((PACKAGE / module).read_text(), names) for module in ("app.py", "exporter.py")}
+    assert found == {"app.py": [], "exporter.py": []}

@@ -13,11 +13,12 @@ import pytest
 
 from bounds import wait_for
 from fakelibvirt import FakeHost, connected
-from virt_exporter import sampler as sampler_mod
+from virt_exporter.calc.comparable import PREVIOUS_MAX_GAP_S, comparable_previous
 from virt_exporter.sample import DomainStats, Sample
-from virt_exporter.sampler import Sampler, SamplerOptions, comparable_previous
+from virt_exporter.sampler import Sampler, SamplerOptions
 from virt_exporter.source import bulk
 from virt_exporter.source.domxml import DomainXMLCache
+from virt_exporter.source.reader import SampleReader
 
 GROUPS = list(bulk.GROUP_FLAGS)
 pytestmark = pytest.mark.timeout(30)
@@ -58,7 +59,7 @@ def test_previous_across_an_outage() -> None:
     prev = make_sample(100.0, {"a": dict(RUNNING, **{"cpu.time": 10})}, {"a": 1})
     short = make_sample(130.0, {"a": dict(RUNNING, **{"cpu.time": 40})}, {"a": 1})
     assert comparable_previous(prev, short) is prev
-    long = make_sample(100.0 + sampler_mod.PREVIOUS_MAX_GAP_S + 1, {"a": dict(RUNNING, **{"cpu.time": 99})},
+    long = make_sample(100.0 + PREVIOUS_MAX_GAP_S + 1, {"a": dict(RUNNING, **{"cpu.time": 99})},
                        {"a": 1})
     assert comparable_previous(prev, long) is None
     assert comparable_previous(None, short) is None
@@ -73,8 +74,13 @@ class _Clock:
 
 
 def _sampler(conn, min_interval_s: float, concurrency: int, clock=time.monotonic) -> Sampler:
-    return Sampler(conn, DomainXMLCache(), SamplerOptions(groups=GROUPS, min_interval_s=min_interval_s,
-                                                         concurrency=concurrency), clock=clock)
+    """A sampler wired as the app wires it: lifecycle events reach it through the XML cache."""
+    xml_cache = DomainXMLCache()
+    sampler = Sampler(SampleReader(conn, xml_cache, GROUPS, concurrency=concurrency, clock=clock),
+                      SamplerOptions(min_interval_s=min_interval_s), domain_info=xml_cache.snapshot, clock=clock)
+    xml_cache.register_events(conn.on_event)
+    xml_cache.subscribe(sampler.on_lifecycle)
+    return sampler
 
 
 def test_sampler_keeps_the_last_good_sample_across_a_failed_one(host: FakeHost) -> None:
@@ -121,7 +127,7 @@ def test_a_domain_stopped_during_a_sample_leaves_it(host: FakeHost) -> None:
         _p, cur = s.get()
         assert vm.uuid in cur.domains
         # The event arrives once the fake has read its stats, while the sample is still being taken.
-        host.after_stats = lambda read: s._on_lifecycle(vm.uuid, libvirt.VIR_DOMAIN_EVENT_STOPPED, 0) \
+        host.after_stats = lambda read: s.on_lifecycle(vm.uuid, libvirt.VIR_DOMAIN_EVENT_STOPPED, 0) \
             if read is vm else None
         _p, cur = s.get()  # its stats were read before the event said the domain stopped
         host.after_stats = None

@@ -21,44 +21,29 @@ from .collectors import base
 from .collectors.families import counter, gauge, info
 from .domain_filter import NO_FILTER, DomainFilter
 from .sample import Sample
-from .sampler import SamplePair, Sampler
+from .sampler import SamplePair
+from .snapshot import Snapshot
 
 log = logging.getLogger(__name__)
 
 
-class Snapshots(Protocol):
-    def snapshot(self) -> Any: ...
+class SnapshotSource(Protocol):
+    """The sampler as the exporter sees it: one published snapshot per request."""
 
-
-@dataclasses.dataclass
-class Subsystems:
-    """What reads in the background, beside the sampler; each gives the collectors a snapshot."""
-
-    numa_reader: Optional[Snapshots] = None
-    block_events: Optional[Snapshots] = None
-    perfmon: Optional[Snapshots] = None
-    guest_agent: Optional[Snapshots] = None
-    jobs: Optional[Snapshots] = None
-
-    def snapshots(self) -> Dict[str, Any]:
-        return {name: None if subsystem is None else subsystem.snapshot()
-                for name, subsystem in (("numa", self.numa_reader), ("block_events", self.block_events),
-                                        ("perfmon", self.perfmon), ("guest_agent", self.guest_agent),
-                                        ("jobs", self.jobs))}
+    def snapshot(self, timeout_s: Optional[float] = None) -> Snapshot: ...
 
 
 class Exporter:
     """Builds the metric families of one scrape. ``scrape(timeout_s)`` returns an object with
     ``collect()`` that client_python's encoders accept in place of a registry."""
 
-    def __init__(self, sampler: Sampler, collectors: Sequence[base.CollectorSpec],
-                 options: Mapping[str, Mapping[str, Any]], subsystems: Optional[Subsystems] = None,
-                 static_registry: Optional[Any] = None, domain_filter: DomainFilter = NO_FILTER) -> None:
+    def __init__(self, sampler: SnapshotSource, collectors: Sequence[base.CollectorSpec],
+                 options: Mapping[str, Mapping[str, object]], static_registry: Optional[Any] = None,
+                 domain_filter: DomainFilter = NO_FILTER) -> None:
         self.sampler = sampler
         self.domain_filter = domain_filter
         self.collectors = list(collectors)
         self.options = options
-        self.subsystems = subsystems or Subsystems()
         self.static_registry = static_registry  # process collector and other always-there metrics
         self.collector_errors_total: Dict[str, int] = {c.name: 0 for c in self.collectors}
         self._build_labels = [__version__, platform.python_version(), _libvirt_python_version(),
@@ -67,43 +52,28 @@ class Exporter:
     def scrape(self, timeout_s: Optional[float] = None) -> "Scrape":
         return Scrape(self, timeout_s)
 
-    def _context_base(self, pair: SamplePair) -> Dict[str, Any]:
-        """What every collector's context (and the status page's) holds: the pair with only the
-        exported domains, the whole pair, the domain XML, the background snapshots."""
-        previous, current = pair
-        ctx_base: Dict[str, Any] = dict(domain_info=self.sampler.xml_cache.snapshot(),
-                                        **self.subsystems.snapshots())
-        if self.domain_filter.active:
-            ctx_base.update(unfiltered=(previous, current), keeps_domain=self.domain_filter.keeps)
-            previous, current = self.domain_filter.apply(previous), self.domain_filter.apply_to(current)
-        ctx_base.update(current=current, previous=previous)
-        return ctx_base
-
     def status(self, timeout_s: Optional[float] = None) -> Dict[str, Any]:
         """The status page's data: the sample a scrape would get now (shared or reused through the
         single-flight sampler, never a libvirt call of the page's own), with the exporter's health."""
-        pair = self.sampler.get(timeout_s)
-        ctx = base.ScrapeContext(options={}, **self._context_base(pair))
+        snap = self.sampler.snapshot(timeout_s)
+        ctx = scrape_context(snap, self.domain_filter)
         current = ctx.current
         health = {"sample_age_s": sample_age_s(current),
                   "bulk_stats_s": current.bulk_duration_s, "unresponsive": len(current.unresponsive),
                   "collector_errors": dict(self.collector_errors_total),
-                  "reconnects": self.sampler.connection.reconnects_total}
-        return statuspage.build_view(ctx, self.options.get("watermark", {}), health)
+                  "reconnects": snap.connection.reconnects_total}
+        return statuspage.build_view(ctx, self.options, health)
 
-    def families(self, pair: SamplePair) -> List[Metric]:
-        ctx_base = self._context_base(pair)
-        current = ctx_base["current"]
+    def families(self, snap: Snapshot) -> List[Metric]:
+        scrape_ctx = scrape_context(snap, self.domain_filter)
+        current = scrape_ctx.current
         out: List[Metric] = []
         timings: List[Tuple[str, float, bool]] = []
         for spec in self.collectors:
             started = time.perf_counter()
             ok = False
-            # Without libvirt only these have something true to say: host identity, and the perfmon
-            # engine's state (it does not depend on this scrape's sample; dropping it would make
-            # Prometheus mark its series stale).
-            if current.up or spec.name in ("host", "perfmon"):
-                ctx = base.ScrapeContext(options=self.options.get(spec.name, {}), **ctx_base)
+            if current.up or spec.without_libvirt:
+                ctx = dataclasses.replace(scrape_ctx, options=self.options.get(spec.name, {}))
                 try:
                     out.extend(spec.collect(ctx))
                     ok = True
@@ -111,11 +81,27 @@ class Exporter:
                     self.collector_errors_total[spec.name] += 1
                     log.exception("collector %s failed", spec.name)
             timings.append((spec.name, time.perf_counter() - started, ok))
-        out[:0] = health_families(current, timings, self.sampler.connection.reconnects_total,
+        out[:0] = health_families(current, timings, snap.connection.reconnects_total,
                                   self.collector_errors_total, self._build_labels)
         if self.static_registry is not None:
             out.extend(self.static_registry.collect())
         return out
+
+
+def scrape_context(snap: Snapshot, domain_filter: DomainFilter = NO_FILTER) -> base.ScrapeContext:
+    """The collectors' context of one snapshot (no collector's options yet). With a domain filter,
+    ``current`` and ``previous`` hold the exported domains and ``unfiltered`` the whole pair."""
+    previous, current = snap.previous, snap.current
+    unfiltered: Optional[SamplePair] = None
+    keeps_domain = base.keeps_every_domain
+    if domain_filter.active:
+        unfiltered, keeps_domain = (previous, current), domain_filter.keeps
+        previous, current = domain_filter.apply(previous), domain_filter.apply_to(current)
+    background = snap.background
+    return base.ScrapeContext(current=current, previous=previous, domain_info=snap.domain_info,
+                              numa=background.numa, block_events=background.block_events,
+                              perfmon=background.perfmon, guest_agent=background.guest_agent,
+                              jobs=background.jobs, unfiltered=unfiltered, keeps_domain=keeps_domain)
 
 
 def sample_age_s(current: Sample) -> float:
@@ -168,17 +154,17 @@ class Scrape:
     def __init__(self, exporter: Exporter, timeout_s: Optional[float]) -> None:
         self.exporter = exporter
         self.timeout_s = timeout_s
-        self._pair: Optional[SamplePair] = None
+        self._snapshot: Optional[Snapshot] = None
 
     def prefetch(self) -> None:
         """Take (or wait for, or reuse) the sample; the libvirt part of the scrape."""
-        if self._pair is None:
-            self._pair = self.exporter.sampler.get(self.timeout_s)
+        if self._snapshot is None:
+            self._snapshot = self.exporter.sampler.snapshot(self.timeout_s)
 
     def collect(self) -> Iterable[Metric]:
         self.prefetch()
-        assert self._pair is not None
-        return self.exporter.families(self._pair)
+        assert self._snapshot is not None
+        return self.exporter.families(self._snapshot)
 
 
 def _libvirt_python_version() -> str:

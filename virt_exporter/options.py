@@ -31,7 +31,7 @@ def collector_options(args: argparse.Namespace) -> Dict[str, Dict[str, Any]]:
     def value(spec: base.CollectorSpec, opt: base.Option) -> Any:
         given = getattr(args, option_dest(spec.name, opt.name))
         if opt.repeatable:
-            return tuple(given) if given is not None else tuple(opt.default)
+            return tuple(given) if given is not None else opt.default
         return given
 
     return {spec.name: {opt.name: value(spec, opt) for opt in spec.options} for spec in base.REGISTRY.values()}

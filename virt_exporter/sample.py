@@ -7,7 +7,7 @@ and the collectors translate one into metric families. Nothing here talks to lib
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Dict, FrozenSet, List, Mapping, Optional, Tuple
+from typing import Any, Dict, FrozenSet, List, Mapping, Optional, Tuple, Union
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,13 +98,17 @@ class DomainStats:
         # 5 = VIR_DOMAIN_SHUTOFF, 0 = NOSTATE; both have no running QEMU and no stats groups.
         return self.state not in (0, 5)
 
-    def devices(self, group: str) -> List[Dict[str, Any]]:
+    def devices(self, group: str) -> List[DeviceStats]:
         """The ``group.N.*`` entries of a device group ("block", "net", "vcpu") as one dict per index.
 
         Keys lose their ``group.N.`` prefix; each dict gets ``"index"`` = N. Ordered by N.
         """
         return indexed_devices(self.stats, group)
 
+
+# One device's entries of an indexed stats group, its ``group.N.`` prefix left off, plus "index" = N:
+# counters and sizes are ints, names and paths strings.
+DeviceStats = Dict[str, Union[int, str]]
 
 # Per-device keys libvirt reports in each indexed group (libvirt's virDomainStatsGetAll docs).
 DEVICE_FIELDS: Dict[str, Tuple[str, ...]] = {
@@ -124,7 +128,7 @@ def _device_keys(group: str, index: int) -> Tuple[Tuple[str, str], ...]:
     return keys
 
 
-def indexed_devices(stats: Mapping[str, Any], group: str) -> List[Dict[str, Any]]:
+def indexed_devices(stats: Mapping[str, Any], group: str) -> List[DeviceStats]:
     """Split libvirt's flat ``group.N.key`` entries into a list of per-device dicts (see DomainStats.devices).
 
     Looks up the documented keys directly (a scan of every key of every domain was the exporter's
@@ -134,10 +138,10 @@ def indexed_devices(stats: Mapping[str, Any], group: str) -> List[Dict[str, Any]
     if count is None:
         # vcpu has "vcpu.current" / "vcpu.maximum" and indexes up to maximum - 1.
         count = stats.get(group + ".maximum", 0)
-    devices: List[Dict[str, Any]] = []
+    devices: List[DeviceStats] = []
     get = stats.get
     for i in range(int(count)):
-        dev: Dict[str, Any] = {"index": i}
+        dev: DeviceStats = {"index": i}
         for field, key in _device_keys(group, i):
             value = get(key)
             if value is not None:
@@ -146,7 +150,7 @@ def indexed_devices(stats: Mapping[str, Any], group: str) -> List[Dict[str, Any]
     return devices
 
 
-def block_layers_with_top(stats: Mapping[str, Any]) -> List[Tuple[Dict[str, Any], bool]]:
+def block_layers_with_top(stats: Mapping[str, Any]) -> List[Tuple[DeviceStats, bool]]:
     """Every ``block.N`` entry with whether it is its disk's top (guest-visible) layer.
 
     With the BACKING flag libvirt lists a disk's top layer first and its backing layers after it
@@ -163,6 +167,73 @@ def block_layers_with_top(stats: Mapping[str, Any]) -> List[Tuple[Dict[str, Any]
         out.append((dev, target not in seen))
         seen.add(target)
     return out
+
+
+# --- domain identity, from the domain XML (source/domxml.py parses it; a cache keeps it per UUID) ---
+
+@dataclasses.dataclass(frozen=True)
+class BackingLayer:
+    """One ``<backingStore>`` below a disk's top image (live XML numbers them: ``index``)."""
+
+    index: Optional[int]        # libvirt's index, the N of vda[N] and of block stats' backingIndex
+    source_type: Optional[str]  # file, block, network …
+    driver_type: Optional[str]  # image format of this layer
+    path: str
+
+
+@dataclasses.dataclass(frozen=True)
+class DiskInfo:
+    target: str                 # vda, sdb … (bulk stats' block.N.name)
+    device: str                 # disk, cdrom, floppy, lun
+    source_type: Optional[str]  # file, block, network, volume, dir, nvme …
+    path: str                   # file or device path, or "protocol:name" for network disks, "" when empty
+    bus: str
+    driver_type: Optional[str]  # image format: qcow2, raw …
+    alias: str = ""             # device alias (virtio-disk0), what I/O error events name a disk by
+    backing: Tuple[BackingLayer, ...] = ()
+    # <iotune> limits as written (element name → value, e.g. total_bytes_sec → 1048576); absent = none.
+    iotune: Tuple[Tuple[str, int], ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class InterfaceInfo:
+    target: str       # host-side device (vnet0, tap…), bulk stats' net.N.name
+    mac: str
+    type: str         # ethernet, bridge, network, direct …
+    source: str       # bridge / network / dev it is attached to
+    model: str
+
+
+@dataclasses.dataclass(frozen=True)
+class NovaInfo:
+    instance_name: str
+    project_name: str
+    project_uuid: str
+    user_name: str
+    user_uuid: str
+    flavor: str
+
+
+@dataclasses.dataclass(frozen=True)
+class DomainInfo:
+    uuid: str
+    name: str
+    os_type: str
+    arch: str
+    machine: str
+    domain_type: str           # kvm, qemu …
+    vcpus: int
+    memory_kib: int
+    disks: Tuple[DiskInfo, ...] = ()
+    interfaces: Tuple[InterfaceInfo, ...] = ()
+    nova: Optional[NovaInfo] = None
+    numatune: Optional[Tuple[str, str]] = None   # (mode, nodeset) of <numatune><memory>
+    perfmon_xml: Optional[str] = None            # the perfmon <config> in our metadata namespace
+    title: str = ""                              # <title>, bounded like a metadata label value
+    vcpu_cpuset: str = ""                        # <vcpu cpuset=…>: every vCPU's default affinity
+    vcpu_pins: Tuple[Tuple[int, str], ...] = ()  # <cputune><vcpupin vcpu cpuset>
+    emulator_cpuset: str = ""                    # <cputune><emulatorpin cpuset>
+    metadata_labels: Tuple[str, ...] = ()        # one value per --collector.domain.metadata-label
 
 
 @dataclasses.dataclass(frozen=True)
@@ -343,3 +414,10 @@ class JobSnapshot:
     active: Mapping[str, JobReading]
     completed: Mapping[Tuple[str, str], int]
     closing: FrozenSet[str] = frozenset()
+
+
+@dataclasses.dataclass(frozen=True)
+class ConnectionHealth:
+    """The libvirt connection's own counters."""
+
+    reconnects_total: int = 0

@@ -33,8 +33,11 @@ PAUSED_REASONS = {0: "unknown", 1: "user", 2: "migration", 3: "save", 4: "dump",
                   12: "post-copy", 13: "post-copy failed", 14: "API error"}
 
 
-def build_view(ctx: ScrapeContext, watermark_options: Mapping[str, Any], health: Mapping[str, Any]) -> Dict[str, Any]:
-    """Everything the page shows, as plain data."""
+def build_view(ctx: ScrapeContext, collector_options: Mapping[str, Mapping[str, Any]],
+               health: Mapping[str, Any]) -> Dict[str, Any]:
+    """Everything the page shows, as plain data (``collector_options``: every collector's options;
+    the page judges disks with the watermark collector's policy)."""
+    watermark_options = collector_options.get("watermark", {})
     current = ctx.current
     whole_previous, whole_current = ctx.whole_pair()
     usage = cpu_usage(whole_previous, whole_current) if current.up else None
@@ -149,7 +152,7 @@ def _steal(previous: Optional[DomainStats], current: DomainStats, interval_s: fl
     shares = []
     for dev in current.devices("vcpu"):
         then, now = before.get(dev["index"]), dev.get("delay")
-        if then is not None and now is not None and now >= then:
+        if isinstance(then, int) and isinstance(now, int) and now >= then:
             shares.append((now - then) / NS_PER_S / interval_s)
     return sum(shares) / len(shares) if shares else None
 

@@ -23,8 +23,7 @@ from virt_exporter.calc.watermark import (
     threshold_for,
     watermark_limit_bytes,
 )
-from virt_exporter.sample import DomainStats
-from virt_exporter.source.domxml import DiskInfo
+from virt_exporter.sample import DiskInfo, DomainStats
 
 GIB = 1024 * MIB
 

@@ -7,8 +7,7 @@ from pathlib import Path
 
 from virt_exporter.collectors import numa as numa_collector
 from virt_exporter.collectors.base import ScrapeContext
-from virt_exporter.sample import DomainStats, HostFacts, HostMemory, Sample
-from virt_exporter.source.domxml import DomainInfo
+from virt_exporter.sample import DomainInfo, DomainStats, HostFacts, HostMemory, Sample
 from virt_exporter.source.numa import NumaPlacementReader
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures/numa/twonode"

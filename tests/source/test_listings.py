@@ -19,6 +19,7 @@ from virt_exporter.sampler import Sampler, SamplerOptions
 from virt_exporter.source import bulk
 from virt_exporter.source.domxml import DomainXMLCache
 from virt_exporter.source.listings import ListingReader
+from virt_exporter.source.reader import SampleReader
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -97,14 +98,15 @@ def test_failed_listing_keeps_the_sample_and_fails_only_the_pool_collector(host:
     load_all()
     specs = [REGISTRY[n] for n in ("domain", "storage_pool")]
     with connected() as conn:
-        sampler = Sampler(conn, DomainXMLCache(), SamplerOptions(groups=list(bulk.GROUP_FLAGS), min_interval_s=0.0))
-        sampler.reader.read_listings([DOMAIN_FLAGS, STORAGE_POOLS])
-        pair = sampler.get()
-        sample = pair[1]
+        xml_cache = DomainXMLCache()
+        reader = SampleReader(conn, xml_cache, list(bulk.GROUP_FLAGS), listings=[DOMAIN_FLAGS, STORAGE_POOLS])
+        sampler = Sampler(reader, SamplerOptions(min_interval_s=0.0), domain_info=xml_cache.snapshot)
+        snapshot = sampler.snapshot()
+        sample = snapshot.current
         assert sample.up and len(sample.domains) == 6
         assert sample.storage_pools is None and sample.autostart is None and "scripted" in sample.listings_error
         exporter = Exporter(sampler, specs, {"domain": {"metadata-label": ()}, "storage_pool": {}})
-        families = {f.name: f for f in exporter.families(pair)}
+        families = {f.name: f for f in exporter.families(snapshot)}
         success = {s.labels["collector"]: s.value for s in families["libvirt_exporter_collector_success"].samples}
         assert success == {"domain": 1.0, "storage_pool": 0.0}
         assert len(families["libvirt_domain_state"].samples) == 6

@@ -23,9 +23,9 @@ ENOSPC, so headroom may be negative.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Dict, List, Mapping, Optional, Union
 
-from ..sample import DomainStats, block_layers_with_top
+from ..sample import DiskInfo, DomainStats, block_layers_with_top
 
 MIB = 1024 * 1024
 DEFAULT_CHUNK_MIB = 2560            # vdsm irs.volume_utilization_chunk_mb
@@ -106,7 +106,7 @@ class Layer:
         return None not in (self.allocation_bytes, self.capacity_bytes, self.physical_bytes)
 
 
-def _int(value: Any) -> Optional[int]:
+def _int(value: Optional[Union[int, str]]) -> Optional[int]:
     return None if value is None else int(value)
 
 
@@ -130,13 +130,12 @@ def block_layers(dom: DomainStats) -> List[Layer]:
     return out
 
 
-def layer_is_chunked(layer: Layer, disks: Mapping[str, Any]) -> bool:
+def layer_is_chunked(layer: Layer, disks: Mapping[str, DiskInfo]) -> bool:
     """Whether this layer is a chunked volume, from the parsed domain XML (``DiskInfo`` by target).
 
     The top layer is judged by the disk's own type and format. A backing layer needs its own type and
-    format, which only the XML's ``<backingStore>`` chain has: it is read from ``disk.backing`` (items
-    with ``index``, ``source_type``, ``driver_type``) when the DiskInfo carries one; without it a
-    backing layer does not qualify — no value beats a guessed one.
+    format, which only the XML's ``<backingStore>`` chain has (``disk.backing``); a backing layer the
+    chain does not describe does not qualify — no value beats a guessed one.
     """
     disk = disks.get(layer.target)
     if disk is None:
@@ -145,7 +144,7 @@ def layer_is_chunked(layer: Layer, disks: Mapping[str, Any]) -> bool:
         return is_chunked(disk.device, disk.source_type, disk.driver_type)
     if disk.device not in (None, "disk"):
         return False
-    for backing in getattr(disk, "backing", ()) or ():
+    for backing in disk.backing:
         if backing.index == layer.backing_index:
             return is_chunked(None, backing.source_type, backing.driver_type)
     return False
@@ -220,7 +219,7 @@ class Watermark:
     threshold_bytes: Optional[int]  # physical − limit where a write threshold belongs
 
 
-def layer_watermark(policy: WatermarkPolicy, layer: Layer, disks: Mapping[str, Any]) -> Optional[Watermark]:
+def layer_watermark(policy: WatermarkPolicy, layer: Layer, disks: Mapping[str, DiskInfo]) -> Optional[Watermark]:
     """The rule's verdict on a layer, or None for a layer that is not a sized chunked volume."""
     if not (layer.sized and layer_is_chunked(layer, disks)):
         return None
@@ -229,13 +228,13 @@ def layer_watermark(policy: WatermarkPolicy, layer: Layer, disks: Mapping[str, A
     return policy.evaluate(layer.allocation_bytes, layer.capacity_bytes, layer.physical_bytes)
 
 
-def chunked_layers(dom: DomainStats, disks: Mapping[str, Any]) -> Dict[str, Layer]:
+def chunked_layers(dom: DomainStats, disks: Mapping[str, DiskInfo]) -> Dict[str, Layer]:
     """The chunked, sized layers of a domain by ``device`` name (``vda[1]``…)."""
     return {layer.device: layer for layer in block_layers(dom)
             if layer.sized and layer_is_chunked(layer, disks)}
 
 
-def thresholds_due(policy: WatermarkPolicy, dom: DomainStats, disks: Mapping[str, Any]) -> Dict[str, int]:
+def thresholds_due(policy: WatermarkPolicy, dom: DomainStats, disks: Mapping[str, DiskInfo]) -> Dict[str, int]:
     """device → the write threshold to set now, for every chunked layer of the domain that needs one."""
     out: Dict[str, int] = {}
     for device, layer in chunked_layers(dom, disks).items():

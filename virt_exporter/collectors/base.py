@@ -7,14 +7,19 @@ It keeps no state between scrapes and never talks to libvirt or /proc; the sampl
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Mapping, Optional, Tuple
+import enum
+from typing import TYPE_CHECKING, Callable, Dict, Iterable, Mapping, Optional, Tuple
 
 from prometheus_client.metrics_core import Metric
 
-from ..sample import BlockEventCounts, GuestAgentSnapshot, JobSnapshot, NumaSnapshot, Sample
+from ..sample import BlockEventCounts, DomainInfo, GuestAgentSnapshot, JobSnapshot, NumaSnapshot, Sample
 
 if TYPE_CHECKING:
     from ..perfmon.engine import EngineSnapshot
+
+
+def keeps_every_domain(name: str) -> bool:
+    return True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,8 +27,8 @@ class ScrapeContext:
     """Inputs of one scrape.
 
     ``current`` is the sample this scrape serves; ``previous`` the sample before it (None on the first
-    sample after start), for rates. ``domain_info`` maps UUID → the cached, parsed domain XML
-    (``source.domxml.DomainInfo``). ``options`` holds this collector's ``--collector.<name>.<option>``
+    sample after start), for rates. ``domain_info`` maps UUID → the parsed domain XML as of
+    ``current``. ``options`` holds this collector's ``--collector.<name>.<option>``
     values. ``numa``, ``block_events``, ``perfmon``, ``guest_agent`` and ``jobs`` are the latest snapshots of
     the subsystems that read in the background (None when the subsystem is off): a collector only reads them.
 
@@ -34,15 +39,15 @@ class ScrapeContext:
 
     current: Sample
     previous: Optional[Sample]
-    domain_info: Mapping[str, Any]
-    options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    domain_info: Mapping[str, DomainInfo]
+    options: Mapping[str, object] = dataclasses.field(default_factory=dict)
     numa: Optional[NumaSnapshot] = None
     block_events: Optional[BlockEventCounts] = None
     perfmon: Optional["EngineSnapshot"] = None
     guest_agent: Optional[GuestAgentSnapshot] = None
     jobs: Optional[JobSnapshot] = None
     unfiltered: Optional[Tuple[Optional[Sample], Sample]] = None
-    keeps_domain: Callable[[str], bool] = lambda name: True
+    keeps_domain: Callable[[str], bool] = keeps_every_domain
 
     def whole_pair(self) -> Tuple[Optional[Sample], Sample]:
         """(previous, current) with every domain, exported or not."""
@@ -56,17 +61,29 @@ class Option:
     ``repeatable`` option collects every occurrence into a tuple (its default is a tuple too)."""
 
     name: str
-    type: Callable[[str], Any]
-    default: Any
+    type: Callable[[str], object]
+    default: object
     help: str
     repeatable: bool = False
 
 
+class Background(enum.Enum):
+    """A reader that works in the background for a collector, between samples; the app starts those
+    the enabled collectors need and their latest readings reach the collectors in ScrapeContext."""
+
+    NUMA_PLACEMENT = "per-domain NUMA placement from /proc (ScrapeContext.numa)"
+    BLOCK_EVENTS = "block threshold and I/O error events (ScrapeContext.block_events)"
+    GUEST_AGENT = "guest agent queries (ScrapeContext.guest_agent)"
+    JOB_STATS = "statistics of running jobs (ScrapeContext.jobs)"
+
+
 @dataclasses.dataclass(frozen=True)
 class CollectorSpec:
-    """A registered collector: its flag name, whether it is on by default, the libvirt stats groups it
-    needs (so the sampler asks only for those), the per-sample listings it needs (``reads``, kinds
-    of source/listings.py) and the function that yields its families."""
+    """A registered collector: its flag name, whether it is on by default, and what it needs, as
+    node_exporter's factories declare it: the libvirt stats groups (so the sampler asks only for
+    those), the per-sample listings (``reads``, kinds of source/listings.py), the QEMU pids, a
+    background reader; and whether it has something true to say without libvirt
+    (``without_libvirt``: it runs when the sample is down). ``collect`` yields its families."""
 
     name: str
     collect: Callable[[ScrapeContext], Iterable[Metric]]
@@ -75,6 +92,9 @@ class CollectorSpec:
     help: str = ""
     options: Tuple[Option, ...] = ()
     reads: Tuple[str, ...] = ()
+    qemu_pids: bool = False
+    background: Optional[Background] = None
+    without_libvirt: bool = False
 
 
 REGISTRY: Dict[str, CollectorSpec] = {}
@@ -84,15 +104,16 @@ CollectFn = Callable[[ScrapeContext], Iterable[Metric]]
 
 
 def register(name: str, *, default_enabled: bool = True, stats_groups: Tuple[str, ...] = (),
-             help: str = "", options: Tuple[Option, ...] = (),
-             reads: Tuple[str, ...] = ()) -> Callable[[CollectFn], CollectFn]:
+             help: str = "", options: Tuple[Option, ...] = (), reads: Tuple[str, ...] = (),
+             qemu_pids: bool = False, background: Optional[Background] = None,
+             without_libvirt: bool = False) -> Callable[[CollectFn], CollectFn]:
     """Decorator: register ``collect(ctx)`` under ``name`` (the ``--collector.<name>`` flag)."""
 
     def wrap(fn: Callable[[ScrapeContext], Iterable[Metric]]) -> Callable[[ScrapeContext], Iterable[Metric]]:
         if name in REGISTRY:
             raise ValueError("collector registered twice: " + name)
         REGISTRY[name] = CollectorSpec(name, fn, default_enabled, tuple(stats_groups), help, tuple(options),
-                                       tuple(reads))
+                                       tuple(reads), qemu_pids, background, without_libvirt)
         return fn
 
     return wrap

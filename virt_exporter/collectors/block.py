@@ -6,11 +6,11 @@ Every layer of a disk's chain has its own allocation / capacity / physical; laye
 
 from __future__ import annotations
 
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
+from typing import Iterable, List, Optional, Tuple
 
 from prometheus_client.metrics_core import Metric
 
-from ..sample import block_layers_with_top
+from ..sample import DeviceStats, DomainStats, block_layers_with_top
 from .base import ScrapeContext, register
 from .families import NS_PER_S, counter, gauge, info
 
@@ -37,10 +37,10 @@ BLOCK_SIZES = (
 )
 
 
-def disk_layers(stats: Mapping[str, Any]) -> List[Tuple[Dict[str, Any], Optional[str]]]:
+def disk_layers(dom: DomainStats) -> List[Tuple[DeviceStats, Optional[str]]]:
     """Pair each block.N entry with its backing_index label: None for the top layer of a disk."""
     return [(dev, None if top else str(dev.get("backingIndex", "")))
-            for dev, top in block_layers_with_top(stats)]
+            for dev, top in block_layers_with_top(dom.stats)]
 
 
 @register("block", stats_groups=("block",),
@@ -58,7 +58,7 @@ def collect(ctx: ScrapeContext) -> Iterable[Metric]:
             continue
         meta = ctx.domain_info.get(uuid)
         disks = {d.target: d for d in meta.disks} if meta is not None else {}
-        for dev, backing_index in disk_layers(dom.stats):
+        for dev, backing_index in disk_layers(dom):
             # The families zip label names with values: leaving backing_index off the list leaves the
             # label off the top layer's series.
             target = str(dev.get("name", ""))
@@ -77,7 +77,7 @@ def collect(ctx: ScrapeContext) -> Iterable[Metric]:
                 for key, family, scale in counters:
                     value = dev.get(key)
                     if value is not None:
-                        family.add_metric(labels, value / scale)
+                        family.add_metric(labels, int(value) / scale)
             for key, family in sizes:
                 value = dev.get(key)
                 if value is not None:

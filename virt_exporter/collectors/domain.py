@@ -7,7 +7,7 @@ Inactive (defined, shut off) domains export these and nothing else.
 from __future__ import annotations
 
 import argparse
-from typing import Iterable
+from typing import Iterable, Tuple
 
 from prometheus_client.metrics_core import Metric
 
@@ -42,7 +42,7 @@ METADATA_LABEL = Option(
           help="domain info and title, OpenStack Nova info, metadata labels, state and reason, autostart, "
                "persistent")
 def collect(ctx: ScrapeContext) -> Iterable[Metric]:
-    specs = ctx.options.get("metadata-label", ())
+    specs = [spec for spec in _as_tuple(ctx.options.get("metadata-label")) if isinstance(spec, LabelSpec)]
     dom_info = info("libvirt_domain_info", "Domain identity from its XML (value 1); title is <title>.",
                     ["domain", "uuid", "os_type", "arch", "machine", "type", "title"])
     nova = info("libvirt_domain_openstack_info", "OpenStack Nova metadata of the domain (value 1).",
@@ -80,3 +80,7 @@ def collect(ctx: ScrapeContext) -> Iterable[Metric]:
         if specs and len(meta.metadata_labels) == len(specs):
             metadata.add_metric([name, *meta.metadata_labels], {})
     yield from (dom_info, nova, metadata, state, reason, autostart, persistent)
+
+
+def _as_tuple(value: object) -> Tuple[object, ...]:
+    return value if isinstance(value, tuple) else ()

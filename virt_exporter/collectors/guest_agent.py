@@ -13,7 +13,7 @@ from typing import Iterable, Set, Tuple
 from prometheus_client.metrics_core import Metric
 
 from ..metadata_labels import bounded
-from .base import Option, ScrapeContext, register
+from .base import Background, Option, ScrapeContext, register
 from .families import gauge, info
 
 # Filesystems that hold no user data: the agent of a Linux guest reports only those on a block
@@ -32,7 +32,7 @@ def seconds(text: str) -> float:
     return value
 
 
-@register("guest_agent", default_enabled=False, options=(
+@register("guest_agent", default_enabled=False, background=Background.GUEST_AGENT, options=(
     Option("interval", seconds, 30.0, "seconds between two guest-agent reads of a domain"),
     Option("timeout", seconds, 2.0, "seconds a guest-agent call is waited for before the domain "
            "shows as down (the call is never waited for by a scrape)"),

@@ -10,7 +10,7 @@ from .base import ScrapeContext, register
 from .families import gauge, info
 
 
-@register("host", help="host info (hostname, versions, CPU model) and logical CPU count")
+@register("host", without_libvirt=True, help="host info (hostname, versions, CPU model) and logical CPU count")
 def collect(ctx: ScrapeContext) -> Iterable[Metric]:
     facts = ctx.current.host
     fam = info("libvirt_host_info", "Host identity: hostname and versions from libvirt, "

@@ -12,7 +12,7 @@ from typing import Iterable, Optional
 from prometheus_client.metrics_core import Metric
 
 from ..sample import JobSnapshot
-from .base import Option, ScrapeContext, register
+from .base import Background, Option, ScrapeContext, register
 from .families import counter, gauge, info
 
 MS_PER_S = 1000.0
@@ -45,7 +45,7 @@ def dirty_rate_bytes_per_s(stats: dict) -> Optional[float]:
     return float(pages) * float(stats.get("memory_page_size", 4096))
 
 
-@register("job", default_enabled=True,
+@register("job", default_enabled=True, background=Background.JOB_STATS,
           help="running domain jobs (migrations, saves, dumps, backups): progress, transfer and dirty "
                "rates, iteration; jobs ended by operation and outcome. Reads the job statistics of "
                "domains that have a job only (known from events and state reasons)",

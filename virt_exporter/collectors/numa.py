@@ -14,7 +14,7 @@ from typing import Iterable, List, Mapping
 from prometheus_client.metrics_core import Metric
 
 from ..calc.numa import memory_per_cell, vcpus_per_cell
-from .base import Option, ScrapeContext, register
+from .base import Background, Option, ScrapeContext, register
 from .families import KIB, gauge, info
 
 
@@ -25,7 +25,8 @@ def _cell_cpus(ctx: ScrapeContext, reader_node_cpus: Mapping[int, List[int]]) ->
     return reader_node_cpus
 
 
-@register("numa", default_enabled=True, stats_groups=("state",),
+@register("numa", default_enabled=True, stats_groups=("state",), qemu_pids=True,
+          background=Background.NUMA_PLACEMENT,
           help="NUMA cells of the host and per-VM memory / vCPU placement",
           options=(Option("interval", float, 30.0,
                           "Seconds between reads of each VM's /proc/<pid>/numa_maps (read in the "
@@ -63,7 +64,8 @@ def collect(ctx: ScrapeContext) -> Iterable[Metric]:
                             "The domain's configured <numatune><memory mode nodeset> (domain XML).",
                             labels=["domain", "mode", "nodeset"])
     for uuid, dom in sorted(current.domains.items(), key=lambda kv: kv[1].name):
-        numatune = getattr(ctx.domain_info.get(uuid), "numatune", None)
+        meta = ctx.domain_info.get(uuid)
+        numatune = meta.numatune if meta is not None else None
         if numatune:
             mode, nodeset = numatune
             tune.add_metric([dom.name, mode or "", nodeset or ""], {})

@@ -19,6 +19,9 @@ VAR_LABELS = ["object", "domain", "variable"]
 
 # The groups the engine's VM data sources need from the shared sampler (cpuN, vif, vbd, memory).
 @register("perfmon", stats_groups=("vcpu", "interface", "block", "balloon"),
+          # The engine's state does not depend on this scrape's sample: dropping it while libvirt is
+          # down would make Prometheus mark its series stale.
+          without_libvirt=True,
           help="perfmon engine: consolidated values, levels, countdowns and alarms (needs --perfmon.config)")
 def collect(ctx: ScrapeContext) -> Iterable[Metric]:
     snap = ctx.perfmon

@@ -15,7 +15,7 @@ gauges are exported.
 from __future__ import annotations
 
 import argparse
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
+from typing import Dict, Iterable, Mapping, Optional, Tuple
 
 from prometheus_client.metrics_core import Metric
 
@@ -28,7 +28,7 @@ from ..calc.watermark import (
     layer_watermark,
     top_indexes,
 )
-from .base import Option, ScrapeContext, register
+from .base import Background, Option, ScrapeContext, register
 from .families import counter, gauge
 
 QUALIFY = ("Only chunked volumes: qcow2 on block storage (an LV, LUN or loop device); a qcow2 file on a "
@@ -55,18 +55,21 @@ def _percent(text: str) -> int:
     return value
 
 
-def policy_from_options(options: Mapping[str, Any]) -> WatermarkPolicy:
-    return WatermarkPolicy.from_options(options.get("chunk-mib", DEFAULT_CHUNK_MIB),
-                                        options.get("utilization-percent", DEFAULT_UTILIZATION_PERCENT))
+def policy_from_options(options: Mapping[str, object]) -> WatermarkPolicy:
+    chunk_mib = options.get("chunk-mib", DEFAULT_CHUNK_MIB)
+    utilization_percent = options.get("utilization-percent", DEFAULT_UTILIZATION_PERCENT)
+    if not isinstance(chunk_mib, int) or not isinstance(utilization_percent, int):
+        raise TypeError("watermark options must be ints, got %r and %r" % (chunk_mib, utilization_percent))
+    return WatermarkPolicy.from_options(chunk_mib, utilization_percent)
 
 
-def arms_thresholds(enabled_collectors: Iterable[str], options: Mapping[str, Mapping[str, Any]]) -> bool:
+def arms_thresholds(enabled_collectors: Iterable[str], options: Mapping[str, Mapping[str, object]]) -> bool:
     """The one predicate for opening libvirt read-write: this collector is on and its threshold
     option is set. Everything else in the exporter works on a read-only connection."""
     return "watermark" in set(enabled_collectors) and bool(options.get("watermark", {}).get("threshold"))
 
 
-@register("watermark", stats_groups=("block",),
+@register("watermark", stats_groups=("block",), background=Background.BLOCK_EVENTS,
           help="thin-volume watermarks (vdsm's extension rule), block-threshold and I/O-error event counters",
           options=(
               Option("chunk-mib", _chunk_mib, DEFAULT_CHUNK_MIB,
@@ -171,10 +174,10 @@ def _io_errors_by_target(ctx: ScrapeContext, raw: Mapping[Tuple[str, str, str, s
     out: Dict[Tuple[str, str, str], int] = {}
     for (uuid, path, alias, reason), n in raw.items():
         meta = ctx.domain_info.get(uuid)
-        disks: List[Any] = list(meta.disks) if meta is not None else []
+        disks = meta.disks if meta is not None else ()
         target = next((d.target for d in disks if path and d.path == path), None)
         if target is None:
-            target = next((d.target for d in disks if alias and getattr(d, "alias", None) == alias), None)
+            target = next((d.target for d in disks if alias and d.alias == alias), None)
         key = (uuid, target or alias or path, reason)
         out[key] = out.get(key, 0) + n
     return out

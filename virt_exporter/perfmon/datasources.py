@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Dict, FrozenSet, Mapping, Optional, Set
 
-from ..sample import DomainStats, Sample, block_layers_with_top, indexed_devices
+from ..sample import DeviceStats, DomainStats, Sample, block_layers_with_top, indexed_devices
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,9 +56,9 @@ def _rate(values: Dict[str, float], unavailable: Set[str], name: str,
     values[name] = delta / (interval_s * units_per_s)
 
 
-def _top_layers(stats: Mapping[str, Any]) -> Dict[str, Dict[str, Any]]:
+def _top_layers(stats: Mapping[str, Any]) -> Dict[str, DeviceStats]:
     """Each disk's guest-visible layer by target (sample.block_layers_with_top)."""
-    return {dev["name"]: dev for dev, top in block_layers_with_top(stats) if top}
+    return {str(dev["name"]): dev for dev, top in block_layers_with_top(stats) if top}
 
 
 def vm_datasources(previous: Optional[DomainStats], current: DomainStats, interval_s: float) -> DataSources:
@@ -76,7 +76,7 @@ def vm_datasources(previous: Optional[DomainStats], current: DomainStats, interv
     for dev in indexed_devices(cur_stats, "vcpu"):
         p = prev_vcpus.get(dev["index"], {})
         # ns of vCPU time per ns of wall time = share of one physical CPU
-        _rate(values, unavailable, "cpu%d" % dev["index"], p.get("time"), dev.get("time"), interval_s, 1e9)
+        _rate(values, unavailable, "cpu%d" % int(dev["index"]), p.get("time"), dev.get("time"), interval_s, 1e9)
 
     prev_nets = {d["index"]: d for d in indexed_devices(prev_stats, "net")}
     for dev in indexed_devices(cur_stats, "net"):
@@ -84,7 +84,7 @@ def vm_datasources(previous: Optional[DomainStats], current: DomainStats, interv
         if p.get("name") != dev.get("name"):
             p = {}  # another interface now holds this index (hot-unplug + plug): no rate this step
         for key, suffix in (("rx.bytes", "rx"), ("tx.bytes", "tx")):
-            _rate(values, unavailable, "vif_%d_%s" % (dev["index"], suffix), p.get(key), dev.get(key), interval_s)
+            _rate(values, unavailable, "vif_%d_%s" % (int(dev["index"]), suffix), p.get(key), dev.get(key), interval_s)
 
     prev_disks = _top_layers(prev_stats)
     for target, dev in _top_layers(cur_stats).items():

@@ -36,6 +36,8 @@ from typing import Any, Callable, List, Optional, Tuple, TypeVar
 
 import libvirt
 
+from ..sample import ConnectionHealth
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -193,6 +195,9 @@ class Connection:
             conn = self._lanes[0].conn if self._lanes else None
         if conn is not None:
             self._register_event(conn, event_id, callback)
+
+    def health(self) -> ConnectionHealth:
+        return ConnectionHealth(reconnects_total=self.reconnects_total)
 
     def on_connect(self, hook: Callable[[libvirt.virConnect], None]) -> None:
         """Run ``hook(conn)`` after every successful (re)connect (on the connect thread)."""

@@ -6,7 +6,6 @@ has not seen, and again only after a lifecycle, device-added/removed or metadata
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import threading
 from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
@@ -16,6 +15,7 @@ from lxml import etree
 
 from ..metadata_labels import LabelSpec, bounded, label_values
 from ..namespaces import PERFMON_METADATA_NS
+from ..sample import BackingLayer, DiskInfo, DomainInfo, InterfaceInfo, NovaInfo
 
 log = logging.getLogger(__name__)
 
@@ -24,71 +24,6 @@ NOVA_NS_PREFIX = "http://openstack.org/xmlns/libvirt/nova/"
 # No entities, no network, no huge trees: domain XML comes from libvirtd, but metadata inside it
 # is whatever a user put there.
 _PARSER = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=False, remove_comments=True)
-
-
-@dataclasses.dataclass(frozen=True)
-class BackingLayer:
-    """One ``<backingStore>`` below a disk's top image (live XML numbers them: ``index``)."""
-
-    index: Optional[int]        # libvirt's index, the N of vda[N] and of block stats' backingIndex
-    source_type: Optional[str]  # file, block, network …
-    driver_type: Optional[str]  # image format of this layer
-    path: str
-
-
-@dataclasses.dataclass(frozen=True)
-class DiskInfo:
-    target: str                 # vda, sdb … (bulk stats' block.N.name)
-    device: str                 # disk, cdrom, floppy, lun
-    source_type: Optional[str]  # file, block, network, volume, dir, nvme …
-    path: str                   # file or device path, or "protocol:name" for network disks, "" when empty
-    bus: str
-    driver_type: Optional[str]  # image format: qcow2, raw …
-    alias: str = ""             # device alias (virtio-disk0), what I/O error events name a disk by
-    backing: Tuple[BackingLayer, ...] = ()
-    # <iotune> limits as written (element name → value, e.g. total_bytes_sec → 1048576); absent = none.
-    iotune: Tuple[Tuple[str, int], ...] = ()
-
-
-@dataclasses.dataclass(frozen=True)
-class InterfaceInfo:
-    target: str       # host-side device (vnet0, tap…), bulk stats' net.N.name
-    mac: str
-    type: str         # ethernet, bridge, network, direct …
-    source: str       # bridge / network / dev it is attached to
-    model: str
-
-
-@dataclasses.dataclass(frozen=True)
-class NovaInfo:
-    instance_name: str
-    project_name: str
-    project_uuid: str
-    user_name: str
-    user_uuid: str
-    flavor: str
-
-
-@dataclasses.dataclass(frozen=True)
-class DomainInfo:
-    uuid: str
-    name: str
-    os_type: str
-    arch: str
-    machine: str
-    domain_type: str           # kvm, qemu …
-    vcpus: int
-    memory_kib: int
-    disks: Tuple[DiskInfo, ...] = ()
-    interfaces: Tuple[InterfaceInfo, ...] = ()
-    nova: Optional[NovaInfo] = None
-    numatune: Optional[Tuple[str, str]] = None   # (mode, nodeset) of <numatune><memory>
-    perfmon_xml: Optional[str] = None            # the perfmon <config> in our metadata namespace
-    title: str = ""                              # <title>, bounded like a metadata label value
-    vcpu_cpuset: str = ""                        # <vcpu cpuset=…>: every vCPU's default affinity
-    vcpu_pins: Tuple[Tuple[int, str], ...] = ()  # <cputune><vcpupin vcpu cpuset>
-    emulator_cpuset: str = ""                    # <cputune><emulatorpin cpuset>
-    metadata_labels: Tuple[str, ...] = ()        # one value per --collector.domain.metadata-label
 
 
 def _attr(el: Optional[etree._Element], name: str, default: str = "") -> str:

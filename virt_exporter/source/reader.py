@@ -10,7 +10,7 @@ import re
 import time
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FuturesTimeout
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, FrozenSet, Iterable, List, Optional, Sequence, Tuple
 
 import libvirt
 
@@ -31,9 +31,15 @@ MemoryReading = Tuple[HostMemory, Dict[int, HostMemory]]
 
 
 class SampleReader:
+    """Reads samples for the sampler. ``groups``: the bulk stats groups to ask for; ``listings``:
+    what to list with every sample (sample.DOMAIN_FLAGS, sample.STORAGE_POOLS); ``closing()``: the
+    UUIDs of the domains libvirtd is tearing down after a migration (source/jobs.py), which the
+    stats calls and listings must not wait for."""
+
     def __init__(self, connection: Connection, xml_cache: DomainXMLCache, groups: Sequence[str],
                  backing: bool = True, concurrency: int = 1, read_qemu_pids: bool = False,
-                 host_root: str = "/", clock: Callable[[], float] = time.monotonic) -> None:
+                 host_root: str = "/", clock: Callable[[], float] = time.monotonic,
+                 listings: Sequence[str] = (), closing: Callable[[], FrozenSet[str]] = frozenset) -> None:
         self.connection = connection
         self.xml_cache = xml_cache
         self.groups = list(groups)
@@ -41,7 +47,8 @@ class SampleReader:
         self.host_root = host_root
         self._clock = clock
         self.stats = StuckAwareStats(connection, groups, backing, concurrency, clock)
-        self.listings: Optional[ListingReader] = None
+        self.stats.closing = closing
+        self.listings: Optional[ListingReader] = ListingReader(listings) if listings else None
         self._node: Optional[NodeInfo] = None
         self._host: Optional[HostFacts] = None
         self._last_memory: Optional[MemoryReading] = None
@@ -51,10 +58,6 @@ class SampleReader:
     def _on_connect(self, conn: libvirt.virConnect) -> None:
         self._node, self._host = read_host_facts(conn, self.host_root)
         self.xml_cache.invalidate_all()
-
-    def read_listings(self, kinds: Sequence[str]) -> None:
-        """List these (sample.DOMAIN_FLAGS, sample.STORAGE_POOLS) with every sample from now on."""
-        self.listings = ListingReader(kinds) if kinds else None
 
     def forget(self, uuid: str) -> None:
         """A domain that was destroyed or undefined."""
