@@ -40,7 +40,7 @@ def _idle_context(spec: base.CollectorSpec) -> base.ScrapeContext:
     return base.ScrapeContext(current=empty, previous=None, domain_info={},
                               options={o.name: o.default for o in spec.options}, perfmon=engine.snapshot(),
                               numa=NumaSnapshot({}, {}, True, "", 0.0),
-                              block_events=BlockEventCounts({}, {}, 0, 0))
+                              block_events=BlockEventCounts({}, {}, 0))
 
 
 def metric_rows() -> List[Tuple[str, str, str, str, str]]:
