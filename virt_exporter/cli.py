@@ -66,7 +66,7 @@ def _non_negative_int(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = UsageParser(prog="virt-exporter", description="Prometheus exporter for libvirt/KVM hosts.",
-                allow_abbrev=False)
+                    allow_abbrev=False)
     p.add_argument("--version", action="version", version="virt_exporter " + __version__)
     web = p.add_argument_group("web")
     web.add_argument("--web.listen-address", dest="listen_address", default=":9177",

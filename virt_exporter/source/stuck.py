@@ -89,7 +89,6 @@ SUSPECT_HOLD_S = 300.0
 PROBE_INTERVAL_S = 1.0
 
 
-
 class SampledDomain(NamedTuple):
     """One domain in a sample's stats: what a call answered for it, or, for a suspect kept out of the
     calls (``domain`` None), its state group as it last answered."""
