@@ -2,7 +2,7 @@
 calls by name, keyword arguments kept for client_python's signatures, and what only the tests read."""
 
 from virt_exporter import exposition, sampler, server
-from virt_exporter.sample import BlockEventCounts, NetDevCounters
+from virt_exporter.sample import NetDevCounters
 from virt_exporter.source import connection, stuck
 from virt_exporter.webconfig import WebConfig
 
@@ -28,12 +28,10 @@ sampler.Sampler.samples_total
 connection.Connection.tainted_lanes
 stuck.StuckAwareStats.suspects
 WebConfig.auth_required
-BlockEventCounts.arms_total
 NetDevCounters.rx_packets
 NetDevCounters.tx_packets
 
-# the perfmon harness swaps the file config between steps; the snapshot's time of the last step
-from virt_exporter.perfmon.engine import EngineSnapshot, PerfmonEngine  # noqa: E402
+# the snapshot's time of the last step
+from virt_exporter.perfmon.engine import EngineSnapshot  # noqa: E402
 
-PerfmonEngine.set_file_config
 EngineSnapshot.last_step_s

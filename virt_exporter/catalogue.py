@@ -40,12 +40,12 @@ def _idle_context(spec: base.CollectorSpec) -> base.ScrapeContext:
     return base.ScrapeContext(current=empty, previous=None, domain_info={},
                               options={o.name: o.default for o in spec.options}, perfmon=engine.snapshot(),
                               numa=NumaSnapshot({}, {}, True, "", 0.0),
-                              block_events=BlockEventCounts({}, {}, 0, 0))
+                              block_events=BlockEventCounts({}, {}, 0))
 
 
 def metric_rows() -> List[Tuple[str, str, str, str, str]]:
     """(collector, name as exposed, type, labels, help) for every family."""
-    from .exposition import FastFamily
+    from .exposition import FastFamily, sample_name
     from .sample import Sample
 
     load_all()
@@ -54,9 +54,8 @@ def metric_rows() -> List[Tuple[str, str, str, str, str]]:
 
     def add(collector: str, families: Iterable[Metric]) -> None:
         for fam in families:
-            name = fam.name
             typ = fam.type
-            exposed = name + {"counter": "_total", "info": "_info"}.get(typ, "")
+            exposed = sample_name(fam.name, typ)
             if exposed in seen:
                 continue
             seen.add(exposed)

@@ -15,23 +15,18 @@ import sys
 import threading
 import time
 import urllib.parse
-from typing import Any, NoReturn, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence, TypeVar
 
 from . import __version__
 from .collectors import base, load_all
-from .options import UsageError, option_dest
+from .options import option_dest
 from .perfmon.engine import DEFAULT_ALARM_RETENTION_S
+from .usage import UsageError, UsageParser, fail
 
 log = logging.getLogger("virt_exporter")
 
-EXIT_USAGE = 2
 _URI_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://[^\s]*$")
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        # One line, not argparse's usage block: operators grep logs for it.
-        raise UsageError(message)
+N = TypeVar("N", int, float)
 
 
 def _valid_uri(uri: str) -> bool:
@@ -46,39 +41,32 @@ def _valid_uri(uri: str) -> bool:
     return True
 
 
-def _positive_float(text: str) -> float:
+def _number(text: str, kind: Callable[[str], N], what: str, in_range: Callable[[N], bool], bound: str) -> N:
+    """``text`` as an int or float in range, else the error argparse reports for the flag."""
     try:
-        value = float(text)
+        value = kind(text)
     except ValueError:
-        raise argparse.ArgumentTypeError("not a number: %r" % text) from None
-    if not value > 0 or value == float("inf"):  # nan and inf too
-        raise argparse.ArgumentTypeError("must be a number > 0: %r" % text)
+        raise argparse.ArgumentTypeError("not %s: %r" % (what, text)) from None
+    if not in_range(value) or value == float("inf"):  # "not in range": nan fails every comparison
+        raise argparse.ArgumentTypeError("must be %s: %r" % (bound, text))
     return value
+
+
+def _positive_float(text: str) -> float:
+    return _number(text, float, "a number", lambda v: v > 0, "a number > 0")
 
 
 def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("not a number: %r" % text) from None
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError("must be a number >= 0: %r" % text)
-    return value
+    return _number(text, float, "a number", lambda v: v >= 0, "a number >= 0")
 
 
 def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("not an integer: %r" % text) from None
-    if value < 0:
-        raise argparse.ArgumentTypeError("must be >= 0: %r" % text)
-    return value
+    return _number(text, int, "an integer", lambda v: v >= 0, ">= 0")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="virt-exporter", description="Prometheus exporter for libvirt/KVM hosts.",
-                allow_abbrev=False)
+    p = UsageParser(prog="virt-exporter", description="Prometheus exporter for libvirt/KVM hosts.",
+                    allow_abbrev=False)
     p.add_argument("--version", action="version", version="virt_exporter " + __version__)
     web = p.add_argument_group("web")
     web.add_argument("--web.listen-address", dest="listen_address", default=":9177",
@@ -175,11 +163,6 @@ def setup_logging(level: str, fmt: str) -> None:
     root.setLevel({"warn": logging.WARNING}.get(level, getattr(logging, level.upper(), logging.INFO)))
 
 
-def _fail(message: str) -> int:
-    print("virt-exporter: error: " + " ".join(str(message).split()), file=sys.stderr)
-    return EXIT_USAGE
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in ("perfmon-check", "perfmon-rules", "perfmon-replay"):
@@ -204,7 +187,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
         app = App(args)
     except UsageError as e:
-        return _fail(str(e))
+        return fail("virt-exporter", e)
     setup_logging(args.log_level, args.log_format)
     stop = threading.Event()
 

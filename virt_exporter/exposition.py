@@ -22,6 +22,20 @@ from prometheus_client.utils import floatToGoString
 
 _INF = float("inf")
 
+# client_python's naming: a counter family's samples end in _total, an info family's in _info.
+SAMPLE_SUFFIX = {"counter": "_total", "info": "_info"}
+
+
+def sample_name(family: str, typ: str) -> str:
+    """The name a family of type ``typ`` exposes its samples under."""
+    return family + SAMPLE_SUFFIX.get(typ, "")
+
+
+def family_name(name: str, typ: str) -> str:
+    """A metric's name without the suffix its samples get (client_python's families are named so)."""
+    suffix = SAMPLE_SUFFIX.get(typ, "")
+    return name[:-len(suffix)] if suffix and name.endswith(suffix) else name
+
 
 class FastFamily(Metric):
     """A gauge, counter or info family whose samples are kept as rows until rendered.
@@ -48,11 +62,11 @@ class FastFamily(Metric):
     # client_python's encoders (and tests) read .samples: materialise on demand.
     @property
     def samples(self) -> List[Sample]:
-        suffix = {"counter": "_total", "info": "_info"}.get(self.type, "")
+        name = sample_name(self.name, self.type)
         out = []
         for row in self.rows:
             names = row[2] if len(row) == 3 else self.labelnames
-            out.append(Sample(self.name + suffix, dict(zip(names, row[0])), float(row[1]), None, None))
+            out.append(Sample(name, dict(zip(names, row[0])), float(row[1]), None, None))
         return out
 
     @samples.setter
@@ -90,21 +104,19 @@ class _LabelCache:
 
 def _render_fast(m: FastFamily, openmetrics: bool, cache: _LabelCache, out: List[str]) -> None:
     typ = m.type
+    prefix = sample_name(m.name, typ)
     if openmetrics:
         out.append("# HELP %s %s\n" % (m.name, _escape_value(m.documentation)))
         out.append("# TYPE %s %s\n" % (m.name, typ))
-        sample_name = m.name + {"counter": "_total", "info": "_info"}.get(typ, "")
     else:
-        sample_name = m.name + {"counter": "_total", "info": "_info"}.get(typ, "")
         doc = m.documentation.replace("\\", r"\\").replace("\n", r"\n")
-        out.append("# HELP %s %s\n" % (sample_name, doc))
-        out.append("# TYPE %s %s\n" % (sample_name, "gauge" if typ == "info" else typ))
+        out.append("# HELP %s %s\n" % (prefix, doc))
+        out.append("# TYPE %s %s\n" % (prefix, "gauge" if typ == "info" else typ))
     names_full = m.labelnames
     n_full = len(names_full)
     blocks = cache.blocks
     slow_block = cache.block
     append = out.append
-    prefix = sample_name
     for row in m.rows:
         values = row[0]
         if len(row) == 3:

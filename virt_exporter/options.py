@@ -1,5 +1,6 @@
-"""What both the command line (cli.py) and the wiring (app.py) need: the start-up error and the
-collectors and options the flags select. Its own module so that neither imports the other."""
+"""What both the command line (cli.py) and the wiring (app.py) need: the start-up error (usage.py's,
+named here for app.py) and the collectors and options the flags select. Its own module so that
+neither imports the other."""
 
 from __future__ import annotations
 
@@ -7,10 +8,9 @@ import argparse
 from typing import Any, Dict, List
 
 from .collectors import base
+from .usage import UsageError
 
-
-class UsageError(Exception):
-    """A start-up problem the operator must fix; str() is the one line we print."""
+__all__ = ["UsageError", "collector_options", "enabled_collectors", "listings", "option_dest", "stats_groups"]
 
 
 def enabled_collectors(args: argparse.Namespace) -> List[base.CollectorSpec]:

@@ -356,7 +356,6 @@ class BlockEventCounts:
     threshold_events: Mapping[Tuple[str, str, Optional[int]], int]
     io_errors: Mapping[Tuple[str, str, str, str], int]
     arm_errors_total: int
-    arms_total: int
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """The status page at ``/``: the host and its VMs at a glance, from the sample the exporter holds.
 
-``build_view`` is pure: (scrape context, watermark options, exporter health) → a JSON-able dict, the
+``build_view``: (scrape context, watermark options, exporter health) and the time now → a JSON-able dict, the
 same data the page shows (``Accept: application/json`` gets it as is). ``render_html`` turns it into
 one self-contained page: inline CSS and a few lines of JavaScript (sortable columns, an auto-refresh
 checkbox that is off by default), no external asset, every string escaped.

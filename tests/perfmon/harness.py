@@ -154,7 +154,6 @@ class Pair:
         # The seed's perfmon sees the effective config of each object in other-config:perfmon.
         self.perfmon = Perfmon(step_s, now=T0_S, fs_usage=lambda: self.fs_usage)
         self.k = 0
-        self._host_xml = host_xml
         self.perfmon.other_config = {UUID: vm_xml if vm_xml is not None else default_vm_xml, HOST_UUID: host_xml}
 
     def _feed(self, vm_values: Mapping[str, float], host_values: Mapping[str, float]) -> List[AlarmEvent]:
@@ -168,15 +167,13 @@ class Pair:
         self.events += events
         return events
 
-    def set_vm_xml(self, xml: Optional[str], metadata: bool = True, seed_xml: Optional[str] = None) -> None:
-        """Change the VM's config (its metadata, or the default in the file). The engine applies it
-        at its next step; the seed is sent its ``refresh`` command so that it re-reads configs at its
-        next run too (on its own it would wait up to config_update_period, a documented deviation).
-        ``seed_xml``, when given, is what the seed is shown instead (a test's documented deviation)."""
-        if metadata:
-            self.info[UUID] = FakeDomainInfo(UUID, DOMAIN, xml)
-        else:
-            self.engine.set_file_config(file_config(xml, self._host_xml))
+    def set_vm_xml(self, xml: Optional[str], seed_xml: Optional[str] = None) -> None:
+        """Change the VM's config in its metadata (None: no metadata, the file's default applies; the
+        file is read once, at start-up). The engine applies it at its next step; the seed is sent its
+        ``refresh`` command so that it re-reads configs at its next run too (on its own it would wait
+        up to config_update_period, a documented deviation). ``seed_xml``, when given, is what the seed
+        is shown instead (a test's documented deviation)."""
+        self.info[UUID] = FakeDomainInfo(UUID, DOMAIN, xml)
         self.perfmon.other_config[UUID] = xml if seed_xml is None else seed_xml
         self.perfmon.refresh()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from ..calc.mhz import NS_PER_S  # noqa: F401  (re-exported for the collectors)
-from ..exposition import FastFamily
+from ..exposition import FastFamily, family_name
 
 KIB = 1024  # libvirt reports memory in KiB
 
@@ -15,14 +15,10 @@ def gauge(name: str, documentation: str, labels: Sequence[str] = ("domain",)) ->
 
 
 def counter(name: str, documentation: str, labels: Sequence[str] = ("domain",)) -> FastFamily:
-    # The family is named without _total; its samples get it (as client_python's counters).
-    if name.endswith("_total"):
-        name = name[:-6]
-    return FastFamily(name, documentation, "counter", labels)
+    """``name`` as exposed (with _total): the family is named without it, as client_python's counters."""
+    return FastFamily(family_name(name, "counter"), documentation, "counter", labels)
 
 
 def info(name: str, documentation: str, labels: Sequence[str]) -> FastFamily:
-    # The family is named without _info; its samples get it (as client_python's info families).
-    if name.endswith("_info"):
-        name = name[:-5]
-    return FastFamily(name, documentation, "info", labels)
+    """``name`` as exposed (with _info): the family is named without it, as client_python's info families."""
+    return FastFamily(family_name(name, "info"), documentation, "info", labels)

@@ -7,21 +7,16 @@ or arguments (one line on stderr).
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
-from typing import Dict, NoReturn, Optional, Sequence
+from typing import Dict, Optional, Sequence
 
+from ..usage import UsageError, UsageParser, fail
 from . import dashboards
 from .config import MixinConfig, MixinConfigError, defaults_yaml, load_config
 from .rules import GROUPS, rule_files
 
-EXIT_USAGE = 2
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:  # one line and exit 2, like the exporter's own flags
-        raise MixinConfigError(message)
+COMMAND = "virt-exporter mixin"
 
 
 def render(cfg: MixinConfig) -> Dict[str, str]:
@@ -52,8 +47,8 @@ def write(cfg: MixinConfig, output_dir: str) -> Dict[str, str]:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    p = _Parser(prog="virt-exporter mixin", allow_abbrev=False,
-                description="Write the alert rules (and dashboards) for a knobs file.")
+    p = UsageParser(prog=COMMAND, allow_abbrev=False,
+                    description="Write the alert rules (and dashboards) for a knobs file.")
     p.add_argument("--config", default=None, metavar="KNOBS.yml",
                    help="knobs file (YAML); without it every knob has its default")
     p.add_argument("--output-dir", default=None, metavar="DIR",
@@ -65,17 +60,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             sys.stdout.write(defaults_yaml())
             return 0
         if not args.output_dir:
-            raise MixinConfigError("--output-dir is required")
+            raise UsageError("--output-dir is required")
         cfg = load_config(args.config) if args.config else MixinConfig()
         if os.path.exists(args.output_dir) and not os.path.isdir(args.output_dir):
-            raise MixinConfigError("--output-dir %s is not a directory" % args.output_dir)
+            raise UsageError("--output-dir %s is not a directory" % args.output_dir)
         files = write(cfg, args.output_dir)
-    except MixinConfigError as e:
-        print("virt-exporter mixin: error: " + " ".join(str(e).split()), file=sys.stderr)
-        return EXIT_USAGE
+    except (UsageError, MixinConfigError) as e:
+        return fail(COMMAND, e)
     except OSError as e:
-        print("virt-exporter mixin: error: %s: %s" % (e.filename or args.output_dir, e.strerror or e),
-              file=sys.stderr)
-        return EXIT_USAGE
+        return fail(COMMAND, "%s: %s" % (e.filename or args.output_dir, e.strerror or e))
     print("wrote %d files under %s" % (len(files), args.output_dir))
     return 0

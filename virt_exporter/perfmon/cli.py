@@ -7,13 +7,13 @@ Exit codes: 0 fine, 2 unusable config or arguments (one line on stderr).
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
-from typing import List, NoReturn, Optional, Sequence, TextIO, Tuple
+from typing import List, Optional, Sequence, TextIO, Tuple
 
 import yaml
 
+from ..usage import UsageError, UsageParser, fail
 from . import replay
 from .config import (
     PERFMON_METADATA_KEY,
@@ -30,12 +30,6 @@ from .config import (
 from .rules import alertmanager_routes, native_rules, periods_for
 
 EXIT_OK = 0
-EXIT_USAGE = 2
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:  # one line and exit 2, like the exporter's own flags
-        raise PerfmonConfigError(message)
 
 
 def _load(path: str, object_type: Optional[str]) -> List[Tuple[str, ObjectConfig]]:
@@ -88,9 +82,9 @@ def _explain(var: VariableConfig, step_s: int, out: TextIO) -> None:
 
 def perfmon_check_main(argv: Sequence[str], out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
     """``perfmon-check FILE``: validate a perfmon config and explain each variable's effective settings."""
-    parser = _Parser(prog="virt-exporter perfmon-check",
-                     description="Validate a perfmon config and show every variable's effective settings "
-                                 "(perfmon's defaults filled in).")
+    parser = UsageParser(prog="virt-exporter perfmon-check",
+                         description="Validate a perfmon config and show every variable's effective settings "
+                                     "(perfmon's defaults filled in).")
     parser.add_argument("file", help="a --perfmon.config file (<perfmon>…) or one <config> document")
     parser.add_argument("--object", choices=("vm", "host"), default="vm",
                         help="object type of a bare <config> document (default vm)")
@@ -98,9 +92,8 @@ def perfmon_check_main(argv: Sequence[str], out: TextIO = sys.stdout, err: TextI
     try:
         args = parser.parse_args(list(argv))
         configs = _load(args.file, args.object)
-    except PerfmonConfigError as e:
-        err.write("perfmon-check: error: %s\n" % " ".join(str(e).split()))
-        return EXIT_USAGE
+    except (UsageError, PerfmonConfigError) as e:
+        return fail("perfmon-check", e, err)
     out.write("%s: valid\n" % args.file)
     for label, cfg in configs:
         out.write("%s (%d variable%s):\n" % (label, len(cfg.variables), "" if len(cfg.variables) == 1 else "s"))
@@ -116,10 +109,10 @@ def perfmon_check_main(argv: Sequence[str], out: TextIO = sys.stdout, err: TextI
 def perfmon_rules_main(argv: Sequence[str], out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
     """``perfmon-rules --config FILE``: print native Prometheus alerting rules for a perfmon config,
     and the Alertmanager route fragment carrying its auto-inhibit periods."""
-    parser = _Parser(prog="virt-exporter perfmon-rules",
-                     description="Print native Prometheus alerting rules for a perfmon config. The exact "
-                                 "path is the exporter's engine with PerfmonAlarm; see the README for where "
-                                 "these rules differ from it.")
+    parser = UsageParser(prog="virt-exporter perfmon-rules",
+                         description="Print native Prometheus alerting rules for a perfmon config. The exact "
+                                     "path is the exporter's engine with PerfmonAlarm; see the README for where "
+                                     "these rules differ from it.")
     parser.add_argument("--config", required=True, help="a --perfmon.config file or one <config> document")
     parser.add_argument("--object", choices=("vm", "host"), default="vm",
                         help="object type of a bare <config> document (default vm)")
@@ -134,11 +127,10 @@ def perfmon_rules_main(argv: Sequence[str], out: TextIO = sys.stdout, err: TextI
     try:
         args = parser.parse_args(list(argv))
         if not 1 <= args.step <= 3600:
-            raise PerfmonConfigError("--step must be 1..3600 seconds")
+            raise UsageError("--step must be 1..3600 seconds")
         loaded = _load(args.config, args.object)
-    except PerfmonConfigError as e:
-        err.write("perfmon-rules: error: %s\n" % " ".join(str(e).split()))
-        return EXIT_USAGE
+    except (UsageError, PerfmonConfigError) as e:
+        return fail("perfmon-rules", e, err)
     configs = [(cfg, args.domain if cfg.object_type == "vm" else None) for _label, cfg in loaded]
     rules, warnings = native_rules(configs, args.step, args.fs_mountpoint)
     for warning in warnings:
@@ -154,8 +146,7 @@ def perfmon_rules_main(argv: Sequence[str], out: TextIO = sys.stdout, err: TextI
                 f.write("# Alertmanager child routes for the rules above: auto-inhibit as repeat_interval.\n")
                 f.write(routes)
         except OSError as e:
-            err.write("perfmon-rules: error: %s: %s\n" % (args.routes_file, e.strerror or e))
-            return EXIT_USAGE
+            return fail("perfmon-rules", "%s: %s" % (args.routes_file, e.strerror or e), err)
     else:
         out.write("# Alertmanager child routes (put under route.routes): auto-inhibit as repeat_interval.\n")
         out.write("".join("# " + line + "\n" for line in routes.splitlines()))
@@ -166,9 +157,9 @@ def perfmon_replay_main(argv: Sequence[str], out: TextIO = sys.stdout, err: Text
                         stdin: TextIO = sys.stdin) -> int:
     """``perfmon-replay --perfmon.config FILE [--perfmon.step S] [--show-inhibited] DATA.csv``: the
     alarms perfmon would send over recorded values, one JSON object per line (see perfmon/replay.py)."""
-    parser = _Parser(prog="virt-exporter perfmon-replay",
-                     description="Run the perfmon engine over recorded data-source values and print the alarms "
-                                 "it would send, one JSON object per line.")
+    parser = UsageParser(prog="virt-exporter perfmon-replay",
+                         description="Run the perfmon engine over recorded data-source values and print the "
+                                     "alarms it would send, one JSON object per line.")
     parser.add_argument("--perfmon.config", dest="config", required=True,
                         help="the --perfmon.config file (<perfmon><host>…</host><vm>…</vm></perfmon>)")
     parser.add_argument("--perfmon.step", dest="step", type=int, default=60,
@@ -179,13 +170,12 @@ def perfmon_replay_main(argv: Sequence[str], out: TextIO = sys.stdout, err: Text
     try:
         args = parser.parse_args(list(argv))
         if not 1 <= args.step <= 3600:
-            raise PerfmonConfigError("--perfmon.step must be 1..3600 seconds")
+            raise UsageError("--perfmon.step must be 1..3600 seconds")
         config = load_perfmon_file(args.config)
         rows = replay.parse_csv(replay.read_data(args.data, stdin), "<stdin>" if args.data == "-" else args.data,
                                 args.step)
-    except (PerfmonConfigError, replay.ReplayError) as e:
-        err.write("perfmon-replay: error: %s\n" % " ".join(str(e).split()))
-        return EXIT_USAGE
+    except (UsageError, PerfmonConfigError, replay.ReplayError) as e:
+        return fail("perfmon-replay", e, err)
     for event in replay.replay(config, rows, args.step):
         if event.sent or args.show_inhibited:
             out.write(json.dumps(replay.event_json(event, args.show_inhibited), sort_keys=False) + "\n")

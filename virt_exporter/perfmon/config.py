@@ -39,6 +39,7 @@ from typing import Dict, FrozenSet, List, Optional, Tuple, Union
 from lxml import etree
 
 from ..namespaces import PERFMON_METADATA_NS as _PERFMON_METADATA_NS
+from ..usage import one_line
 
 # Namespace of the perfmon config in a domain's <metadata> (defined beside the other metadata namespaces,
 # re-exported here); virsh takes it as --uri, with --key perfmon:
@@ -200,17 +201,13 @@ def parse_xml(text: Union[str, bytes], what: str) -> etree._Element:
     try:
         root = etree.fromstring(data, safe_parser())
     except etree.XMLSyntaxError as e:
-        raise PerfmonConfigError(f"{what}: XML parse error: {_one_line(str(e))}") from None
+        raise PerfmonConfigError(f"{what}: XML parse error: {one_line(str(e))}") from None
     except ValueError as e:  # e.g. a str with an encoding declaration
-        raise PerfmonConfigError(f"{what}: XML parse error: {_one_line(str(e))}") from None
+        raise PerfmonConfigError(f"{what}: XML parse error: {one_line(str(e))}") from None
     docinfo = root.getroottree().docinfo
     if docinfo.doctype or docinfo.internalDTD is not None:  # e.g. a DOCTYPE in another encoding
         raise PerfmonConfigError(f"{what}: a DOCTYPE is not allowed")
     return root
-
-
-def _one_line(message: str) -> str:
-    return " ".join(message.split())
 
 
 def _local(el: etree._Element) -> Optional[str]:

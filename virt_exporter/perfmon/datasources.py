@@ -13,8 +13,8 @@ Host: ``cpuN``                busy share of host CPU N from /proc/stat (user+nic
       ``memory_free_kib``, ``memory_total_kib``  getMemoryStats(-1)
 
 A counter that went backwards (domain or host restarted) or appeared only now has no value this step:
-its name is reported as *unavailable* so a variable matching it skips the step instead of consolidating
-a partial set.
+its name is reported as *unavailable*, and a variable matching it reads it as 0.0, as perfmon does
+(engine.py's consolidation; the name still counts, so ``average`` divides by it).
 """
 
 from __future__ import annotations

@@ -327,12 +327,6 @@ class PerfmonEngine:
 
     # --- configuration ------------------------------------------------------------------------------
 
-    def set_file_config(self, file_config: PerfmonFileConfig) -> None:
-        """Use a re-read ``--perfmon.config`` from the next step (variables whose config is unchanged
-        keep their state)."""
-        with self._lock:
-            self._file_config = file_config
-
     def _parse(self, object_type: str, text: str) -> Union[ObjectConfig, PerfmonConfigError]:
         key = (object_type, text)
         hit = self._parse_cache.get(key)

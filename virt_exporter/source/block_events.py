@@ -97,7 +97,6 @@ class BlockEvents:
         self._io_errors: Dict[Tuple[str, str, str, str], int] = {}
         self._recent: Dict[Tuple[str, str, int, int], float] = {}
         self._arm_errors_total = 0
-        self._arms_total = 0
         # Work for the worker: domains to reconcile (ALL for every domain).
         self._work = threading.Condition(self._lock)
         self._pending: Set[str] = set()
@@ -183,8 +182,7 @@ class BlockEvents:
 
     def snapshot(self) -> BlockEventCounts:
         with self._lock:
-            return BlockEventCounts(dict(self._threshold_events), dict(self._io_errors),
-                                    self._arm_errors_total, self._arms_total)
+            return BlockEventCounts(dict(self._threshold_events), dict(self._io_errors), self._arm_errors_total)
 
     def observe(self, sample: Sample, domain_info: Mapping[str, Any]) -> None:
         """Queue arming for layers a sample shows unarmed (or armed at a stale value) that should be.
@@ -296,7 +294,6 @@ class BlockEvents:
             log.warning("cannot set block threshold on domain %s disk %s: %s", name, device, why)
             return 0
         with self._lock:
-            self._arms_total += 1
             self._retry_after.pop((uuid, device), None)
         log.debug("block threshold on domain %s disk %s set at %d bytes", name, device, threshold)
         return 1

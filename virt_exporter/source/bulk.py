@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from sys import intern
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
 import libvirt
 
@@ -37,7 +37,14 @@ _INACTIVE_OR_UNKNOWN = _INACTIVE + (None,)
 NOWAIT = libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT
 BACKING = libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_BACKING
 
-RawStats = List[Tuple[libvirt.virDomain, str, str, Dict[str, Any]]]  # (domain, uuid, name, stats)
+
+class DomainEntry(NamedTuple):
+    """One domain in the answer of a bulk stats call."""
+
+    domain: libvirt.virDomain
+    uuid: str
+    name: str
+    stats: Dict[str, Any]
 
 
 def stats_mask(groups: Iterable[str]) -> int:
@@ -66,7 +73,7 @@ def _compact(stats: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def get_all_domain_stats(conn: libvirt.virConnect, groups: Sequence[str], backing: bool,
-                         active_only: bool = False) -> RawStats:
+                         active_only: bool = False) -> List[DomainEntry]:
     """One getAllDomainStats call over every domain, active and inactive (inactive ones are cut to
     their state group), or over the active ones only."""
     flags = call_flags(backing) | (libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_ACTIVE if active_only else 0)
@@ -74,7 +81,7 @@ def get_all_domain_stats(conn: libvirt.virConnect, groups: Sequence[str], backin
 
 
 def domain_list_stats(conn: libvirt.virConnect, domains: Sequence[libvirt.virDomain],
-                      groups: Sequence[str], backing: bool) -> RawStats:
+                      groups: Sequence[str], backing: bool) -> List[DomainEntry]:
     """The same for a share of the domains (domainListGetStats)."""
     if not domains:
         return []
@@ -93,14 +100,14 @@ def lookup_existing(conn: libvirt.virConnect, uuids: Iterable[str]) -> List[libv
     return out
 
 
-def _compact_all(result: List[Tuple[libvirt.virDomain, Dict[str, Any]]]) -> RawStats:
+def _compact_all(result: List[Tuple[libvirt.virDomain, Dict[str, Any]]]) -> List[DomainEntry]:
     """Compact libvirt-python's answer entry by entry, letting go of each raw dict at once: the raw
     answer and its compacted copy never both exist whole (at a thousand domains, the peak memory)."""
-    out: RawStats = []
+    out: List[DomainEntry] = []
     result.reverse()
     while result:
         dom, stats = result.pop()
-        out.append((dom, dom.UUIDString(), dom.name(), _compact(stats)))
+        out.append(DomainEntry(dom, dom.UUIDString(), dom.name(), _compact(stats)))
     return out
 
 

@@ -110,7 +110,7 @@ class _Lane:
 class Connection:
     """A libvirt connection that survives libvirtd restarts and stuck domains.
 
-    ``submit(fn, timeout_s, cheap=False)`` runs ``fn(virConnect)`` on a worker thread over a clean
+    ``submit(fn, cheap=False)`` runs ``fn(virConnect)`` on a worker thread over a clean
     lane and returns a Future; ``abandon(future)`` says we stopped waiting for it (its lane is then
     avoided until it returns); ``call(fn, timeout_s)`` does both. ``fn`` must look up any domain it
     names on the ``virConnect`` it is given (module docs). A libvirtError is re-raised after probing
@@ -239,8 +239,7 @@ class Connection:
         self._exhausted_logged = False
         return lane
 
-    def submit(self, fn: Callable[[libvirt.virConnect], T], timeout_s: float = 0.0, *,
-               cheap: bool = False) -> "Future[T]":
+    def submit(self, fn: Callable[[libvirt.virConnect], T], *, cheap: bool = False) -> "Future[T]":
         """Start ``fn(conn)`` on a clean lane; the caller decides how long to wait for the Future.
 
         ``cheap=True`` for calls libvirtd answers itself (listing, XML, host memory): they may run on
@@ -295,7 +294,7 @@ class Connection:
 
     def call(self, fn: Callable[[libvirt.virConnect], T], timeout_s: float, *, cheap: bool = False) -> T:
         """Run ``fn(conn)`` with a deadline. Raises LibvirtUnavailable, CallTimeout or libvirtError."""
-        future = self.submit(fn, timeout_s, cheap=cheap)
+        future = self.submit(fn, cheap=cheap)
         try:
             return future.result(timeout=max(0.0, timeout_s))
         except FuturesTimeout:

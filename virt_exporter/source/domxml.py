@@ -1,7 +1,9 @@
 """Domain XML, parsed once per domain and again only when an event says it changed.
 
-Seed 004 (libvirt maintainer): never poll the domain XML. The cache fetches XMLDesc for a domain it
-has not seen, and again only after a lifecycle, device-added/removed or metadata-change event for it.
+Never poll the domain XML: fetching it is heavyweight for the hypervisor, and only live resource info
+and the domain listings are cheap enough to poll (Daniel Berrangé, libvirt maintainer, on ovirt-devel,
+July 2008). The cache fetches XMLDesc for a domain it has not seen, and again only after a lifecycle,
+device-added/removed or metadata-change event for it.
 """
 
 from __future__ import annotations

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import enum
 import functools
 import hashlib
 import logging
@@ -48,7 +49,7 @@ import threading
 import time
 import weakref
 from concurrent.futures import FIRST_COMPLETED, Future, wait
-from typing import Any, Callable, Dict, FrozenSet, List, NoReturn, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, FrozenSet, List, NamedTuple, NoReturn, Optional, Sequence, Set, Tuple
 
 import libvirt
 
@@ -87,13 +88,20 @@ SUSPECT_HOLD_S = 300.0
 # How often the prober asks suspects that are set apart again.
 PROBE_INTERVAL_S = 1.0
 
-# (virDomain or None, uuid, name, stats)
-RawStats = List[Tuple[Optional[libvirt.virDomain], str, str, Dict[str, Any]]]
+
+class SampledDomain(NamedTuple):
+    """One domain in a sample's stats: what a call answered for it, or, for a suspect kept out of the
+    calls (``domain`` None), its state group as it last answered."""
+
+    domain: Optional[libvirt.virDomain]
+    uuid: str
+    name: str
+    stats: Dict[str, Any]
 
 
 @dataclasses.dataclass
 class StatsResult:
-    raw: RawStats
+    raw: List[SampledDomain]
     unresponsive: Set[str]
     duration_s: float          # wall time of the libvirt stats calls of this sample
     # What happened, for the debug log: calls made, late calls, retries, re-asks, suspects set apart.
@@ -144,16 +152,22 @@ class _Suspect:
         return any(not f.done() for f in self.captors)
 
 
+class CallKind(enum.Enum):
+    SHARE = "share"    # a share of the domains, asked once per sample
+    RETRY = "retry"    # a late call's share, asked again
+    REASK = "reask"    # the domains that came back partial, asked again
+
+
 class _Call:
     __slots__ = ("spec", "future", "started", "kind", "chain", "share_no", "late", "consumed", "duration",
                  "last_try")
 
-    def __init__(self, spec: Spec, future: Future, started: float, kind: str, chain: List["_Call"],
+    def __init__(self, spec: Spec, future: Future, started: float, kind: CallKind, chain: List["_Call"],
                  share_no: int) -> None:
         self.spec = spec
         self.future = future
         self.started = started
-        self.kind = kind            # "share", "retry" or "reask"
+        self.kind = kind
         self.chain = chain          # the late calls this one retries: a domain it sees partial may be theirs
         self.share_no = share_no
         self.late = False
@@ -162,12 +176,26 @@ class _Call:
         self.last_try = False       # no more retries for its share: wait for it up to the deadline
 
 
+class _Answer(NamedTuple):
+    """A domain's best answer in a sample so far, and the call that gave it."""
+
+    entry: bulk.DomainEntry
+    call: _Call
+
+
+class _UnansweredPing(NamedTuple):
+    """The ping of the last sample libvirtd did not answer at all (abandoned), and when it was sent."""
+
+    future: Future
+    sent: float
+
+
 class _Round:
     """One sample's stats calls: the shares, the calls asked again when late, the re-asks of partial
     domains, and what they answered. Lives for one ``StuckAwareStats.collect``."""
 
     def __init__(self, owner: "StuckAwareStats", deadline: float, captured: Set[str],
-                 apart: Dict[str, Tuple[str, Dict[str, Any]]]) -> None:
+                 apart: Dict[str, SampledDomain]) -> None:
         self.owner = owner
         self.connection = owner.connection
         self.groups = owner.groups
@@ -179,7 +207,7 @@ class _Round:
         self.typical_s = owner.typical_s()
         self.counts = {"calls": 0, "late": 0, "retries": 0, "reasks": 0, "pings": 0, "apart": len(apart)}
         self.calls: List[_Call] = []
-        self.results: Dict[str, Tuple[Optional[libvirt.virDomain], str, Dict[str, Any], _Call]] = {}
+        self.results: Dict[str, _Answer] = {}
         self.answered = 0
         # The last ping of libvirtd itself (see StuckAwareStats._ping) and when it was sent; whether
         # it was seen answered and whether at once; when libvirtd last came out of a stall (a ping
@@ -196,7 +224,7 @@ class _Round:
     def run(self) -> StatsResult:
         concurrency = self.owner.concurrency
         for i in range(concurrency):
-            self.submit(Spec(share=(i, concurrency), exclude=frozenset(self.apart)), "share", [], i)
+            self.submit(Spec(share=(i, concurrency), exclude=frozenset(self.apart)), CallKind.SHARE, [], i)
         self.run_until_settled()
         if self.answered == 0:
             self.fail_hung()
@@ -212,7 +240,7 @@ class _Round:
                 self.send_ping(self.clock())
         if self.ping is not None and not self.ping.done():
             self.connection.abandon(self.ping)
-            self.owner._hung = (self.ping, self.ping_sent)
+            self.owner._hung = _UnansweredPing(self.ping, self.ping_sent)
         raise CallTimeout("libvirt answered no stats call within %.2fs" % (self.clock() - self.started))
 
     def grace_for_held(self) -> None:
@@ -239,16 +267,16 @@ class _Round:
             # and one that stayed partial through the last sample too is held for long (starting, or
             # stuck under another client's call): not worth waiting for.
             ours = self.held_by_us() if round_no else {}
-            again = frozenset(uuid for uuid, (_d, _n, stats, _c) in self.results.items()
+            again = frozenset(uuid for uuid, answer in self.results.items()
                               if uuid not in self.captured and uuid not in ours
                               and not (round_no and uuid in self.owner._partial_before)
-                              and bulk.incomplete_groups(stats, self.groups))
+                              and bulk.incomplete_groups(answer.entry.stats, self.groups))
             if not again or self.clock() + pause_s >= reask_end:
                 return
             if pause_s:
                 time.sleep(pause_s)
             try:
-                self.submit(Spec(uuids=again), "reask", [], -1)
+                self.submit(Spec(uuids=again), CallKind.REASK, [], -1)
             except LibvirtUnavailable as e:
                 log.debug("cannot ask partial domains again: %s", e)
                 return
@@ -257,10 +285,10 @@ class _Round:
 
     def result(self) -> StatsResult:
         unresponsive: Set[str] = set()
-        raw: RawStats = []
-        for uuid, (dom, name, stats, _call) in self.results.items():
-            raw.append((dom, uuid, name, stats))
-            if bulk.incomplete_groups(stats, self.groups):
+        raw: List[SampledDomain] = []
+        for uuid, answer in self.results.items():
+            raw.append(SampledDomain(*answer.entry))
+            if bulk.incomplete_groups(answer.entry.stats, self.groups):
                 unresponsive.add(uuid)
         self.owner._partial_before = frozenset(unresponsive)
         self.owner._update_suspects(self.results, self.held_by_us())
@@ -268,22 +296,22 @@ class _Round:
         # when the sample started (a probe may clear one meanwhile: it is still missing from this
         # sample's calls). Their other counters, from a probe at another moment, would make rates
         # over the wrong interval.
-        for uuid, (name, state) in self.apart.items():
+        for uuid, kept_out in self.apart.items():
             if uuid not in self.results:
-                raw.append((None, uuid, name, state))
+                raw.append(kept_out)
                 unresponsive.add(uuid)
         return StatsResult(raw=raw, unresponsive=unresponsive, duration_s=self.clock() - self.started,
                            counts=self.counts)
 
     # --- calls --------------------------------------------------------------------------------------
 
-    def submit(self, spec: Spec, kind: str, chain: List[_Call], share_no: int) -> _Call:
+    def submit(self, spec: Spec, kind: CallKind, chain: List[_Call], share_no: int) -> _Call:
         now = self.clock()
-        fut = self.connection.submit(self.owner._stats_fn(spec), self.deadline - now)
+        fut = self.connection.submit(self.owner._stats_fn(spec))
         call = _Call(spec, fut, now, kind, chain, share_no)
         self.calls.append(call)
         self.counts["calls"] += 1
-        if kind == "share":
+        if kind is CallKind.SHARE:
             fut.add_done_callback(functools.partial(self.owner._learn, started=now))
         return call
 
@@ -293,16 +321,16 @@ class _Round:
         try:
             raw = call.future.result()
         except libvirt.libvirtError as e:
-            if call.late or call.kind == "reask":
+            if call.late or call.kind is CallKind.REASK:
                 log.debug("stats call failed: %s", e.get_error_message())
                 return  # given up on already, or an extra: the sample stands without it
             raise
         self.answered += 1
-        for dom, uuid, name, stats in raw:
-            old = self.results.get(uuid)
-            if old is None or (bulk.incomplete_groups(old[2], self.groups)
-                               and not bulk.incomplete_groups(stats, self.groups)):
-                self.results[uuid] = (dom, name, stats, call)
+        for entry in raw:
+            old = self.results.get(entry.uuid)
+            if old is None or (bulk.incomplete_groups(old.entry.stats, self.groups)
+                               and not bulk.incomplete_groups(entry.stats, self.groups)):
+                self.results[entry.uuid] = _Answer(entry, call)
 
     def merge_done(self) -> None:
         for call in self.calls:
@@ -340,12 +368,12 @@ class _Round:
 
     def retry(self, call: _Call) -> None:
         """Ask a late call's share again with a fresh NOWAIT call, and give up on the late one."""
-        if sum(1 for c in self.calls if c.share_no == call.share_no and c.kind == "retry") \
+        if sum(1 for c in self.calls if c.share_no == call.share_no and c.kind is CallKind.RETRY) \
                 >= MAX_RETRIES_PER_SHARE:
             call.last_try = True
             return
         try:
-            self.submit(call.spec, "retry", call.chain + [call], call.share_no)
+            self.submit(call.spec, CallKind.RETRY, call.chain + [call], call.share_no)
         except LibvirtUnavailable as e:
             log.debug("cannot ask a late share again: %s", e)
             call.last_try = True
@@ -367,10 +395,10 @@ class _Round:
     def held_by_us(self) -> Dict[str, List[Future]]:
         """Partial domains whose job one of our late calls may hold: the calls, by domain."""
         out: Dict[str, List[Future]] = {}
-        for uuid, (_dom, _name, stats, call) in self.results.items():
-            if uuid in self.captured or not bulk.incomplete_groups(stats, self.groups):
+        for uuid, answer in self.results.items():
+            if uuid in self.captured or not bulk.incomplete_groups(answer.entry.stats, self.groups):
                 continue
-            running = [c.future for c in call.chain if not c.future.done()]
+            running = [c.future for c in answer.call.chain if not c.future.done()]
             if running:
                 out[uuid] = running
         return out
@@ -436,8 +464,7 @@ class StuckAwareStats:
         self._prober: Optional[threading.Thread] = None
         # Domains still partial at the end of the last sample.
         self._partial_before: FrozenSet[str] = frozenset()
-        # The ping of the last sample libvirtd did not answer at all (abandoned), and when it was sent.
-        self._hung: Optional[Tuple[Future, float]] = None
+        self._hung: Optional[_UnansweredPing] = None
         # Domains to leave out of the calls now, and this sample's answer (see the module docs).
         self.closing: Callable[[], FrozenSet[str]] = frozenset
         self._closing_now: FrozenSet[str] = frozenset()
@@ -456,10 +483,10 @@ class StuckAwareStats:
     def _check_hung(self, now: float) -> None:
         """While the ping of the last sample that got no answer at all is still unanswered, libvirtd
         is hung: fail at once instead of waiting out the deadline again."""
-        if self._hung is not None:
-            ping, since = self._hung
-            if not ping.done() and self.connection.current(ping):
-                raise CallTimeout("libvirtd has not answered for %.1fs" % (now - since))
+        hung = self._hung
+        if hung is not None:
+            if not hung.future.done() and self.connection.current(hung.future):
+                raise CallTimeout("libvirtd has not answered for %.1fs" % (now - hung.sent))
             self._hung = None
 
     def _ping(self) -> Future:
@@ -473,12 +500,12 @@ class StuckAwareStats:
         waits on a QEMU monitor (libvirtd lets go of it then)."""
         return self.connection.submit(lambda c: c.numOfDomains(), cheap=True)
 
-    def _update_suspects(self, results: Dict[str, Tuple[Any, str, Dict[str, Any], _Call]],
-                         held: Dict[str, List[Future]]) -> None:
+    def _update_suspects(self, results: Dict[str, _Answer], held: Dict[str, List[Future]]) -> None:
         new: List[Tuple[str, str]] = []
         until = self._clock() + SUSPECT_HOLD_S
         with self._lock:
-            for uuid, (_dom, name, stats, _call) in results.items():
+            for uuid, answer in results.items():
+                name, stats = answer.entry.name, answer.entry.stats
                 suspect = self._suspects.get(uuid)
                 complete = not bulk.incomplete_groups(stats, self.groups)
                 if suspect is not None:
@@ -519,17 +546,17 @@ class StuckAwareStats:
         except Exception as e:  # a done-callback must never raise (it would be logged as a traceback)
             log.debug("suspect %s: %s", uuid, e)
 
-    def _stats_fn(self, spec: Spec) -> Callable[[libvirt.virConnect], bulk.RawStats]:
+    def _stats_fn(self, spec: Spec) -> Callable[[libvirt.virConnect], List[bulk.DomainEntry]]:
         groups, backing, closing = self.groups, self.backing, self._closing_now
         if spec.everything and not closing:
-            def everything(conn: libvirt.virConnect) -> bulk.RawStats:
+            def everything(conn: libvirt.virConnect) -> List[bulk.DomainEntry]:
                 raw = bulk.get_all_domain_stats(conn, groups, backing)
-                self._listed[conn] = [d for d, _u, _n, _s in raw]
+                self._listed[conn] = [entry.domain for entry in raw]
                 return raw
 
             return everything
 
-        def call(conn: libvirt.virConnect) -> bulk.RawStats:
+        def call(conn: libvirt.virConnect) -> List[bulk.DomainEntry]:
             # Listed on this call's own connection: a virDomain from another lane would route the
             # stats call over that lane (connection.py). While a domain is closing, listing would
             # wait for it: the lane's last list stands (a domain that went since is skipped by
@@ -568,7 +595,7 @@ class StuckAwareStats:
 
     # --- suspects ----------------------------------------------------------------------------------
 
-    def _suspect_split(self) -> Tuple[Set[str], Dict[str, Tuple[str, Dict[str, Any]]]]:
+    def _suspect_split(self) -> Tuple[Set[str], Dict[str, SampledDomain]]:
         """(captured suspects, suspects set apart with their name and state group), forgetting those
         whose hold has passed."""
         now = self._clock()
@@ -576,7 +603,7 @@ class StuckAwareStats:
             for uuid in [u for u, s in self._suspects.items() if s.until <= now and not s.captured()]:
                 del self._suspects[uuid]
             captured = {u for u, s in self._suspects.items() if s.captured()}
-            apart = {u: (s.name, {k: v for k, v in s.stats.items() if k.startswith("state.")})
+            apart = {u: SampledDomain(None, u, s.name, {k: v for k, v in s.stats.items() if k.startswith("state.")})
                      for u, s in self._suspects.items() if u not in captured}
         return captured, apart
 
@@ -616,7 +643,7 @@ class StuckAwareStats:
         is abandoned at once (its lane avoided while it runs) and captures the domain if it blocks."""
         spec = Spec(uuids=frozenset([uuid]))
         try:
-            fut = self.connection.submit(self._stats_fn(spec), 0.0)
+            fut = self.connection.submit(self._stats_fn(spec))
         except LibvirtUnavailable:
             return
         self.connection.abandon(fut)
@@ -650,9 +677,9 @@ class StuckAwareStats:
             if not raw:  # gone (listed by nobody)
                 del self._suspects[uuid]
                 return
-            _d, _u, name, stats = raw[0]
-            if not bulk.incomplete_groups(stats, self.groups):
+            entry = raw[0]
+            if not bulk.incomplete_groups(entry.stats, self.groups):
                 del self._suspects[uuid]
-                log.info("domain %s answers again", name)
+                log.info("domain %s answers again", entry.name)
             else:
-                suspect.stats = dict(stats)
+                suspect.stats = dict(entry.stats)

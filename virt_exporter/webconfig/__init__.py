@@ -27,6 +27,7 @@ import os
 import ssl
 from typing import Any, Dict, Optional
 
+from ..usage import one_line
 from .basicauth import AUTH_CACHE_ENTRIES, BasicAuth, parse_users
 from .fields import Problem, mapping, parse_yaml, string
 from .ratelimit import TokenBucket, parse_rate_limit
@@ -40,7 +41,7 @@ class WebConfigError(Exception):
 
     def __init__(self, path: str, problem: str):
         self.path = path
-        self.problem = " ".join(problem.split())  # one line, whatever the source message looked like
+        self.problem = one_line(problem)  # whatever the source message looked like
         super().__init__(f"web config {path}: {self.problem}")
 
 
