@@ -18,10 +18,11 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from . import __version__
 from .calc.mhz import cpu_usage
-from .calc.numa import vcpu_cells
+from .calc.numa import host_cell_cpus, live_placement, vcpu_cells
+from .calc.steal import vcpu_steal_ratio
 from .calc.watermark import block_layers, layer_watermark
 from .collectors.base import ScrapeContext
-from .collectors.families import KIB, NS_PER_S
+from .collectors.families import KIB
 from .collectors.watermark import policy_from_options
 from .sample import DomainStats, Sample
 
@@ -38,7 +39,7 @@ def build_view(ctx: ScrapeContext, watermark_options: Mapping[str, Any], health:
     current = ctx.current
     whole_previous, whole_current = ctx.whole_pair()
     usage = cpu_usage(whole_previous, whole_current) if current.up else None
-    cell_cpus = _cell_cpus(ctx)
+    cell_cpus = host_cell_cpus(current.host, ctx.numa)
     domains = [_domain_view(ctx, dom, usage.domain_mhz.get(uuid) if usage else None, cell_cpus, watermark_options)
                for uuid, dom in sorted(current.domains.items(), key=lambda kv: kv[1].name)]
     return {
@@ -70,12 +71,6 @@ def _jobs(ctx: ScrapeContext) -> List[Dict[str, Any]]:
                     "transfer_bytes_per_s": st.get("memory_bps"), "dirty_bytes_per_s": dirty_rate_bytes_per_s(dict(st)),
                     "iteration": st.get("memory_iteration"), "error": r.error})
     return out
-
-
-def _cell_cpus(ctx: ScrapeContext) -> Mapping[int, List[int]]:
-    if ctx.current.host is not None and ctx.current.host.cell_cpus:
-        return ctx.current.host.cell_cpus
-    return ctx.numa.node_cpus if ctx.numa is not None else {}
 
 
 def _host_view(current: Sample, usage: Any, cell_cpus: Mapping[int, List[int]]) -> Dict[str, Any]:
@@ -117,7 +112,7 @@ def _domain_view(ctx: ScrapeContext, dom: DomainStats, mhz: Optional[float], cel
         "unresponsive": dom.uuid in ctx.current.unresponsive,
         "mhz": mhz,
         "vcpus": stats.get("vcpu.current"),
-        "steal": _steal(previous, dom, interval_s),
+        "steal": vcpu_steal_ratio(previous, dom, interval_s),
         "memory_current_bytes": _kib(stats.get("balloon.current")),
         "memory_rss_bytes": _kib(stats.get("balloon.rss")),
         "numa_memory_cells": [],
@@ -125,8 +120,8 @@ def _domain_view(ctx: ScrapeContext, dom: DomainStats, mhz: Optional[float], cel
         "disks": _disks(ctx, dom, watermark_options) if dom.active else [],
         "perfmon": [],
     }
-    placement = ctx.numa.domains.get(dom.uuid) if ctx.numa is not None and dom.active else None
-    if placement is not None and placement.pid == ctx.current.qemu_pids.get(dom.uuid, placement.pid):
+    placement = live_placement(ctx.numa, ctx.current, dom.uuid) if dom.active else None
+    if placement is not None:
         if placement.memory_bytes_by_node:
             view["numa_memory_cells"] = sorted(c for c, size in placement.memory_bytes_by_node.items() if size > 0)
         if placement.vcpu_cpus and cell_cpus:
@@ -138,20 +133,6 @@ def _domain_view(ctx: ScrapeContext, dom: DomainStats, mhz: Optional[float], cel
 
 def _kib(value: Any) -> Optional[int]:
     return None if value is None else int(value) * KIB
-
-
-def _steal(previous: Optional[DomainStats], current: DomainStats, interval_s: float) -> Optional[float]:
-    """Share of wall time the domain's vCPUs waited in the host run queue (vcpu.N.delay), averaged
-    over its vCPUs, since the previous sample."""
-    if previous is None or interval_s <= 0 or not current.active:
-        return None
-    before = {d["index"]: d.get("delay") for d in previous.devices("vcpu")}
-    shares = []
-    for dev in current.devices("vcpu"):
-        then, now = before.get(dev["index"]), dev.get("delay")
-        if then is not None and now is not None and now >= then:
-            shares.append((now - then) / NS_PER_S / interval_s)
-    return sum(shares) / len(shares) if shares else None
 
 
 def _disks(ctx: ScrapeContext, dom: DomainStats, watermark_options: Mapping[str, Any]) -> List[Dict[str, Any]]:
