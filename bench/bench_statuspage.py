@@ -61,7 +61,7 @@ def main() -> int:
             json_s.append(t3 - t2)
         print("host: %d CPUs, load %s" % (os.cpu_count() or 0, " ".join("%.2f" % x for x in os.getloadavg())))
         print("status page at %d domains, medians of %d rounds (sample held, as a page load within the "
-              "min-interval of the last scrape):" % (len(view["domains"]), args.rounds))
+              "min-interval of the last scrape):" % (len(view.domains), args.rounds))
         print("  build the view  %6.1f ms" % (1000 * statistics.median(build)))
         print("  render HTML     %6.1f ms  (%d bytes)" % (1000 * statistics.median(html_s), len(page)))
         print("  render JSON     %6.1f ms" % (1000 * statistics.median(json_s)))

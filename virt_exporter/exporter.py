@@ -52,16 +52,16 @@ class Exporter:
     def scrape(self, timeout_s: Optional[float] = None) -> "Scrape":
         return Scrape(self, timeout_s)
 
-    def status(self, timeout_s: Optional[float] = None) -> Dict[str, Any]:
+    def status(self, timeout_s: Optional[float] = None) -> statuspage.StatusView:
         """The status page's data: the sample a scrape would get now (shared or reused through the
         single-flight sampler, never a libvirt call of the page's own), with the exporter's health."""
         snap = self.sampler.snapshot(timeout_s)
         ctx = scrape_context(snap, self.domain_filter)
         current = ctx.current
-        health = {"sample_age_s": sample_age_s(current),
-                  "bulk_stats_s": current.bulk_duration_s, "unresponsive": len(current.unresponsive),
-                  "collector_errors": dict(self.collector_errors_total),
-                  "reconnects": snap.connection.reconnects_total}
+        health = statuspage.Health(sample_age_s=sample_age_s(current), bulk_stats_s=current.bulk_duration_s,
+                                   unresponsive=len(current.unresponsive),
+                                   collector_errors=dict(self.collector_errors_total),
+                                   reconnects=snap.connection.reconnects_total)
         return statuspage.build_view(ctx, self.options, health)
 
     def families(self, snap: Snapshot) -> List[Metric]:

@@ -1,29 +1,37 @@
 """The status page at ``/``: the host and its VMs at a glance, from the sample the exporter holds.
 
-``build_view``: (scrape context, watermark options, exporter health) and the time now → a JSON-able dict, the
-same data the page shows (``Accept: application/json`` gets it as is). ``render_html`` turns it into
-one self-contained page: inline CSS and a few lines of JavaScript (sortable columns, an auto-refresh
-checkbox that is off by default), no external asset, every string escaped.
+``build_view`` turns (scrape context, collector options, exporter health) into a ``StatusView``: the
+data the page shows (``Accept: application/json`` gets it as JSON), stamped with the time it was built.
+Its figures come from the calculations the collectors use (calc/), so the page and /metrics agree.
+``render_html`` turns it into one self-contained page: inline CSS and a few lines of JavaScript
+(sortable columns, an auto-refresh checkbox that is off by default), no external asset, every string
+escaped.
 """
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import html
 import json
 import math
 import time
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, List, Mapping, Optional, Sequence, Tuple
 
 from . import __version__
-from .calc.mhz import cpu_usage
-from .calc.numa import vcpu_cells
+from .calc.mhz import CpuUsage, cpu_usage
+from .calc.numa import host_cell_cpus, live_placement, vcpu_cells
+from .calc.steal import vcpu_steal_ratio
 from .calc.watermark import block_layers, layer_watermark
 from .collectors.base import ScrapeContext
-from .collectors.families import KIB, NS_PER_S
+from .collectors.families import KIB
+from .collectors.job import dirty_rate_bytes_per_s
 from .collectors.watermark import policy_from_options
-from .sample import DomainStats, Sample
+from .sample import DomainStats, HostMemory, JobReading, Sample
+
+if TYPE_CHECKING:
+    from .perfmon.engine import VariableRow
 
 STATE_NAMES = {0: "no state", 1: "running", 2: "blocked", 3: "paused", 4: "shutting down", 5: "shut off",
                6: "crashed", 7: "suspended"}
@@ -33,131 +41,211 @@ PAUSED_REASONS = {0: "unknown", 1: "user", 2: "migration", 3: "save", 4: "dump",
                   12: "post-copy", 13: "post-copy failed", 14: "API error"}
 
 
-def build_view(ctx: ScrapeContext, collector_options: Mapping[str, Mapping[str, Any]],
-               health: Mapping[str, Any]) -> Dict[str, Any]:
-    """Everything the page shows, as plain data (``collector_options``: every collector's options;
-    the page judges disks with the watermark collector's policy)."""
-    watermark_options = collector_options.get("watermark", {})
+# --- the view: what the page and its JSON show ------------------------------------------------------
+# Field names are the JSON's keys.
+
+@dataclasses.dataclass(frozen=True)
+class CpuView:
+    """The host's CPU in MHz (calc.mhz, as the cpu_usage collector exports it); None = no value."""
+
+    cpus: Optional[int]
+    core_mhz: Optional[float]
+    capacity_mhz: Optional[float] = None
+    busy_mhz: Optional[float] = None
+    vms_mhz: Optional[float] = None
+    overhead_mhz: Optional[float] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class MemoryView:
+    total_bytes: Optional[int]
+    free_bytes: Optional[int]
+
+
+@dataclasses.dataclass(frozen=True)
+class CellRow:
+    """One host NUMA cell: its CPU count and memory (None where getMemoryStats(cell) gave none)."""
+
+    cell: int
+    cpus: int
+    total_bytes: Optional[int]
+    free_bytes: Optional[int]
+
+
+@dataclasses.dataclass(frozen=True)
+class HostView:
+    hostname: str
+    libvirt_up: bool
+    error: str
+    libvirt_version: str
+    hypervisor_version: str
+    cpu_model: str
+    cpu: CpuView
+    memory: MemoryView
+    cells: Tuple[CellRow, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class Health:
+    """The exporter's own health, as the exporter hands it over."""
+
+    sample_age_s: Optional[float]
+    bulk_stats_s: Optional[float]
+    unresponsive: int
+    collector_errors: Mapping[str, int]
+    reconnects: int
+
+
+@dataclasses.dataclass(frozen=True)
+class DiskRow:
+    """A disk as the guest sees it (its top layer); headroom and extension only for a thin one."""
+
+    target: str
+    allocation_bytes: Optional[int]
+    physical_bytes: Optional[int]
+    capacity_bytes: Optional[int]
+    thin: bool = False
+    headroom_bytes: Optional[int] = None
+    extension_needed: Optional[bool] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class DomainRow:
+    """One VM: state, CPU (MHz, steal as a share of wall time), memory, NUMA cells, disks, perfmon."""
+
+    name: str
+    uuid: str
+    state: str
+    reason: str  # why a paused domain is paused; "" otherwise
+    unresponsive: bool
+    mhz: Optional[float]
+    vcpus: Optional[int]
+    steal: Optional[float]
+    memory_current_bytes: Optional[int]
+    memory_rss_bytes: Optional[int]
+    numa_memory_cells: Tuple[int, ...]
+    numa_vcpu_cells: Tuple[int, ...]
+    disks: Tuple[DiskRow, ...]
+    perfmon: Tuple[VariableRow, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class JobRow:
+    """A running domain job (a migration on its source host), as the job collector reads it."""
+
+    domain: str
+    operation: str
+    type: str
+    elapsed_s: Optional[float]
+    processed_bytes: Optional[int]
+    remaining_bytes: Optional[int]
+    transfer_bytes_per_s: Optional[float]
+    dirty_bytes_per_s: Optional[float]
+    iteration: Optional[int]
+    error: str
+
+
+@dataclasses.dataclass(frozen=True)
+class StatusView:
+    version: str
+    generated_unix_s: float
+    host: HostView
+    health: Health
+    domains: Tuple[DomainRow, ...]
+    alarms: Tuple[VariableRow, ...]
+    jobs: Tuple[JobRow, ...]
+
+
+def build_view(ctx: ScrapeContext, collector_options: Mapping[str, Mapping[str, Any]], health: Health,
+               clock: Callable[[], float] = time.time) -> StatusView:
+    """Everything the page shows, from one scrape context; disks are judged with the watermark
+    collector's options (``collector_options``: every collector's); ``clock`` (wall, Unix seconds)
+    stamps it."""
     current = ctx.current
-    whole_previous, whole_current = ctx.whole_pair()
-    usage = cpu_usage(whole_previous, whole_current) if current.up else None
-    cell_cpus = _cell_cpus(ctx)
-    domains = [_domain_view(ctx, dom, usage.domain_mhz.get(uuid) if usage else None, cell_cpus, watermark_options)
-               for uuid, dom in sorted(current.domains.items(), key=lambda kv: kv[1].name)]
-    return {
-        "version": __version__,
-        "generated_unix_s": time.time(),
-        "host": _host_view(current, usage, cell_cpus),
-        "health": dict(health),
-        "domains": domains,
-        "alarms": _alarms(ctx),
-        "jobs": _jobs(ctx),
-    }
+    watermark_options = collector_options.get("watermark", {})
+    usage = cpu_usage(*ctx.whole_pair()) if current.up else None
+    cell_cpus = host_cell_cpus(current.host, ctx.numa)
+    domains = tuple(_domain_view(ctx, dom, usage.domain_mhz.get(uuid) if usage else None, cell_cpus,
+                                 watermark_options)
+                    for uuid, dom in sorted(current.domains.items(), key=lambda kv: kv[1].name))
+    return StatusView(version=__version__, generated_unix_s=clock(), host=_host_view(current, usage, cell_cpus),
+                      health=health, domains=domains, alarms=_alarms(ctx), jobs=_jobs(ctx))
 
 
-def _jobs(ctx: ScrapeContext) -> List[Dict[str, Any]]:
-    """Running domain jobs (a migration on its source host), as the job collector reads them."""
-    from .collectors.job import dirty_rate_bytes_per_s
-
+def _jobs(ctx: ScrapeContext) -> Tuple[JobRow, ...]:
     if ctx.jobs is None:
-        return []
-    out = []
-    for r in sorted(ctx.jobs.active.values(), key=lambda r: r.name):
-        if not ctx.keeps_domain(r.name):
-            continue
-        st = r.stats
-        elapsed_ms = st.get("time_elapsed")
-        out.append({"domain": r.name, "operation": r.operation, "type": r.type,
-                    "elapsed_s": elapsed_ms / 1000.0 if elapsed_ms is not None else None,
-                    "processed_bytes": st.get("data_processed"), "remaining_bytes": st.get("data_remaining"),
-                    "transfer_bytes_per_s": st.get("memory_bps"), "dirty_bytes_per_s": dirty_rate_bytes_per_s(dict(st)),
-                    "iteration": st.get("memory_iteration"), "error": r.error})
-    return out
+        return ()
+    return tuple(_job(r) for r in sorted(ctx.jobs.active.values(), key=lambda r: r.name)
+                 if ctx.keeps_domain(r.name))
 
 
-def _cell_cpus(ctx: ScrapeContext) -> Mapping[int, List[int]]:
-    if ctx.current.host is not None and ctx.current.host.cell_cpus:
-        return ctx.current.host.cell_cpus
-    return ctx.numa.node_cpus if ctx.numa is not None else {}
+def _job(reading: JobReading) -> JobRow:
+    st = reading.stats
+    elapsed_ms = st.get("time_elapsed")
+    return JobRow(domain=reading.name, operation=reading.operation, type=reading.type,
+                  elapsed_s=elapsed_ms / 1000.0 if elapsed_ms is not None else None,
+                  processed_bytes=st.get("data_processed"), remaining_bytes=st.get("data_remaining"),
+                  transfer_bytes_per_s=st.get("memory_bps"), dirty_bytes_per_s=dirty_rate_bytes_per_s(dict(st)),
+                  iteration=st.get("memory_iteration"), error=reading.error)
 
 
-def _host_view(current: Sample, usage: Any, cell_cpus: Mapping[int, List[int]]) -> Dict[str, Any]:
+def _host_view(current: Sample, usage: Optional[CpuUsage], cell_cpus: Mapping[int, List[int]]) -> HostView:
     facts, node = current.host, current.node
-    cpu: Dict[str, Optional[float]] = {"cpus": node.cpus if node else None, "core_mhz": node.core_mhz if node else None,
-                                       "capacity_mhz": None, "busy_mhz": None, "vms_mhz": None, "overhead_mhz": None}
+    cpu = CpuView(cpus=node.cpus if node else None, core_mhz=node.core_mhz if node else None)
     if usage is not None:
-        cpu.update(capacity_mhz=usage.capacity_mhz, busy_mhz=usage.host_busy_mhz,
-                   vms_mhz=sum(usage.domain_mhz.values()) if usage.host_busy_mhz is not None else None,
-                   overhead_mhz=usage.hypervisor_overhead_mhz)
-    memory = current.host_memory
-    return {
-        "hostname": facts.hostname if facts else "",
-        "libvirt_up": current.up,
-        "error": current.error,
-        "libvirt_version": facts.libvirt_version if facts else "",
-        "hypervisor_version": facts.hypervisor_version if facts else "",
-        "cpu_model": facts.cpu_model if facts else "",
-        "cpu": cpu,
-        "memory": {"total_bytes": memory.total_kib * KIB if memory else None,
-                   "free_bytes": memory.free_kib * KIB if memory else None},
-        "cells": [{"cell": cell, "cpus": len(cell_cpus.get(cell, [])),
-                   "total_bytes": current.cell_memory[cell].total_kib * KIB if cell in current.cell_memory else None,
-                   "free_bytes": current.cell_memory[cell].free_kib * KIB if cell in current.cell_memory else None}
-                  for cell in sorted(set(cell_cpus) | set(current.cell_memory))],
-    }
+        cpu = dataclasses.replace(
+            cpu, capacity_mhz=usage.capacity_mhz, busy_mhz=usage.host_busy_mhz,
+            vms_mhz=sum(usage.domain_mhz.values()) if usage.host_busy_mhz is not None else None,
+            overhead_mhz=usage.hypervisor_overhead_mhz)
+    cells = []
+    for cell in sorted(set(cell_cpus) | set(current.cell_memory)):
+        memory = _memory(current.cell_memory.get(cell))
+        cells.append(CellRow(cell=cell, cpus=len(cell_cpus.get(cell, [])), total_bytes=memory.total_bytes,
+                             free_bytes=memory.free_bytes))
+    return HostView(
+        hostname=facts.hostname if facts else "", libvirt_up=current.up, error=current.error,
+        libvirt_version=facts.libvirt_version if facts else "",
+        hypervisor_version=facts.hypervisor_version if facts else "", cpu_model=facts.cpu_model if facts else "",
+        cpu=cpu, memory=_memory(current.host_memory), cells=tuple(cells))
 
 
-def _domain_view(ctx: ScrapeContext, dom: DomainStats, mhz: Optional[float], cell_cpus: Mapping[int, List[int]],
-                 watermark_options: Mapping[str, Any]) -> Dict[str, Any]:
+def _memory(memory: Optional[HostMemory]) -> MemoryView:
+    """A getMemoryStats reading in bytes; None for both without one."""
+    return MemoryView(total_bytes=memory.total_kib * KIB if memory else None,
+                      free_bytes=memory.free_kib * KIB if memory else None)
+
+
+def _domain_view(ctx: ScrapeContext, dom: DomainStats, mhz: Optional[float],
+                 cell_cpus: Mapping[int, List[int]], watermark_options: Mapping[str, Any]) -> DomainRow:
     stats = dom.stats
     previous = ctx.previous.domains.get(dom.uuid) if ctx.previous is not None else None
     interval_s = ctx.current.monotonic_s - ctx.previous.monotonic_s if ctx.previous is not None else 0.0
-    view: Dict[str, Any] = {
-        "name": dom.name,
-        "uuid": dom.uuid,
-        "state": STATE_NAMES.get(dom.state, str(dom.state)),
-        "reason": PAUSED_REASONS.get(dom.reason, str(dom.reason)) if dom.state == 3 else "",
-        "unresponsive": dom.uuid in ctx.current.unresponsive,
-        "mhz": mhz,
-        "vcpus": stats.get("vcpu.current"),
-        "steal": _steal(previous, dom, interval_s),
-        "memory_current_bytes": _kib(stats.get("balloon.current")),
-        "memory_rss_bytes": _kib(stats.get("balloon.rss")),
-        "numa_memory_cells": [],
-        "numa_vcpu_cells": [],
-        "disks": _disks(ctx, dom, watermark_options) if dom.active else [],
-        "perfmon": [],
-    }
-    placement = ctx.numa.domains.get(dom.uuid) if ctx.numa is not None and dom.active else None
-    if placement is not None and placement.pid == ctx.current.qemu_pids.get(dom.uuid, placement.pid):
+    memory_cells: Tuple[int, ...] = ()
+    cpu_cells: Tuple[int, ...] = ()
+    placement = live_placement(ctx.numa, ctx.current, dom.uuid) if dom.active else None
+    if placement is not None:
         if placement.memory_bytes_by_node:
-            view["numa_memory_cells"] = sorted(c for c, size in placement.memory_bytes_by_node.items() if size > 0)
+            memory_cells = tuple(sorted(c for c, size in placement.memory_bytes_by_node.items() if size > 0))
         if placement.vcpu_cpus and cell_cpus:
-            view["numa_vcpu_cells"] = sorted(set(vcpu_cells(placement.vcpu_cpus, cell_cpus).values()))
+            cpu_cells = tuple(sorted(set(vcpu_cells(placement.vcpu_cpus, cell_cpus).values())))
+    perfmon: Tuple[VariableRow, ...] = ()
     if ctx.perfmon is not None:
-        view["perfmon"] = [_variable(row) for row in ctx.perfmon.rows if row.uuid == dom.uuid]
-    return view
+        perfmon = tuple(r for r in ctx.perfmon.rows if r.uuid == dom.uuid)
+    return DomainRow(
+        name=dom.name, uuid=dom.uuid, state=STATE_NAMES.get(dom.state, str(dom.state)),
+        reason=PAUSED_REASONS.get(dom.reason, str(dom.reason)) if dom.state == 3 else "",
+        unresponsive=dom.uuid in ctx.current.unresponsive, mhz=mhz, vcpus=stats.get("vcpu.current"),
+        steal=vcpu_steal_ratio(previous, dom, interval_s),
+        memory_current_bytes=_kib(stats.get("balloon.current")), memory_rss_bytes=_kib(stats.get("balloon.rss")),
+        numa_memory_cells=memory_cells, numa_vcpu_cells=cpu_cells,
+        disks=_disks(ctx, dom, watermark_options) if dom.active else (), perfmon=perfmon)
 
 
 def _kib(value: Any) -> Optional[int]:
     return None if value is None else int(value) * KIB
 
 
-def _steal(previous: Optional[DomainStats], current: DomainStats, interval_s: float) -> Optional[float]:
-    """Share of wall time the domain's vCPUs waited in the host run queue (vcpu.N.delay), averaged
-    over its vCPUs, since the previous sample."""
-    if previous is None or interval_s <= 0 or not current.active:
-        return None
-    before = {d["index"]: d.get("delay") for d in previous.devices("vcpu")}
-    shares = []
-    for dev in current.devices("vcpu"):
-        then, now = before.get(dev["index"]), dev.get("delay")
-        if isinstance(then, int) and isinstance(now, int) and now >= then:
-            shares.append((now - then) / NS_PER_S / interval_s)
-    return sum(shares) / len(shares) if shares else None
-
-
-def _disks(ctx: ScrapeContext, dom: DomainStats, watermark_options: Mapping[str, Any]) -> List[Dict[str, Any]]:
+def _disks(ctx: ScrapeContext, dom: DomainStats, watermark_options: Mapping[str, Any]) -> Tuple[DiskRow, ...]:
     info = ctx.domain_info.get(dom.uuid)
     disks = {d.target: d for d in info.disks} if info is not None else {}
     policy = policy_from_options(watermark_options)
@@ -165,29 +253,23 @@ def _disks(ctx: ScrapeContext, dom: DomainStats, watermark_options: Mapping[str,
     for layer in block_layers(dom):
         if layer.backing_index is not None:
             continue  # the page shows what the guest sees; backing layers are in /metrics
-        disk: Dict[str, Any] = {"target": layer.target, "allocation_bytes": layer.allocation_bytes,
-                                "physical_bytes": layer.physical_bytes, "capacity_bytes": layer.capacity_bytes,
-                                "thin": False, "headroom_bytes": None, "extension_needed": None}
+        disk = DiskRow(target=layer.target, allocation_bytes=layer.allocation_bytes,
+                       physical_bytes=layer.physical_bytes, capacity_bytes=layer.capacity_bytes)
         wm = layer_watermark(policy, layer, disks)
         if wm is not None:
-            disk.update(thin=True, headroom_bytes=wm.headroom_bytes, extension_needed=wm.extension_needed)
+            disk = dataclasses.replace(disk, thin=True, headroom_bytes=wm.headroom_bytes,
+                                       extension_needed=wm.extension_needed)
         out.append(disk)
-    return out
+    return tuple(out)
 
 
-def _variable(row: Any) -> Dict[str, Any]:
-    return {"object": row.object_type, "domain": row.domain, "variable": row.variable, "priority": row.priority,
-            "value": row.value, "level": row.level, "countdown_s": row.countdown_s, "alarms": row.alarms_total,
-            "inhibited": row.inhibited_total, "last_alarm_unix_s": row.last_alarm_s}
-
-
-def _alarms(ctx: ScrapeContext) -> List[Dict[str, Any]]:
+def _alarms(ctx: ScrapeContext) -> Tuple[VariableRow, ...]:
     """Perfmon variables that sent or inhibited an alarm, the most recent alarm first."""
     if ctx.perfmon is None:
-        return []
-    rows = [_variable(r) for r in ctx.perfmon.rows
+        return ()
+    rows = [r for r in ctx.perfmon.rows
             if (r.alarms_total or r.inhibited_total) and (not r.domain or ctx.keeps_domain(r.domain))]
-    return sorted(rows, key=lambda r: -(r["last_alarm_unix_s"] or 0.0))
+    return tuple(sorted(rows, key=lambda r: -(r.last_alarm_s or 0.0)))
 
 
 # --- HTML --------------------------------------------------------------------------------------------
@@ -290,9 +372,9 @@ def _dl(items: List[Tuple[str, str]]) -> str:
     return "<dl>%s</dl>" % "".join("<dt>%s</dt><dd>%s</dd>" % (_e(k), v) for k, v in items)
 
 
-def _cpu_card(cpu: Mapping[str, Any]) -> str:
-    capacity = cpu.get("capacity_mhz") or 0
-    vms, ovh = cpu.get("vms_mhz"), cpu.get("overhead_mhz")
+def _cpu_card(cpu: CpuView) -> str:
+    capacity = cpu.capacity_mhz or 0
+    vms, ovh = cpu.vms_mhz, cpu.overhead_mhz
     bar = ""
     if capacity and vms is not None:
         bar = ('<div class="bar" role="img" aria-label="CPU use"><span class="vm" style="width:%.2f%%"></span>'
@@ -301,30 +383,28 @@ def _cpu_card(cpu: Mapping[str, Any]) -> str:
                ' overhead</span></div>') % (min(100.0, 100 * vms / capacity),
                                             min(100.0, 100 * (ovh or 0) / capacity))
     return '<div class="card"><strong>CPU (MHz)</strong>%s%s</div>' % (bar, _dl([
-        ("capacity", "%s (%s × %s MHz)" % (_mhz(cpu.get("capacity_mhz")), _e(cpu.get("cpus")),
-                                           _e(cpu.get("core_mhz")))),
-        ("busy", _mhz(cpu.get("busy_mhz"))), ("Σ VMs", _mhz(vms)), ("hypervisor overhead", _mhz(ovh))]))
+        ("capacity", "%s (%s × %s MHz)" % (_mhz(cpu.capacity_mhz), _e(cpu.cpus), _e(cpu.core_mhz))),
+        ("busy", _mhz(cpu.busy_mhz)), ("Σ VMs", _mhz(vms)), ("hypervisor overhead", _mhz(ovh))]))
 
 
-def _host_cards(host: Mapping[str, Any], health: Mapping[str, Any]) -> str:
-    up = '<span class="ok">up</span>' if host["libvirt_up"] else '<span class="bad">down</span> %s' % _e(host["error"])
+def _host_cards(host: HostView, health: Health) -> str:
+    up = '<span class="ok">up</span>' if host.libvirt_up else '<span class="bad">down</span> %s' % _e(host.error)
     identity = '<div class="card"><strong>Host</strong>%s</div>' % _dl([
-        ("hostname", _e(host["hostname"])), ("libvirt", up), ("libvirt version", _e(host["libvirt_version"])),
-        ("QEMU version", _e(host["hypervisor_version"])), ("CPU model", _e(host["cpu_model"]))])
-    memory = host["memory"]
-    cells = "".join("<li>cell %s: %s of %s free, %s CPUs</li>" % (_e(c["cell"]), _bytes(c["free_bytes"]),
-                                                                   _bytes(c["total_bytes"]), _e(c["cpus"]))
-                    for c in host["cells"])
+        ("hostname", _e(host.hostname)), ("libvirt", up), ("libvirt version", _e(host.libvirt_version)),
+        ("QEMU version", _e(host.hypervisor_version)), ("CPU model", _e(host.cpu_model))])
+    cells = "".join("<li>cell %s: %s of %s free, %s CPUs</li>" % (_e(c.cell), _bytes(c.free_bytes),
+                                                                   _bytes(c.total_bytes), _e(c.cpus))
+                    for c in host.cells)
     mem = '<div class="card"><strong>Memory</strong>%s<ul class="plain">%s</ul></div>' % (_dl([
-        ("total", _bytes(memory["total_bytes"])), ("free", _bytes(memory["free_bytes"]))]), cells)
-    errors = sum(health.get("collector_errors", {}).values())
+        ("total", _bytes(host.memory.total_bytes)), ("free", _bytes(host.memory.free_bytes))]), cells)
+    errors = sum(health.collector_errors.values())
     exporter = '<div class="card"><strong>Exporter</strong>%s</div>' % _dl([
-        ("sample age", _seconds(health.get("sample_age_s"))), ("bulk stats", _seconds(health.get("bulk_stats_s"))),
-        ("unresponsive domains", '<span class="%s">%d</span>' % ("bad" if health.get("unresponsive") else "ok",
-                                                                  health.get("unresponsive", 0))),
+        ("sample age", _seconds(health.sample_age_s)), ("bulk stats", _seconds(health.bulk_stats_s)),
+        ("unresponsive domains", '<span class="%s">%d</span>' % ("bad" if health.unresponsive else "ok",
+                                                                  health.unresponsive)),
         ("collector failures", '<span class="%s">%d</span>' % ("bad" if errors else "ok", errors)),
-        ("reconnects to libvirt", _e(health.get("reconnects", 0)))])
-    return '<section class="cards">%s%s%s%s</section>' % (identity, _cpu_card(host["cpu"]), mem, exporter)
+        ("reconnects to libvirt", _e(health.reconnects))])
+    return '<section class="cards">%s%s%s%s</section>' % (identity, _cpu_card(host.cpu), mem, exporter)
 
 
 DOMAIN_COLUMNS = ("VM", "state", "MHz", "vCPUs", "steal", "memory", "RSS", "NUMA memory", "NUMA vCPUs", "disks",
@@ -332,80 +412,79 @@ DOMAIN_COLUMNS = ("VM", "state", "MHz", "vCPUs", "steal", "memory", "RSS", "NUMA
 NUMERIC = {"MHz", "vCPUs", "steal", "memory", "RSS"}
 
 
-def _disk_cell(disks: List[Mapping[str, Any]]) -> str:
+def _disk_cell(disks: Sequence[DiskRow]) -> str:
     items = []
     for d in disks:
-        text = "%s: %s / %s / %s" % (_e(d["target"]), _bytes(d["allocation_bytes"]), _bytes(d["physical_bytes"]),
-                                     _bytes(d["capacity_bytes"]))
-        if d["thin"]:
-            text += ", headroom %s" % _bytes(d["headroom_bytes"])
-            if d["extension_needed"]:
+        text = "%s: %s / %s / %s" % (_e(d.target), _bytes(d.allocation_bytes), _bytes(d.physical_bytes),
+                                     _bytes(d.capacity_bytes))
+        if d.thin:
+            text += ", headroom %s" % _bytes(d.headroom_bytes)
+            if d.extension_needed:
                 text += ' <span class="tag">needs extension</span>'
         items.append("<li>%s</li>" % text)
     return '<ul class="plain">%s</ul>' % "".join(items)
 
 
-def _perfmon_cell(variables: List[Mapping[str, Any]]) -> str:
-    items = ["<li>%s: %s s to go%s</li>" % (_e(v["variable"]), _e("%.0f" % v["countdown_s"]),
-                                            ", last alarm %s" % _e(_when(v["last_alarm_unix_s"]))
-                                            if v["last_alarm_unix_s"] else "") for v in variables]
+def _perfmon_cell(variables: Sequence[VariableRow]) -> str:
+    items = ["<li>%s: %s s to go%s</li>" % (_e(v.variable), _e("%.0f" % v.countdown_s),
+                                            ", last alarm %s" % _e(_when(v.last_alarm_s))
+                                            if v.last_alarm_s else "") for v in variables]
     return '<ul class="plain">%s</ul>' % "".join(items)
 
 
-def _domain_row(d: Mapping[str, Any]) -> str:
-    state = _e(d["state"]) + (" (%s)" % _e(d["reason"]) if d["reason"] else "")
-    if d["unresponsive"]:
+def _domain_tr(d: DomainRow) -> str:
+    state = _e(d.state) + (" (%s)" % _e(d.reason) if d.reason else "")
+    if d.unresponsive:
         state += ' <span class="tag">unresponsive</span>'
     cells = [
-        _td(_e(d["name"]), cls="name"),
+        _td(_e(d.name), cls="name"),
         _td(state),
-        _td(_mhz(d["mhz"]), d["mhz"] if d["mhz"] is not None else "", "num"),
-        _td(_e(d["vcpus"] if d["vcpus"] is not None else "–"), d["vcpus"] if d["vcpus"] is not None else "", "num"),
-        _td(_share(d["steal"]), d["steal"] if d["steal"] is not None else "", "num"),
-        _td(_bytes(d["memory_current_bytes"]), d["memory_current_bytes"] or "", "num"),
-        _td(_bytes(d["memory_rss_bytes"]), d["memory_rss_bytes"] or "", "num"),
-        _td(_e(", ".join(str(c) for c in d["numa_memory_cells"]) or "–")),
-        _td(_e(", ".join(str(c) for c in d["numa_vcpu_cells"]) or "–")),
-        _td(_disk_cell(d["disks"])),
-        _td(_perfmon_cell(d["perfmon"])),
+        _td(_mhz(d.mhz), d.mhz if d.mhz is not None else "", "num"),
+        _td(_e(d.vcpus if d.vcpus is not None else "–"), d.vcpus if d.vcpus is not None else "", "num"),
+        _td(_share(d.steal), d.steal if d.steal is not None else "", "num"),
+        _td(_bytes(d.memory_current_bytes), d.memory_current_bytes or "", "num"),
+        _td(_bytes(d.memory_rss_bytes), d.memory_rss_bytes or "", "num"),
+        _td(_e(", ".join(str(c) for c in d.numa_memory_cells) or "–")),
+        _td(_e(", ".join(str(c) for c in d.numa_vcpu_cells) or "–")),
+        _td(_disk_cell(d.disks)),
+        _td(_perfmon_cell(d.perfmon)),
     ]
-    return '<tr%s data-uuid="%s">%s</tr>' % (' class="stuck"' if d["unresponsive"] else "", _e(d["uuid"]),
+    return '<tr%s data-uuid="%s">%s</tr>' % (' class="stuck"' if d.unresponsive else "", _e(d.uuid),
                                              "".join(cells))
 
 
-def _alarm_rows(alarms: List[Mapping[str, Any]]) -> str:
+def _alarm_rows(alarms: Sequence[VariableRow]) -> str:
     if not alarms:
         return '<p class="muted">No perfmon alarm sent or inhibited since the exporter started.</p>'
     rows = "".join("<tr>%s</tr>" % "".join([
-        _td(_e(_when(a["last_alarm_unix_s"])), a["last_alarm_unix_s"] or 0), _td(_e(a["domain"] or "host"), cls="name"),
-        _td(_e(a["variable"])), _td(_e(a["priority"])), _td(_e(a["alarms"]), a["alarms"], "num"),
-        _td(_e(a["inhibited"]), a["inhibited"], "num")]) for a in alarms)
+        _td(_e(_when(a.last_alarm_s)), a.last_alarm_s or 0), _td(_e(a.domain or "host"), cls="name"),
+        _td(_e(a.variable)), _td(_e(a.priority)), _td(_e(a.alarms_total), a.alarms_total, "num"),
+        _td(_e(a.inhibited_total), a.inhibited_total, "num")]) for a in alarms)
     return ('<div class="scroll"><table class="sortable"><thead><tr><th>last alarm</th><th>object</th><th>variable'
             '</th><th>priority</th><th class="num">sent</th><th class="num">inhibited</th></tr></thead><tbody>%s'
             '</tbody></table></div>') % rows
 
 
-def _job_rows(jobs: List[Mapping[str, Any]]) -> str:
+def _job_rows(jobs: Sequence[JobRow]) -> str:
     if not jobs:
         return '<p class="muted">No domain job running on this host.</p>'
     rows = "".join("<tr>%s</tr>" % "".join([
-        _td(_e(j["domain"]), cls="name"), _td(_e(j["operation"])), _td(_seconds(j["elapsed_s"]), j["elapsed_s"], "num"),
-        _td(_bytes(j["processed_bytes"]), j["processed_bytes"], "num"),
-        _td(_bytes(j["remaining_bytes"]), j["remaining_bytes"], "num"),
-        _td(_rate(j["transfer_bytes_per_s"]), j["transfer_bytes_per_s"], "num"),
-        _td(_rate(j["dirty_bytes_per_s"]), j["dirty_bytes_per_s"], "num"),
-        _td(_e(j["iteration"] if j["iteration"] is not None else "–"), j["iteration"], "num")]) for j in jobs)
+        _td(_e(j.domain), cls="name"), _td(_e(j.operation)), _td(_seconds(j.elapsed_s), j.elapsed_s, "num"),
+        _td(_bytes(j.processed_bytes), j.processed_bytes, "num"),
+        _td(_bytes(j.remaining_bytes), j.remaining_bytes, "num"),
+        _td(_rate(j.transfer_bytes_per_s), j.transfer_bytes_per_s, "num"),
+        _td(_rate(j.dirty_bytes_per_s), j.dirty_bytes_per_s, "num"),
+        _td(_e(j.iteration if j.iteration is not None else "–"), j.iteration, "num")]) for j in jobs)
     return ('<div class="scroll"><table class="sortable" id="jobs"><thead><tr><th>VM</th><th>operation</th>'
             '<th class="num">elapsed</th><th class="num">processed</th><th class="num">remaining</th>'
             '<th class="num">transfer</th><th class="num">dirtied</th><th class="num">pass</th></tr></thead>'
             '<tbody>%s</tbody></table></div>') % rows
 
 
-def render_html(view: Mapping[str, Any], telemetry_path: str = "/metrics") -> bytes:
-    host, domains = view["host"], view["domains"]
+def render_html(view: StatusView, telemetry_path: str = "/metrics") -> bytes:
     head = "".join('<th%s scope="col">%s</th>' % (' class="num"' if c in NUMERIC else "", _e(c))
                    for c in DOMAIN_COLUMNS)
-    body = "".join(_domain_row(d) for d in domains)
+    body = "".join(_domain_tr(d) for d in view.domains)
     page = (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
@@ -420,17 +499,17 @@ def render_html(view: Mapping[str, Any], telemetry_path: str = "/metrics") -> by
         "<h2>Perfmon alarms</h2>%(alarms)s"
         "<script>%(script)s</script></body></html>\n"
     ) % {
-        "title": _e("%s — virt_exporter" % (host["hostname"] or "libvirt host")),
-        "css": CSS, "version": _e(view["version"]), "generated": _e(_when(view["generated_unix_s"])),
-        "metrics": _e(telemetry_path), "cards": _host_cards(host, view["health"]), "count": len(domains),
-        "head": head, "body": body, "alarms": _alarm_rows(view["alarms"]), "script": SCRIPT,
-        "jobs": _job_rows(view.get("jobs", [])),
+        "title": _e("%s — virt_exporter" % (view.host.hostname or "libvirt host")),
+        "css": CSS, "version": _e(view.version), "generated": _e(_when(view.generated_unix_s)),
+        "metrics": _e(telemetry_path), "cards": _host_cards(view.host, view.health), "count": len(view.domains),
+        "head": head, "body": body, "alarms": _alarm_rows(view.alarms), "script": SCRIPT,
+        "jobs": _job_rows(view.jobs),
     }
     return page.encode("utf-8")
 
 
-def render_json(view: Mapping[str, Any]) -> bytes:
-    return (json.dumps(_finite(view), sort_keys=True, allow_nan=False) + "\n").encode("utf-8")
+def render_json(view: StatusView) -> bytes:
+    return (json.dumps(_finite(dataclasses.asdict(view)), sort_keys=True, allow_nan=False) + "\n").encode("utf-8")
 
 
 def _finite(value: Any) -> Any:

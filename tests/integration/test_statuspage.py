@@ -1,7 +1,7 @@
 """The status page at / in a real browser (Debian's headless Chromium) against the real test bed:
-every running guest's row shows the MHz, memory and state /metrics gives for the same sample (and the
-memory virsh gives), the console stays silent, a domain named with markup shows as text and runs
-nothing, and with basic auth on the page answers 401 without credentials.
+every running guest's row shows the MHz, vCPUs, memory, NUMA cells and state /metrics gives for the
+same sample (and the memory virsh gives), the console stays silent, a domain named with markup shows
+as text and runs nothing, and with basic auth on the page answers 401 without credentials.
 
 The page's numbers are read back as numbers by the test's own parsing (units written out here), never
 formatted with the product's formatters. Chromium reaches the exporter through a forwarding proxy
@@ -122,6 +122,12 @@ def size_close(cell: str, value: Optional[float]) -> bool:
     return abs(got - value) <= 0.05 * unit + 0.5
 
 
+def cells_with(samples: Samples, name: str, domain: str) -> str:
+    """The host cells where a per-cell series of the domain is above 0, as the page lists them."""
+    cells = sorted(int(labels["cell"]) for labels, value in samples.series(name, domain=domain) if value > 0)
+    return ", ".join(map(str, cells)) or "–"
+
+
 def _rows_by_name(dom: str):
     rows = find_rows(dom, "domains")
     assert rows is not None, "no VM table on the page"
@@ -147,6 +153,10 @@ def test_page_shows_what_metrics_shows_for_every_running_guest(standard_guests, 
         assert size_close(cells[5], 1024 * tb.virsh_domstats(guest.name, "balloon")["balloon.current"]), cells[5]
         rss = samples.get("libvirt_domain_memory_rss_bytes", domain=guest.name)
         assert size_close(cells[6], rss), (guest.name, cells[6], rss)
+        assert number(cells[3]) == samples.get("libvirt_domain_vcpus", domain=guest.name), cells[3]
+        # NUMA: the cells /metrics gives memory / a vCPU on ("–" while the reader has not read the guest)
+        assert cells[7] == cells_with(samples, "libvirt_domain_numa_memory_bytes", guest.name), cells[7]
+        assert cells[8] == cells_with(samples, "libvirt_domain_numa_vcpus", guest.name), cells[8]
         assert tb.domain_active(guest.name)
     shot = tmp_path / "status-page.png"
     assert screenshot(exporter.url + "/", shot) == []

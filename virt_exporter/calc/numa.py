@@ -3,7 +3,28 @@
 
 from __future__ import annotations
 
-from typing import Dict, Iterable, Mapping, Sequence
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence
+
+from ..sample import DomainPlacement, HostFacts, NumaSnapshot, Sample
+
+
+def host_cell_cpus(host: Optional[HostFacts], numa: Optional[NumaSnapshot]) -> Mapping[int, List[int]]:
+    """{cell: [CPUs]} of the host: libvirt's capabilities topology first, the kernel's /sys view (the
+    NUMA reader's) when the sample has none; {} when neither knows."""
+    if host is not None and host.cell_cpus:
+        return host.cell_cpus
+    return numa.node_cpus if numa is not None else {}
+
+
+def live_placement(numa: Optional[NumaSnapshot], current: Sample, uuid: str) -> Optional[DomainPlacement]:
+    """The domain's last placement reading, unless it was read from a QEMU that has since been
+    replaced (the sample knows another pid for the domain); None without one."""
+    placement = numa.domains.get(uuid) if numa is not None else None
+    if placement is None:
+        return None
+    if uuid in current.qemu_pids and placement.pid != current.qemu_pids[uuid]:
+        return None
+    return placement
 
 
 def cpu_to_cell(cell_cpus: Mapping[int, Iterable[int]]) -> Dict[int, int]:

@@ -9,20 +9,13 @@ the reader's refresh period; the CLI builds the reader with it.
 
 from __future__ import annotations
 
-from typing import Iterable, List, Mapping
+from typing import Iterable
 
 from prometheus_client.metrics_core import Metric
 
-from ..calc.numa import memory_per_cell, vcpus_per_cell
+from ..calc.numa import host_cell_cpus, live_placement, memory_per_cell, vcpus_per_cell
 from .base import Background, Option, ScrapeContext, register
 from .families import KIB, gauge, info
-
-
-def _cell_cpus(ctx: ScrapeContext, reader_node_cpus: Mapping[int, List[int]]) -> Mapping[int, List[int]]:
-    # libvirt's capabilities topology first; the kernel's /sys view when the sampler has none.
-    if ctx.current.host is not None and ctx.current.host.cell_cpus:
-        return ctx.current.host.cell_cpus
-    return reader_node_cpus
 
 
 @register("numa", default_enabled=True, stats_groups=("state",), qemu_pids=True,
@@ -34,10 +27,9 @@ def _cell_cpus(ctx: ScrapeContext, reader_node_cpus: Mapping[int, List[int]]) ->
 def collect(ctx: ScrapeContext) -> Iterable[Metric]:
     current = ctx.current
     active = {uuid: dom for uuid, dom in current.domains.items() if dom.active}
-    pids = current.qemu_pids
     snap = ctx.numa
 
-    cell_cpus = _cell_cpus(ctx, snap.node_cpus if snap is not None else {})
+    cell_cpus = host_cell_cpus(current.host, snap)
     cell_memory = current.cell_memory
     cells = sorted(set(cell_cpus) | set(cell_memory))
 
@@ -94,11 +86,9 @@ def collect(ctx: ScrapeContext) -> Iterable[Metric]:
         readable.add_metric([snap.reason], 1 if snap.readable else 0)
         cost.add_metric([], snap.refresh_duration_s)
         for uuid, dom in sorted(active.items(), key=lambda kv: kv[1].name):
-            placement = snap.domains.get(uuid)
+            placement = live_placement(snap, current, uuid)
             if placement is None:
                 continue
-            if uuid in pids and placement.pid != pids[uuid]:
-                continue  # read from a QEMU that has since been replaced
             if placement.memory_bytes_by_node is not None:
                 for cell, size in sorted(memory_per_cell(placement.memory_bytes_by_node, cells).items()):
                     memory.add_metric([dom.name, str(cell)], size)
