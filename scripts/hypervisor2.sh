@@ -208,14 +208,21 @@ cmd_exporter() {
   shift
   local dir
   dir=$(exporter_dir "$port")
-  tar -C "$REPO" -c --exclude=__pycache__ virt_exporter \
-    | podman exec -i "$NAME" sh -c 'rm -rf "$0" && mkdir -p "$0" && tar -C "$0" -x' "$dir"
+  # (copies whose exporter is gone, an earlier run's that ended without exporter-stop, go first)
+  tar -C "$REPO" -c --exclude=__pycache__ virt_exporter | podman exec -i "$NAME" sh -c '
+    for old in /opt/virt-exporter/*/; do
+      [ -d "$old" ] && ! { [ -s "$old/pid" ] && kill -0 "$(cat "$old/pid")" 2>/dev/null; } && rm -rf "$old"
+    done
+    rm -rf "$0" && mkdir -p "$0" && tar -C "$0" -x' "$dir"
   exec podman exec "$NAME" sh -c 'echo $$ > "$0/pid"; port=$1; shift; cd "$0" && PYTHONDONTWRITEBYTECODE=1 \
     exec python3 -m virt_exporter --web.listen-address "127.0.0.1:$port" "$@"' "$dir" "$port" "$@"
 }
 
 cmd_exporter_stop() {
-  podman exec "$NAME" sh -c 'test -s "$0/pid" && kill "$(cat "$0/pid")"; rm -f "$0/pid"' "$(exporter_dir "$1")"
+  # SIGTERM, then up to 10 s for it to exit before its copy goes
+  podman exec "$NAME" sh -c '[ -s "$0/pid" ] || exit 0; pid=$(cat "$0/pid"); kill "$pid" 2>/dev/null
+    i=0; while kill -0 "$pid" 2>/dev/null && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+    rm -rf "$0"' "$(exporter_dir "$1")"
 }
 
 main() {
