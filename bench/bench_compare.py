@@ -5,7 +5,9 @@
 
 With --hypervisor2 the guests run on the second hypervisor (scripts/hypervisor2.sh: libvirt 11 /
 QEMU 10 in a container), the bare calls and this exporter reach it over TCP on loopback, and the Go
-exporter is Debian 13's, run inside that container on its unix socket.
+exporter is Debian 13's, run inside that container on its unix socket. A column ours-in runs this
+exporter inside the container too (Debian 13's Python 3.13 and libraries, the unix socket), as the
+Go exporter runs.
 
 For each guest count it defines that many blank guests (thin qcow2 + iothread, ethernet interface,
 balloon — as tests/testbed.py makes them), then runs interleaved rounds of:
@@ -17,6 +19,7 @@ balloon — as tests/testbed.py makes them), then runs interleaved rounds of:
               time: --libvirt.min-interval 0)
   ours        this exporter with its defaults (the figure the README states)
   ours-nobk   the same with --no-libvirt.backing-chain
+  ours-in     (--hypervisor2 only) this exporter with its defaults inside the container
   go          prometheus-libvirt-exporter's scrape over HTTP
 and prints median / p95 per column, ratios to the Go exporter, the exporter's own overhead (scrape
 time minus the libvirt stats time it reports), and how many series each exporter returns.
@@ -44,6 +47,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
 from exporter import ExporterProcess, Samples, free_port  # noqa: E402
+from hypervisor2 import InsideExporter  # noqa: E402
 from testbed import URI, Testbed, ensure_daemon  # noqa: E402
 from virt_exporter.app import default_concurrency  # noqa: E402
 from virt_exporter.source import bulk  # noqa: E402
@@ -184,6 +188,8 @@ def measure(guests: int, rounds: int, sweep: List[int], per_group: bool = False,
             "ours-%d" % k: ExporterProcess(base + ["--libvirt.concurrency", str(k)]).start() for k in sweep}
         processes["ours"] = ExporterProcess(base).start()
         processes["ours-nobk"] = ExporterProcess(base + ["--no-libvirt.backing-chain"]).start()
+        if uri != URI:
+            processes["ours-in"] = InsideExporter(base[2:]).start()  # its own libvirtd's default URI
         go = GoExporter(hypervisor2=uri != URI)
         own_overhead: List[float] = []
         bodies: Dict[str, bytes] = {}

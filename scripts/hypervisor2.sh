@@ -11,6 +11,11 @@
 #   hypervisor2.sh go-exporter PORT | go-exporter-stop
 #                           Debian 13's prometheus-libvirt-exporter inside it, on 127.0.0.1:PORT, for
 #                           bench/bench_compare.py --hypervisor2 (runs in the foreground)
+#   hypervisor2.sh exec ARGV...   run a command inside it (the tests' references: /proc, qemu-img)
+#   hypervisor2.sh exporter PORT [FLAGS...] | exporter-stop PORT
+#                           this repository's virt_exporter inside it, on 127.0.0.1:PORT, with Debian
+#                           13's Python and libraries (runs in the foreground): it sees that host's
+#                           /proc and /run, which per-VM NUMA placement needs
 #
 # No registry is reachable: the base image is made with debootstrap from the host's Debian mirror.
 # The quirks and their fixes (testbed.md, "A second hypervisor"): an init (tini) reaps QEMU's
@@ -29,7 +34,8 @@ BASE_IMAGE=localhost/virt-exporter-trixie-base:latest
 MIGRATION_PORT_MIN=${HV2_MIGRATION_PORT_MIN:-49300}
 MIGRATION_PORT_MAX=${HV2_MIGRATION_PORT_MAX:-49363}
 PACKAGES="libvirt-daemon libvirt-daemon-driver-qemu libvirt-daemon-log libvirt-clients qemu-system-x86 qemu-utils tini
-  prometheus-libvirt-exporter"
+  prometheus-libvirt-exporter
+  python3-libvirt python3-prometheus-client python3-lxml python3-psutil python3-yaml python3-bcrypt"
 
 log() { echo "hypervisor2: $*" >&2; }
 
@@ -193,6 +199,32 @@ cmd_status() {
   fi
 }
 
+# The exporter's code is copied in at each start, not bind-mounted: the container outlives the
+# checkout that started it (several worktrees share one), and each caller runs its own code.
+exporter_dir() { echo "/opt/virt-exporter/$1"; }
+
+cmd_exporter() {
+  local port=$1
+  shift
+  local dir
+  dir=$(exporter_dir "$port")
+  # (copies whose exporter is gone, an earlier run's that ended without exporter-stop, go first)
+  tar -C "$REPO" -c --exclude=__pycache__ virt_exporter | podman exec -i "$NAME" sh -c '
+    for old in /opt/virt-exporter/*/; do
+      [ -d "$old" ] && ! { [ -s "$old/pid" ] && kill -0 "$(cat "$old/pid")" 2>/dev/null; } && rm -rf "$old"
+    done
+    rm -rf "$0" && mkdir -p "$0" && tar -C "$0" -x' "$dir"
+  exec podman exec "$NAME" sh -c 'echo $$ > "$0/pid"; port=$1; shift; cd "$0" && PYTHONDONTWRITEBYTECODE=1 \
+    exec python3 -m virt_exporter --web.listen-address "127.0.0.1:$port" "$@"' "$dir" "$port" "$@"
+}
+
+cmd_exporter_stop() {
+  # SIGTERM, then up to 10 s for it to exit before its copy goes
+  podman exec "$NAME" sh -c '[ -s "$0/pid" ] || exit 0; pid=$(cat "$0/pid"); kill "$pid" 2>/dev/null
+    i=0; while kill -0 "$pid" 2>/dev/null && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+    rm -rf "$0"' "$(exporter_dir "$1")"
+}
+
 main() {
   if [ "$(id -u)" != 0 ]; then
     log "must run as root (privileged podman)"
@@ -210,7 +242,13 @@ main() {
     go-exporter-stop)
       podman_env
       podman exec "$NAME" sh -c 'test -s /run/go-exporter.pid && kill "$(cat /run/go-exporter.pid)"; rm -f /run/go-exporter.pid' ;;
-    *) echo "usage: $0 up|down|status|uri|go-exporter PORT|go-exporter-stop" >&2; exit 2 ;;
+    exec) podman_env; shift; exec podman exec "$NAME" "$@" ;;
+    exporter|exporter-stop)
+      podman_env
+      [[ "${2:-}" =~ ^[0-9]+$ ]] || { echo "usage: $0 $1 PORT" >&2; exit 2; }
+      if [ "$1" = exporter ]; then shift; cmd_exporter "$@"; else cmd_exporter_stop "$2"; fi ;;
+    *) echo "usage: $0 up|down|status|uri|go-exporter PORT|go-exporter-stop|exec ARGV|exporter PORT [FLAGS]|exporter-stop PORT" >&2
+       exit 2 ;;
   esac
 }
 main "$@"

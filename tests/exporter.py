@@ -48,7 +48,7 @@ class ExporterProcess:
 
         fd, name = tempfile.mkstemp(prefix="virt-exporter-", suffix=".log")
         self.log_path = Path(name)
-        self.proc = subprocess.Popen(EXPORTER + self.args, stdout=fd, stderr=fd, cwd=str(REPO), env=self.env)
+        self.proc = subprocess.Popen(self.command(), stdout=fd, stderr=fd, cwd=str(REPO), env=self.env)
         os.close(fd)
         deadline = time.monotonic() + self.ready_timeout_s
         while time.monotonic() < deadline:
@@ -63,6 +63,10 @@ class ExporterProcess:
         log = self.log()
         self.stop()  # __exit__ never runs when __enter__ raises: do not leave it running
         raise RuntimeError("exporter not ready: " + log)
+
+    def command(self) -> List[str]:
+        """The argv that runs the exporter (a subclass may run it elsewhere)."""
+        return EXPORTER + self.args
 
     def ready(self) -> bool:
         """Whether the exporter is serving: /-/healthy answers 200."""

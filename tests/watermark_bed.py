@@ -4,6 +4,7 @@ qemu-img, blockdev, virt-admin)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -46,8 +47,25 @@ def grow_loop_device(dev: str, size_bytes: int) -> None:
     assert blockdev_size(dev) == size_bytes
 
 
-def blockdev_size(dev: str) -> int:
-    return int(tb._run(["blockdev", "--getsize64", dev]).stdout.strip())
+def _run_here(*argv: str) -> str:
+    return tb._run(list(argv)).stdout
+
+
+@dataclasses.dataclass(frozen=True)
+class Host:
+    """Where the references are read: ``virsh`` gives stdout of `virsh ARGS` against that host's
+    libvirtd, ``run`` stdout of a command on that host. This host by default; tests/migration reads the
+    second hypervisor's from inside its container."""
+
+    virsh: Callable[..., str] = tb.virsh
+    run: Callable[..., str] = _run_here
+
+
+HERE = Host()
+
+
+def blockdev_size(dev: str, host: Host = HERE) -> int:
+    return int(host.run("blockdev", "--getsize64", dev).strip())
 
 
 def make_loop_device(directory: Path, name: str, size_bytes: int) -> str:
@@ -58,27 +76,27 @@ def make_loop_device(directory: Path, name: str, size_bytes: int) -> str:
     return tb._run(["losetup", "--find", "--show", str(backing)]).stdout.strip()
 
 
-def qemu_img_info(path: str, backing_chain: bool = False) -> List[dict]:
+def qemu_img_info(path: str, backing_chain: bool = False, host: Host = HERE) -> List[dict]:
     """`qemu-img info -U --output=json` (force-share: the image is open by a running QEMU)."""
     argv = ["qemu-img", "info", "-U", "--output=json"] + (["--backing-chain"] if backing_chain else []) + [path]
-    out = json.loads(tb._run(argv).stdout)
+    out = json.loads(host.run(*argv))
     return out if isinstance(out, list) else [out]
 
 
-def domblkinfo(name: str, target: str) -> Dict[str, int]:
+def domblkinfo(name: str, target: str, host: Host = HERE) -> Dict[str, int]:
     """`virsh domblkinfo` → {"capacity", "allocation", "physical"}."""
     out = {}
-    for line in tb.virsh("domblkinfo", name, target).splitlines():
+    for line in host.virsh("domblkinfo", name, target).splitlines():
         key, _, val = line.partition(":")
         if val.strip():
             out[key.strip().lower()] = int(val.strip())
     return out
 
 
-def layer_stats(name: str) -> Dict[Tuple[str, Optional[str]], Dict[str, object]]:
+def layer_stats(name: str, host: Host = HERE) -> Dict[Tuple[str, Optional[str]], Dict[str, object]]:
     """`virsh domstats --block --backing` as {(target, backing_index label or None): {key: value}} with
     the metric label convention: the first entry of a name is the top layer (no label)."""
-    stats = tb.virsh_domstats(name, "block", backing=True)
+    stats = tb.parse_domstats(host.virsh("domstats", "--raw", "--block", "--backing", name))[name]
     out: Dict[Tuple[str, Optional[str]], Dict[str, object]] = {}
     seen = set()
     for i in range(int(stats["block.count"])):

@@ -18,8 +18,10 @@ import testbed as tb
 
 from .cpu_numa_harness import (
     capabilities_cells,
+    freecell_kib,
     label_values,
     meminfo_kib,
+    nodememstats_kib,
     running_exporter,
     value,
     vm_rss_kib,
@@ -33,29 +35,13 @@ COLLECTORS = ("host", "host_memory", "numa")
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _freecell_kib() -> dict:
-    """{cell: free KiB} from `virsh freecell --all`."""
-    out = {}
-    for line in tb.virsh("freecell", "--all").splitlines():
-        m = re.match(r"^\s*(\d+):\s+(\d+) KiB", line)
-        if m:
-            out[m.group(1)] = int(m.group(2))
-    return out
-
-
-def _nodememstats_kib(cell=None) -> dict:
-    args = ["nodememstats"] + (["--cell", str(cell)] if cell is not None else [])
-    return {k.strip(): int(v.split()[0]) for k, v in
-            (line.split(":", 1) for line in tb.virsh(*args).splitlines() if ":" in line)}
-
-
 def test_host_memory_and_cells_match_virsh_and_meminfo(libvirtd):
     cells = capabilities_cells()
     with running_exporter(only=COLLECTORS) as ex:
         s = ex.scrape()
         # references in the same second
-        free_ref = _freecell_kib()
-        stats_ref = {str(c): _nodememstats_kib(c) for c in cells}
+        free_ref = freecell_kib()
+        stats_ref = {str(c): nodememstats_kib(c) for c in cells}
         meminfo = meminfo_kib()
 
     assert set(label_values(s, "libvirt_host_numa_cell_memory_bytes", "cell")) == {str(c) for c in cells}
@@ -183,6 +169,6 @@ def test_unprivileged_exporter_keeps_host_cells_and_says_why(testbed):
     cells = capabilities_cells()
     for cell in cells:
         assert value(s, "libvirt_host_numa_cell_memory_bytes", cell=str(cell)) == \
-            _nodememstats_kib(cell)["total"] * KIB
+            nodememstats_kib(cell)["total"] * KIB
     # the vCPU threads' stat files are world-readable: their placement survives
     assert sum(label_values(s, "libvirt_domain_numa_vcpus", "cell", domain=guest.name).values()) == 1

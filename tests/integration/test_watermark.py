@@ -52,18 +52,18 @@ def _scrape_sized(exp, guest):
                            SCRAPE_SIZED_TIMEOUT_S)
 
 
-def _check_sizes_and_rule(exp, guest) -> dict:
-    """With the guest suspended: the exporter's sizes equal every reference, and the watermark values
-    follow the rule from them."""
+def check_sizes_and_rule(exp, guest, host: wb.Host = wb.HERE) -> dict:
+    """With the guest suspended: the exporter's sizes equal every reference (read on ``host``), and the
+    watermark values follow the rule from them. Needs the exporter to run with WM_FLAGS."""
     m = _scrape_sized(exp, guest)
     alloc = _top(m, "libvirt_domain_block_allocation_bytes", guest)
     cap = _top(m, "libvirt_domain_block_capacity_bytes", guest)
     phys = _top(m, "libvirt_domain_block_physical_bytes", guest)
-    assert {"allocation": alloc, "capacity": cap, "physical": phys} == wb.domblkinfo(guest.name, "vda")
-    ref = wb.layer_stats(guest.name)[("vda", None)]
+    assert {"allocation": alloc, "capacity": cap, "physical": phys} == wb.domblkinfo(guest.name, "vda", host)
+    ref = wb.layer_stats(guest.name, host)[("vda", None)]
     assert (alloc, cap, phys) == (ref["allocation"], ref["capacity"], ref["physical"])
-    assert cap == wb.qemu_img_info(guest.disk_path)[0]["virtual-size"] == 1024 * MIB
-    assert phys == wb.blockdev_size(guest.disk_path)
+    assert cap == wb.qemu_img_info(guest.disk_path, host=host)[0]["virtual-size"] == 1024 * MIB
+    assert phys == wb.blockdev_size(guest.disk_path, host)
     headroom = _top(m, "libvirt_domain_block_watermark_headroom_bytes", guest)
     assert headroom == phys - alloc
     assert _top(m, "libvirt_domain_block_watermark_limit_bytes", guest) == LIMIT
@@ -80,14 +80,14 @@ def test_watermark_follows_the_rule_across_the_limit_read_only(testbed):
         # below the watermark: headroom > 32 MiB
         wb.wait_for(lambda: wb.allocation(guest) > 4 * MIB, GROW_TIMEOUT_S, "allocation over 4 MiB", 0.1)
         wb.suspend(guest)
-        before = _check_sizes_and_rule(exp, guest)
+        before = check_sizes_and_rule(exp, guest)
         assert before["headroom"] > LIMIT, "the writer outran the test: suspend came too late"
         assert _top(before["series"], "libvirt_domain_block_extension_needed", guest) == 0
         wb.resume(guest)
         # past it
         _grow_past(guest, 64 * MIB - LIMIT + MIB)
         wb.suspend(guest)
-        after = _check_sizes_and_rule(exp, guest)
+        after = check_sizes_and_rule(exp, guest)
         assert after["headroom"] < LIMIT
         assert _top(after["series"], "libvirt_domain_block_extension_needed", guest) == 1
 
