@@ -13,9 +13,6 @@ from typing import List
 from exporter import ExporterProcess
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "hypervisor2.sh"
-# Its libvirtd has no storage driver (the container installs only the QEMU one), so the exporter
-# there is asked for no storage pools.
-INSIDE_FLAGS = ("--no-collector.storage_pool",)
 
 
 def script(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -52,7 +49,7 @@ class InsideExporter(ExporterProcess):
                 next(args)  # the script gives the address from the port
             else:
                 flags.append(arg)
-        return ["bash", str(SCRIPT), "exporter", str(self.port), *INSIDE_FLAGS, *flags]
+        return ["bash", str(SCRIPT), "exporter", str(self.port), *flags]
 
     def stop(self) -> int:
         if self.proc is not None and self.proc.poll() is None:

@@ -191,6 +191,23 @@ def test_watermark_on_libvirt_11_matches_qemu_img_and_domblkinfo_there(bed, hv2)
         guest.name, below["allocation"], past["allocation"], past["physical"]))
 
 
+def test_listings_on_a_libvirtd_without_a_storage_driver(hv2, busy_there):
+    """The container's libvirtd has only the QEMU driver: `virsh pool-list` fails there. The exporter
+    reports no pools with the storage_pool collector succeeding, and the domain's persistent and
+    autostart flags as `virsh dominfo` on that host gives them."""
+    refused = subprocess.run(["virsh", "-c", hv2, "pool-list"], capture_output=True, text=True, timeout=60)
+    assert refused.returncode != 0 and "not supported" in refused.stderr, refused.stderr
+    info = dict(line.split(":", 1) for line in virsh_at(hv2, "dominfo", busy_there.name).splitlines() if ":" in line)
+    flag = {"yes": 1.0, "no": 0.0, "enable": 1.0, "disable": 0.0}
+    with inside_exporter() as exp:
+        series = exp.scrape()
+    domain = (("domain", busy_there.name),)
+    assert series[("libvirt_domain_persistent", domain)] == flag[info["Persistent"].strip()]
+    assert series[("libvirt_domain_autostart", domain)] == flag[info["Autostart"].strip()]
+    assert series[("libvirt_exporter_collector_success", (("collector", "storage_pool"),))] == 1
+    assert not [name for name, _labels in series if name.startswith("libvirt_storage_pool_")]
+
+
 def test_hypervisor2_is_its_own_host(hv2):
     """Its own hostname and host UUID (equal UUIDs refuse a migration), and libvirt 11 / QEMU 10."""
     host_caps, other_caps = (subprocess.run(["virsh", "-c", uri, "capabilities"], capture_output=True, text=True,

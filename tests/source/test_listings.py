@@ -83,11 +83,38 @@ def test_domain_flags_are_two_filtered_list_calls():
     assert got.autostart == frozenset() and got.storage_pools is None
 
 
-def test_other_pool_errors_are_raised():
+def test_other_pool_errors_leave_no_pools_and_say_why():
     pool = Pool("x")
     pool.info = lambda: (_ for _ in ()).throw(libvirt_error(libvirt.VIR_ERR_INTERNAL_ERROR))  # type: ignore
-    with pytest.raises(libvirt.libvirtError):
-        ListingReader([STORAGE_POOLS]).read(Conn([pool]))
+    got = ListingReader([STORAGE_POOLS]).read(Conn([pool]))
+    assert got.storage_pools is None and got.error == "storage pools: scripted"
+
+
+def test_a_libvirtd_without_a_storage_driver_has_no_pools():
+    """Debian 13's QEMU-only libvirtd answers the pool list with VIR_ERR_NO_SUPPORT (measured on the
+    second hypervisor): no pools, no error, and the domain listings stand."""
+    conn = Conn([])
+
+    def unsupported(flags: int = 0) -> List[Pool]:
+        raise libvirt_error(libvirt.VIR_ERR_NO_SUPPORT)
+
+    conn.listAllStoragePools = unsupported  # type: ignore[method-assign]
+    got = ListingReader([DOMAIN_FLAGS, STORAGE_POOLS]).read(conn)
+    assert got.storage_pools == () and got.error == ""
+    assert got.autostart == frozenset() and got.persistent == frozenset()
+
+
+def test_a_failed_domain_listing_leaves_the_pools_standing():
+    conn = Conn([Pool("a")])
+
+    def refuse(flags: int = 0) -> List[Any]:
+        raise libvirt_error(libvirt.VIR_ERR_INTERNAL_ERROR)
+
+    conn.listAllDomains = refuse  # type: ignore[method-assign]
+    got = ListingReader([DOMAIN_FLAGS, STORAGE_POOLS]).read(conn)
+    assert got.autostart is None and got.persistent is None
+    assert [p.name for p in got.storage_pools or ()] == ["a"]
+    assert got.error == "domain listings: scripted"
 
 
 def test_failed_listing_keeps_the_sample_and_fails_only_the_pool_collector(host: FakeHost, monkeypatch):
@@ -104,11 +131,14 @@ def test_failed_listing_keeps_the_sample_and_fails_only_the_pool_collector(host:
         snapshot = sampler.snapshot()
         sample = snapshot.current
         assert sample.up and len(sample.domains) == 6
-        assert sample.storage_pools is None and sample.autostart is None and "scripted" in sample.listings_error
+        assert sample.storage_pools is None and "storage pools: scripted" == sample.listings_error
+        # The domain listings are read apart from the pools: they stand.
+        assert sample.autostart is not None and sample.persistent is not None
         exporter = Exporter(sampler, specs, {"domain": {"metadata-label": ()}, "storage_pool": {}})
         families = {f.name: f for f in exporter.families(snapshot)}
         success = {s.labels["collector"]: s.value for s in families["libvirt_exporter_collector_success"].samples}
         assert success == {"domain": 1.0, "storage_pool": 0.0}
         assert len(families["libvirt_domain_state"].samples) == 6
-        assert families["libvirt_domain_autostart"].samples == []
+        assert len(families["libvirt_domain_autostart"].samples) == 6
+        assert len(families["libvirt_domain_persistent"].samples) == 6
         sampler.stop()

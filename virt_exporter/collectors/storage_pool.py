@@ -22,9 +22,9 @@ POOL_STATES = {0: "inactive", 1: "building", 2: "running", 3: "degraded", 4: "in
           help="storage pool capacity, allocation, available bytes and state")
 def collect(ctx: ScrapeContext) -> Iterable[Metric]:
     cur = ctx.current
-    if cur.listings_error:
+    if cur.storage_pools is None:
         # collector_success 0 for this scrape; the reader logged why.
-        raise RuntimeError("storage pools not read: " + cur.listings_error)
+        raise RuntimeError("storage pools not read: " + (cur.listings_error or "no listing"))
     labels = ["pool"]
     pool_info = info("libvirt_storage_pool_info", "Storage pool type and state (value 1).", ["pool", "type", "state"])
     capacity = gauge("libvirt_storage_pool_capacity_bytes", "Size of the pool, bytes (virStoragePoolGetInfo).",

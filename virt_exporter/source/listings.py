@@ -3,7 +3,9 @@ domains are persistent and which start with the host, and the storage pools with
 
 Each is a few list calls on the lane for cheap calls: two domain list calls with libvirt's filter
 flags, one pool list call and one info call per pool (a pool's type, from its XML, is read once per
-pool UUID: it cannot change).
+pool UUID: it cannot change). The domain listings and the pools fail apart: a libvirt error in one
+leaves the other standing. A libvirtd without a storage driver (Debian 13's QEMU-only install) has no
+pools: that is an empty list, not an error.
 """
 
 from __future__ import annotations
@@ -26,10 +28,15 @@ class Listings:
     autostart: Optional[FrozenSet[str]] = None    # UUIDs; None when not asked for
     persistent: Optional[FrozenSet[str]] = None
     storage_pools: Optional[Tuple[StoragePool, ...]] = None
+    error: str = ""    # why a listing asked for is None, one line; "" when all were read
 
 
 def _uuids(conn: libvirt.virConnect, flag: int) -> FrozenSet[str]:
     return frozenset(dom.UUIDString() for dom in conn.listAllDomains(flag))
+
+
+def _message(e: libvirt.libvirtError) -> str:
+    return " ".join((e.get_error_message() or str(e)).split())
 
 
 def pool_type(xml: str) -> str:
@@ -53,19 +60,33 @@ class ListingReader:
         domains would wait for it (source/jobs.py), so the last domain listings stand meanwhile."""
         autostart = persistent = None
         pools = None
+        errors = []
         if DOMAIN_FLAGS in self.kinds:
-            if domains_listable:
-                self._domain_flags = (_uuids(conn, libvirt.VIR_CONNECT_LIST_DOMAINS_AUTOSTART),
-                                      _uuids(conn, libvirt.VIR_CONNECT_LIST_DOMAINS_PERSISTENT))
-            autostart, persistent = self._domain_flags
+            try:
+                if domains_listable:
+                    self._domain_flags = (_uuids(conn, libvirt.VIR_CONNECT_LIST_DOMAINS_AUTOSTART),
+                                          _uuids(conn, libvirt.VIR_CONNECT_LIST_DOMAINS_PERSISTENT))
+                autostart, persistent = self._domain_flags
+            except libvirt.libvirtError as e:
+                self._domain_flags = (None, None)
+                errors.append("domain listings: " + _message(e))
         if STORAGE_POOLS in self.kinds:
-            pools = self._pools(conn)
-        return Listings(autostart=autostart, persistent=persistent, storage_pools=pools)
+            try:
+                pools = self._pools(conn)
+            except libvirt.libvirtError as e:
+                errors.append("storage pools: " + _message(e))
+        return Listings(autostart=autostart, persistent=persistent, storage_pools=pools, error="; ".join(errors))
 
     def _pools(self, conn: libvirt.virConnect) -> Tuple[StoragePool, ...]:
         out = []
         seen = set()
-        for pool in conn.listAllStoragePools(0):
+        try:
+            listed = conn.listAllStoragePools(0)
+        except libvirt.libvirtError as e:
+            if e.get_error_code() != libvirt.VIR_ERR_NO_SUPPORT:
+                raise
+            listed = []  # no storage driver in this libvirtd: no pools
+        for pool in listed:
             try:
                 uuid = pool.UUIDString()
                 state, capacity, allocation, available = pool.info()[:4]

@@ -53,6 +53,7 @@ class SampleReader:
         self._host: Optional[HostFacts] = None
         self._last_memory: Optional[MemoryReading] = None
         self._last_failure = ""
+        self._last_listings_error = ""
         connection.on_connect(self._on_connect)
 
     def _on_connect(self, conn: libvirt.virConnect) -> None:
@@ -192,16 +193,19 @@ class SampleReader:
 
     def _listings(self, deadline: float) -> Tuple[Listings, str]:
         """The per-sample listings (autostart, persistent, storage pools) the collectors asked for;
-        on failure none, and why: the stats of this sample stand."""
+        those that failed are None, with why: the stats of this sample stand."""
         if self.listings is None:
             return Listings(), ""
         try:
             read = functools.partial(self.listings.read, domains_listable=not self.stats.closing())
-            return self.connection.call(read, max(0.0, deadline - self._clock()), cheap=True), ""
+            listings: Listings = self.connection.call(read, max(0.0, deadline - self._clock()), cheap=True)
         except Exception as e:  # noqa: BLE001 - listings are extras: the sample's stats stand whatever happens
-            why = one_line(e)
-            log.warning("libvirt listings (autostart, persistent, storage pools) failed: %s", why)
-            return Listings(), why
+            listings = Listings(error="libvirt listings (autostart, persistent, storage pools): " + one_line(e))
+        kind = re.sub(r"[0-9.]+", "#", listings.error)
+        if kind and kind != self._last_listings_error:
+            log.warning("%s", listings.error)  # once per kind of failure, not at every sample
+        self._last_listings_error = kind
+        return listings, listings.error
 
     def _qemu_pids(self, domains: Iterable[DomainStats]) -> Dict[str, int]:
         """QEMU pid per running domain, from libvirt's pid files (no libvirt call needed)."""
