@@ -191,12 +191,18 @@ cmd_down() {
 
 cmd_status() {
   podman_env
-  if running && [ -s "$STATE/port" ]; then
-    echo "hypervisor2: running as container $NAME, hostname $HOSTNAME2, URI $(uri)"
-    virsh -c "$(uri)" version --daemon 2>&1 | sed 's/^/  /'
-  else
+  if ! running || [ ! -s "$STATE/port" ]; then
     echo "hypervisor2: not running"
+    return 1
   fi
+  local version
+  # The container can outlive its libvirtd (its processes killed from outside): say so, not "running".
+  if ! version=$(virsh -c "$(uri)" version --daemon 2>&1); then
+    echo "hypervisor2: container $NAME is up but its libvirtd does not answer on $(uri); 'up' restarts it"
+    return 1
+  fi
+  echo "hypervisor2: running as container $NAME, hostname $HOSTNAME2, URI $(uri)"
+  echo "$version" | sed 's/^/  /'
 }
 
 # The exporter's code is copied in at each start, not bind-mounted: the container outlives the
