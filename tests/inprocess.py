@@ -6,20 +6,16 @@ from __future__ import annotations
 import contextlib
 import time
 import urllib.request
-from typing import Dict, Iterator, Optional, Tuple
+from typing import Iterator, Optional, Tuple
 
-from prometheus_client.parser import text_string_to_metric_families
-
-from exporter import free_port
+import scrape
+from exporterproc import free_port
 from virt_exporter import cli
 from virt_exporter.app import App
 from virt_exporter.collectors import base, load_all
 
 SCRAPE_TIMEOUT_S = 30
 CONNECT_TIMEOUT_S = 30
-
-Series = Dict[Tuple[str, Tuple[Tuple[str, str], ...]], float]
-
 
 class InProcessExporter:
     """A running exporter; ``scrape()`` returns {(name, sorted labels): value}."""
@@ -33,14 +29,9 @@ class InProcessExporter:
         """The reader the CLI wired for the numa collector."""
         return self.app.numa_reader
 
-    def scrape(self) -> Series:
+    def scrape(self) -> scrape.Series:
         with urllib.request.urlopen(self.url, timeout=SCRAPE_TIMEOUT_S) as r:
-            text = r.read().decode()
-        out: Series = {}
-        for fam in text_string_to_metric_families(text):
-            for s in fam.samples:
-                out[(s.name, tuple(sorted(s.labels.items())))] = s.value
-        return out
+            return scrape.series(r.read().decode())
 
 
 @contextlib.contextmanager
@@ -64,7 +55,3 @@ def running_exporter(*flags: str, only: Optional[Tuple[str, ...]] = None) -> Ite
         yield InProcessExporter(app, port)
     finally:
         app.stop()
-
-
-def value(series: Series, name: str, **labels: str) -> Optional[float]:
-    return series.get((name, tuple(sorted(labels.items()))))

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from childproc import Process
-from exporter import free_port
+from exporterproc import free_port
 from perfmon.promstack import ALERTMANAGER, WebhookReceiver, http_get
 
 REPO = Path(__file__).resolve().parents[1]

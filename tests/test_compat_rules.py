@@ -22,8 +22,9 @@ from typing import Dict, List, Tuple
 import pytest
 import yaml
 
-from exporter import ExporterProcess, Samples, free_port
+from exporterproc import ExporterProcess, free_port
 from promtool import promtool
+from scrape import Samples
 from virt_exporter.catalogue import metric_rows
 
 REPO = Path(__file__).resolve().parents[1]

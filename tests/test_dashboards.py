@@ -39,8 +39,9 @@ import yaml
 import testbed as tb  # tests/ is on sys.path (tests/conftest.py)
 import watermark_bed as wb
 from childproc import Process
-from exporter import ExporterProcess, Samples, free_port
+from exporterproc import ExporterProcess, free_port
 from promtool import promtool
+from scrape import Samples
 from virt_exporter.mixin import dashboards as generator
 from virt_exporter.mixin.config import MixinConfig, parse_config
 

@@ -12,9 +12,10 @@ from typing import Dict, List, Optional, Tuple
 
 import pytest
 from prometheus_client.exposition import generate_latest
-from prometheus_client.parser import text_string_to_metric_families
 
 from samples import cpu_sample, named
+from scrape import Series
+from scrape import series as parse_series
 from virt_exporter.collectors import base, load_all
 from virt_exporter.exporter import Exporter
 from virt_exporter.sample import HostFacts, Sample
@@ -24,9 +25,6 @@ FACTS = HostFacts(hostname="hv1", libvirt_version="9.0.0", hypervisor_version="7
 # Written out, not read from the exporter: the collectors that still run while libvirt is down (host
 # identity as of the last connection, the perfmon engine's own state); every other one needs a sample.
 RUN_WITHOUT_LIBVIRT = {"host", "perfmon"}
-
-Series = Dict[Tuple[str, Tuple[Tuple[str, str], ...]], float]
-
 
 class StubSampler:
     """What the Exporter asks of a sampler: ``get()`` the (previous, current) pair, the domain XML
@@ -62,12 +60,7 @@ def all_specs() -> List[base.CollectorSpec]:
 
 
 def scrape(exporter: Exporter) -> Series:
-    text = generate_latest(exporter.scrape()).decode()   # what the HTTP handler encodes
-    out: Series = {}
-    for fam in text_string_to_metric_families(text):
-        for s in fam.samples:
-            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
-    return out
+    return parse_series(generate_latest(exporter.scrape()).decode())   # what the HTTP handler encodes
 
 
 def per_collector(series: Series, name: str) -> Dict[str, float]:

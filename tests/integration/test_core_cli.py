@@ -16,11 +16,10 @@ from pathlib import Path
 from typing import List
 
 import pytest
-from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
-from prometheus_client.parser import text_string_to_metric_families as parse_text
 
-from exporter import EXPORTER, REPO, ExporterProcess, Samples, free_port
+from exporterproc import EXPORTER, REPO, ExporterProcess, free_port
 from promtool import check_metrics
+from scrape import Samples, families
 
 TEST_BOUND_S = 60
 pytestmark = pytest.mark.timeout(TEST_BOUND_S, func_only=True)
@@ -169,9 +168,9 @@ def test_http_endpoints_and_content_negotiation(libvirtd):
         ctype = headers["Content-Type"]
         assert ctype.startswith("text/plain") and "version=0.0.4" in ctype, ctype
         text = body.decode()
-        families = {f.name for f in parse_text(text)}
+        names = {f.name for f in families(text)}
         assert Samples.parse(text).get("libvirt_up") == 1
-        assert {"libvirt_up", "libvirt_exporter_build_info"} <= families
+        assert {"libvirt_up", "libvirt_exporter_build_info"} <= names
 
         for accept in ("application/openmetrics-text", PROMETHEUS_ACCEPT):
             status, headers, body = exp.get(path, headers={"Accept": accept})
@@ -180,8 +179,8 @@ def test_http_endpoints_and_content_negotiation(libvirtd):
             assert ctype.startswith("application/openmetrics-text") and "version=1.0.0" in ctype, (accept, ctype)
             om_text = body.decode()
             assert om_text.endswith("# EOF\n"), om_text[-200:]
-            om = {f.name + ("_info" if f.type == "info" else "") for f in parse_openmetrics(om_text)}
-            assert om == families, "OpenMetrics and text expose different families: %s" % sorted(om ^ families)
+            om = {f.name + ("_info" if f.type == "info" else "") for f in families(om_text, openmetrics=True)}
+            assert om == names, "OpenMetrics and text expose different families: %s" % sorted(om ^ names)
 
         status, headers, body = exp.get(path, headers={"Accept": "text/plain"})
         assert status == 200 and headers["Content-Type"].startswith("text/plain")

@@ -20,7 +20,8 @@ from typing import Dict, List, Optional, Set, Tuple
 import pytest
 
 import testbed as tb
-from exporter import ExporterProcess, Samples
+from exporterproc import ExporterProcess
+from scrape import Samples
 
 TEST_BOUND_S = 150
 pytestmark = [pytest.mark.libvirt, pytest.mark.timeout(TEST_BOUND_S, func_only=True)]

@@ -18,7 +18,8 @@ from typing import Dict, Iterator, List, Set, Tuple
 
 import pytest
 
-from exporter import ExporterProcess, Samples
+from exporterproc import ExporterProcess
+from scrape import Samples
 
 TEST_BOUND_S = 150
 pytestmark = [pytest.mark.libvirt, pytest.mark.timeout(TEST_BOUND_S, func_only=True)]

@@ -17,7 +17,8 @@ from typing import Any, Dict, FrozenSet, Iterator, List, Optional, Tuple
 import pytest
 from prometheus_client.core import GaugeMetricFamily
 
-from exporter import ExporterProcess, Samples, free_port
+from exporterproc import ExporterProcess, free_port
+from scrape import Samples, printed_series
 from virt_exporter.server import MAX_HEADERS, MAX_REQUEST_LINE_BYTES, ExporterHTTPServer
 
 TEST_BOUND_S = 150
@@ -165,15 +166,8 @@ SAMPLE_ID = "libvirt_exporter_bulk_stats_duration_seconds "
 def series_keys(text: str, mine: List[str]) -> FrozenSet[str]:
     """The series of an exposition (the text before each value), except those about other tests'
     guests (they come and go on this host)."""
-    out = []
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        key = line.rsplit(" ", 1)[0]
-        if 'domain="' in key and not any('domain="%s"' % g in key for g in mine):
-            continue
-        out.append(key)
-    return frozenset(out)
+    return frozenset(key for key in printed_series(text)
+                     if 'domain="' not in key or any('domain="%s"' % g in key for g in mine))
 
 
 def test_twenty_concurrent_scrapers(testbed) -> None:

@@ -23,7 +23,7 @@ from typing import Dict, Iterator, Tuple
 import bcrypt
 import pytest
 
-from exporter import ExporterProcess, free_port
+from exporterproc import ExporterProcess, free_port
 
 TEST_BOUND_S = 120
 pytestmark = pytest.mark.timeout(TEST_BOUND_S, func_only=True)

@@ -18,8 +18,8 @@ from typing import Dict
 import pytest
 
 import testbed as tb
-from exporter import Samples
 from integration.test_core_stats import GROUPS, compare, domain_series, expected_series
+from scrape import Samples
 
 from .conftest import domstats_at, exporter_at, virsh_at
 

@@ -1,4 +1,4 @@
-"""Run the real exporter as a subprocess on 127.0.0.1 and scrape it — for integration tests."""
+"""The real exporter as a child process on 127.0.0.1, and a free port for it — for integration tests."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import Dict, Iterable, Optional, Tuple
 
-from prometheus_client.parser import text_string_to_metric_families
+from scrape import Samples
 
 REPO = Path(__file__).resolve().parents[1]
 EXPORTER = [sys.executable, "-m", "virt_exporter"]
@@ -105,34 +105,6 @@ class ExporterProcess:
         assert status == 200, (status, body[:500])
         return body.decode()
 
-    def scrape(self, **kw: object) -> "Samples":
+    def scrape(self, **kw: object) -> Samples:
         return Samples.parse(self.scrape_text(**kw))
 
-
-class Samples:
-    """Parsed exposition: (name, frozenset(labels.items())) → value, plus lookups."""
-
-    def __init__(self, families: List) -> None:
-        self.families = {f.name: f for f in families}
-        self.values: Dict[Tuple[str, frozenset], float] = {}
-        for f in families:
-            for s in f.samples:
-                self.values[(s.name, frozenset(s.labels.items()))] = s.value
-
-    @classmethod
-    def parse(cls, text: str) -> "Samples":
-        return cls(list(text_string_to_metric_families(text)))
-
-    def get(self, name: str, **labels: str) -> Optional[float]:
-        return self.values.get((name, frozenset(labels.items())))
-
-    def series(self, name: str, **match: str) -> List[Tuple[Dict[str, str], float]]:
-        out = []
-        for (n, labels), v in self.values.items():
-            d = dict(labels)
-            if n == name and all(d.get(k) == val for k, val in match.items()):
-                out.append((d, v))
-        return out
-
-    def names_for_domain(self, domain: str) -> List[str]:
-        return sorted({n for (n, labels), _v in self.values.items() if dict(labels).get("domain") == domain})
