@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import ssl
 import subprocess
 import sys
-import time
+import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Dict, Iterable, Optional, Tuple
 
+from childproc import Process
 from scrape import Samples
 
 REPO = Path(__file__).resolve().parents[1]
@@ -35,7 +35,7 @@ class ExporterProcess:
         self.args = ["--web.listen-address", "127.0.0.1:%d" % self.port, "--log.level", "debug"] + list(args)
         self.ready_timeout_s = ready_timeout_s
         self.env = dict(os.environ, **(env or {}))
-        self.proc: Optional[subprocess.Popen] = None
+        self.process: Optional[Process] = None
         self.log_path: Optional[Path] = None
         self.ssl_context: Optional[ssl.SSLContext] = None  # set by a subclass that serves HTTPS
 
@@ -43,45 +43,28 @@ class ExporterProcess:
     def url(self) -> str:
         return "http://127.0.0.1:%d" % self.port
 
-    def start(self) -> "ExporterProcess":
-        import tempfile
+    @property
+    def proc(self) -> Optional[subprocess.Popen]:
+        return self.process.proc if self.process is not None else None
 
+    def start(self) -> "ExporterProcess":
         fd, name = tempfile.mkstemp(prefix="virt-exporter-", suffix=".log")
-        self.log_path = Path(name)
-        self.proc = subprocess.Popen(EXPORTER + self.args, stdout=fd, stderr=fd, cwd=str(REPO), env=self.env)
         os.close(fd)
-        deadline = time.monotonic() + self.ready_timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError("exporter exited %s: %s" % (self.proc.returncode, self.log()))
-            try:
-                if self.ready():
-                    return self
-            except (urllib.error.URLError, ConnectionError, socket.timeout, ssl.SSLError):
-                pass
-            time.sleep(0.1)
-        log = self.log()
-        self.stop()  # __exit__ never runs when __enter__ raises: do not leave it running
-        raise RuntimeError("exporter not ready: " + log)
+        self.log_path = Path(name)
+        self.process = Process("exporter", EXPORTER + self.args, self.log_path, ready=self.ready, env=self.env,
+                               cwd=REPO)
+        self.process.start(self.ready_timeout_s)
+        return self
 
     def ready(self) -> bool:
         """Whether the exporter is serving: /-/healthy answers 200."""
         return self.get("/-/healthy", timeout_s=2)[0] == 200
 
     def stop(self) -> int:
-        if self.proc is None:
-            return 0
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
+        return (self.process.stop() if self.process is not None else None) or 0
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path and self.log_path.exists() else ""
+        return self.process.log() if self.process is not None else ""
 
     def __enter__(self) -> "ExporterProcess":
         return self.start()

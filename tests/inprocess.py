@@ -4,11 +4,11 @@
 from __future__ import annotations
 
 import contextlib
-import time
 import urllib.request
 from typing import Iterator, Optional, Tuple
 
 import scrape
+from bounds import wait_for
 from exporterproc import free_port
 from virt_exporter import cli
 from virt_exporter.app import App
@@ -48,10 +48,7 @@ def running_exporter(*flags: str, only: Optional[Tuple[str, ...]] = None) -> Ite
     app = App(args)
     app.start()
     try:
-        deadline = time.monotonic() + CONNECT_TIMEOUT_S
-        while not app.connection.up and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert app.connection.up, "exporter did not connect to libvirtd within %d s" % CONNECT_TIMEOUT_S
+        wait_for(lambda: app.connection.up, CONNECT_TIMEOUT_S, "the exporter's connection to libvirtd", 0.1)
         yield InProcessExporter(app, port)
     finally:
         app.stop()
