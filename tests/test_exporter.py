@@ -13,7 +13,7 @@ from typing import Dict, List, Optional, Tuple
 import pytest
 from prometheus_client.exposition import generate_latest
 
-from samples import cpu_sample, named
+from samples import cpu_sample, named, sample
 from scrape import Series
 from scrape import series as parse_series
 from virt_exporter.collectors import base, load_all
@@ -98,7 +98,7 @@ def test_a_collector_that_raises_is_counted_and_the_scrape_goes_on(caplog):
 
 def test_with_libvirt_down_only_the_collectors_that_need_no_libvirt_run():
     previous, current = good_pair()
-    down = Sample(wall_time_s=current.wall_time_s + 15, monotonic_s=current.monotonic_s + 15, up=False,
+    down = sample(current.monotonic_s + 15, wall_time_s=current.wall_time_s + 15, up=False,
                   host=FACTS, error="libvirt: connection refused")
     ran: List[str] = []
     specs = recording(all_specs(), ran)

@@ -13,6 +13,7 @@ import pytest
 
 from bounds import wait_for
 from fakelibvirt import FakeHost, connected
+from samples import sample
 from virt_exporter import sampler as sampler_mod
 from virt_exporter.sample import DomainStats, Sample
 from virt_exporter.sampler import Sampler, SamplerOptions, comparable_previous
@@ -24,9 +25,7 @@ pytestmark = pytest.mark.timeout(30)
 
 
 def make_sample(t: float, domains: Dict[str, Dict[str, Any]], ids: Dict[str, int], up: bool = True) -> Sample:
-    return Sample(wall_time_s=t, monotonic_s=t, up=up,
-                  domains={u: DomainStats(uuid=u, name=u, stats=s) for u, s in domains.items()},
-                  domain_ids=ids)
+    return sample(t, [DomainStats(uuid=u, name=u, stats=s) for u, s in domains.items()], up=up, domain_ids=ids)
 
 
 RUNNING = {"state.state": 1}

@@ -2,10 +2,10 @@
 
 from prometheus_client import CollectorRegistry, generate_latest
 
+from samples import sample
 from scrape import series
 from virt_exporter.collectors import perfmon as perfmon_collector
 from virt_exporter.collectors.base import ScrapeContext
-from virt_exporter.sample import Sample
 
 from .harness import T0_S, Pair, config_xml
 
@@ -19,7 +19,7 @@ class _Adapter:
 
 
 def render(engine):
-    ctx = ScrapeContext(current=Sample(wall_time_s=0.0, monotonic_s=0.0, up=True), previous=None, domain_info={},
+    ctx = ScrapeContext(current=sample(), previous=None, domain_info={},
                         perfmon=engine.snapshot() if engine is not None else None)
     reg = CollectorRegistry()
     reg.register(_Adapter(ctx))
