@@ -37,6 +37,7 @@ class Process:
         self.name = name
         self.argv = list(argv)
         self.log_path = log_path
+        self.ready_url = ready_url
         self.ready: Callable[[], bool] = ready or (lambda: answers_200(ready_url or ""))
         self.env = dict(env) if env is not None else None
         self.cwd = cwd
