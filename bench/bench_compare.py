@@ -46,8 +46,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
-from exporter import ExporterProcess, Samples, free_port  # noqa: E402
+from exporterproc import ExporterProcess, free_port  # noqa: E402
 from hypervisor2 import InsideExporter  # noqa: E402
+from scrape import Samples  # noqa: E402
 from testbed import URI, Testbed, ensure_daemon  # noqa: E402
 from virt_exporter.app import default_concurrency  # noqa: E402
 from virt_exporter.source import bulk  # noqa: E402

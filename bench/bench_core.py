@@ -33,7 +33,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
-from exporter import ExporterProcess, Samples  # noqa: E402
+from exporterproc import ExporterProcess  # noqa: E402
+from scrape import Samples  # noqa: E402
 from testbed import DEMO_GUESTS, domain_active  # noqa: E402
 from virt_exporter import cli, options  # noqa: E402
 from virt_exporter.app import default_concurrency  # noqa: E402

@@ -27,7 +27,7 @@ sys.path.insert(0, str(REPO / "bench"))
 
 import replay  # noqa: E402
 
-from exporter import free_port  # noqa: E402
+from exporterproc import free_port  # noqa: E402
 from testbed import Testbed, ensure_daemon, make_standard_guests  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")

@@ -22,7 +22,7 @@ sys.path.insert(0, str(REPO))
 import replay  # noqa: E402
 from bench_scale import record_from_testbed  # noqa: E402
 
-from exporter import free_port  # noqa: E402
+from exporterproc import free_port  # noqa: E402
 from virt_exporter import cli, statuspage  # noqa: E402
 from virt_exporter.app import App  # noqa: E402
 from virt_exporter.collectors import load_all  # noqa: E402

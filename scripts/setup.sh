@@ -13,7 +13,7 @@ set -euo pipefail
 RUN_PACKAGES=(
   python3 python3-libvirt python3-prometheus-client python3-lxml python3-psutil python3-yaml python3-bcrypt
 )
-# The demo bed (tests/testbed.py): libvirtd, virtlogd and virsh, QEMU, qemu-img/qemu-io, losetup.
+# The demo bed (scripts/testbed.sh, scripts/testbed_guests.py): libvirtd, virtlogd and virsh, QEMU, qemu-img/qemu-io, losetup.
 BED_PACKAGES=(
   libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 qemu-utils mount
 )

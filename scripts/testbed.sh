@@ -151,10 +151,10 @@ libvirt_paths() {
 cmd_up() {
   cmd_daemon
   local name
-  for name in $("$PY" "$REPO/tests/testbed.py" demo-names); do
+  for name in $("$PY" "$REPO/scripts/testbed_guests.py" demo-names); do
     virsh -q -c "$URI" domuuid "$name" >/dev/null 2>&1 || record guest "$name"
   done
-  "$PY" "$REPO/tests/testbed.py" demo-up
+  "$PY" "$REPO/scripts/testbed_guests.py" demo-up
 }
 
 # remove_line FILE LINE: drop the last line equal to LINE; the rest byte for byte, owner and mode kept.
@@ -194,7 +194,7 @@ cmd_down() {
   fi
   local name pid file line p
   if virsh -c "$URI" list >/dev/null 2>&1; then
-    "$PY" "$REPO/tests/testbed.py" demo-down
+    "$PY" "$REPO/scripts/testbed_guests.py" demo-down
   elif [ -n "$(records guest)" ]; then
     log "libvirt does not answer: the demo guests' definitions stay (start libvirtd, run down again)"
   fi
@@ -238,7 +238,7 @@ cmd_status() {
   fi
   pid_alive /run/libvirtd.pid libvirtd || return 0
   if [ -r /dev/kvm ] && [ -w /dev/kvm ]; then echo "accelerator: kvm"; else echo "accelerator: tcg (no usable /dev/kvm)"; fi
-  "$PY" "$REPO/tests/testbed.py" status
+  "$PY" "$REPO/scripts/testbed_guests.py" status
 }
 
 main() {
@@ -250,7 +250,7 @@ main() {
     daemon) cmd_daemon ;;
     up) cmd_up ;;
     down) cmd_down ;;
-    gc) cmd_daemon; "$PY" "$REPO/tests/testbed.py" gc ;;
+    gc) cmd_daemon; "$PY" "$REPO/scripts/testbed_guests.py" gc ;;
     status) cmd_status ;;
     hypervisor2) shift; exec bash "$REPO/scripts/hypervisor2.sh" "$@" ;;
     *) echo "usage: $0 daemon|up|down|status|gc|hypervisor2" >&2; exit 2 ;;

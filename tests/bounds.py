@@ -5,20 +5,23 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Callable, List, TypeVar
+from typing import Any, Callable, List, Optional, TypeVar
 
 T = TypeVar("T")
 
 
-def wait_for(predicate: Callable[[], T], timeout_s: float, what: str, interval_s: float = 0.2) -> T:
-    """Poll ``predicate`` until it returns something truthy, and return that; fail after ``timeout_s``."""
+def wait_for(predicate: Callable[[], T], timeout_s: float, what: str, interval_s: float = 0.2,
+             detail: Optional[Callable[[], object]] = None) -> T:
+    """Poll ``predicate`` until it returns something truthy, and return that; fail after ``timeout_s``,
+    with ``detail()`` (a log tail, the last reading) in the message when given."""
     deadline = time.monotonic() + timeout_s
     while True:
         result = predicate()
         if result:
             return result
         if time.monotonic() > deadline:
-            raise AssertionError("timed out after %.0f s waiting for %s" % (timeout_s, what))
+            message = "timed out after %.0f s waiting for %s" % (timeout_s, what)
+            raise AssertionError(message + ("\n%s" % detail() if detail is not None else ""))
         time.sleep(interval_s)
 
 

@@ -155,7 +155,9 @@ class FakeVM:
         # Set to an unset Event: a slow QEMU that answers only once a NOWAIT call found its job held
         # (the caller judged the call late and asked again), so "late" does not hang on the host's speed.
         self.answer_after_retry: Optional[threading.Event] = None
+        self.release_job_on_retry = False   # the job is held by another client until a NOWAIT call
         self.cpu_ns = 1000 * n
+        self.calls_blocked = 0              # calls that reached the QEMU while it was stopped
 
 
 class FakeHost:
@@ -170,6 +172,10 @@ class FakeHost:
         self.stats_calls = 0
         self.opened = 0
         self.broken = False                 # set: calls waiting on a stopped QEMU fail (connection lost)
+        self.calls_lost = 0                 # calls failed that way
+        # Called when a ping (numOfDomains) arrives, before libvirtd answers it (a stall that lasts
+        # until the exporter asked whether libvirtd itself is slow).
+        self.on_ping: Optional[Callable[[], None]] = None
         # Called with each domain whose stats a call has just read (events fired during a sample).
         self.after_stats: Optional[Callable[[FakeVM], None]] = None
         self.lock = threading.Lock()
@@ -186,10 +192,11 @@ class FakeHost:
     def cont_qemu(self, vm: FakeVM) -> None:
         vm.answering.set()
 
-    def hold_job(self, vm: FakeVM, seconds: float) -> None:
-        """Another client holds the domain's job for a moment."""
+    def hold_job_until_retry(self, vm: FakeVM) -> None:
+        """Another client holds the domain's job until a NOWAIT call finds it held (the exporter
+        judged its call late and asked again), then lets go."""
         vm.job.acquire()
-        threading.Timer(seconds, vm.job.release).start()
+        vm.release_job_on_retry = True
 
 
 class FakeDom:
@@ -225,6 +232,11 @@ class FakeConn(FakeConnect):
     def domains(self) -> List[FakeDom]:
         return [FakeDom(vm, self) for vm in list(self.host.vms.values())]
 
+    def numOfDomains(self) -> int:
+        if self.host.on_ping is not None:
+            self.host.on_ping()
+        return super().numOfDomains()
+
     # stats: the QEMU monitor is reached only with the domain's job held
     def domainListGetStats(self, doms: List[FakeDom], stats: int = 0, flags: int = 0) -> List[Any]:
         if any(d.conn is not self for d in doms):
@@ -243,6 +255,9 @@ class FakeConn(FakeConnect):
         if not vm.job.acquire(blocking=not flags & NOWAIT):
             if vm.answer_after_retry is not None:
                 vm.answer_after_retry.set()
+            if vm.release_job_on_retry:
+                vm.release_job_on_retry = False
+                vm.job.release()
             return stats  # NOWAIT and the job is held: what libvirtd has without the monitor
         try:
             delay, vm.delay_s = vm.delay_s, 0.0
@@ -250,8 +265,13 @@ class FakeConn(FakeConnect):
             retried = vm.answer_after_retry
             if retried is not None:
                 retried.wait(RETRY_WAIT_BOUND_S)
+            if not vm.answering.is_set():
+                with self.host.lock:
+                    vm.calls_blocked += 1
             while not vm.answering.wait(0.01):  # a stopped QEMU: the call waits here, holding the job
                 if self.host.broken:
+                    with self.host.lock:
+                        self.host.calls_lost += 1
                     raise libvirt.libvirtError("Cannot recv data: Connection reset by peer")
             stats.update({"block.0.rd.reqs": 1, "block.0.allocation": 0, "block.0.capacity": 1 << 30})
         finally:

@@ -10,7 +10,7 @@ import subprocess
 from pathlib import Path
 from typing import List
 
-from exporter import ExporterProcess
+from exporterproc import ExporterProcess
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "hypervisor2.sh"
 

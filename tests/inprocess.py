@@ -4,22 +4,18 @@
 from __future__ import annotations
 
 import contextlib
-import time
 import urllib.request
-from typing import Dict, Iterator, Optional, Tuple
+from typing import Iterator, Optional, Tuple
 
-from prometheus_client.parser import text_string_to_metric_families
-
-from exporter import free_port
+import scrape
+from bounds import wait_for
+from exporterproc import free_port
 from virt_exporter import cli
 from virt_exporter.app import App
 from virt_exporter.collectors import base, load_all
 
 SCRAPE_TIMEOUT_S = 30
 CONNECT_TIMEOUT_S = 30
-
-Series = Dict[Tuple[str, Tuple[Tuple[str, str], ...]], float]
-
 
 class InProcessExporter:
     """A running exporter; ``scrape()`` returns {(name, sorted labels): value}."""
@@ -33,14 +29,9 @@ class InProcessExporter:
         """The reader the CLI wired for the numa collector."""
         return self.app.background.numa
 
-    def scrape(self) -> Series:
+    def scrape(self) -> scrape.Series:
         with urllib.request.urlopen(self.url, timeout=SCRAPE_TIMEOUT_S) as r:
-            text = r.read().decode()
-        out: Series = {}
-        for fam in text_string_to_metric_families(text):
-            for s in fam.samples:
-                out[(s.name, tuple(sorted(s.labels.items())))] = s.value
-        return out
+            return scrape.series(r.read().decode())
 
 
 @contextlib.contextmanager
@@ -57,14 +48,7 @@ def running_exporter(*flags: str, only: Optional[Tuple[str, ...]] = None) -> Ite
     app = App(args)
     app.start()
     try:
-        deadline = time.monotonic() + CONNECT_TIMEOUT_S
-        while not app.connection.up and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert app.connection.up, "exporter did not connect to libvirtd within %d s" % CONNECT_TIMEOUT_S
+        wait_for(lambda: app.connection.up, CONNECT_TIMEOUT_S, "the exporter's connection to libvirtd", 0.1)
         yield InProcessExporter(app, port)
     finally:
         app.stop()
-
-
-def value(series: Series, name: str, **labels: str) -> Optional[float]:
-    return series.get((name, tuple(sorted(labels.items()))))

@@ -1,4 +1,5 @@
-"""The one Sample builder of the unit tests: a host whose CPU accounting and domains the test sets."""
+"""The one Sample builder of the unit tests: ``sample`` for any sample, ``cpu_sample`` for a host whose
+CPU accounting the test sets, ``domain`` and ``named`` for its domains."""
 
 from __future__ import annotations
 
@@ -24,11 +25,18 @@ def named(uuid_prefix: str = "", **cpu_ns: int) -> List[DomainStats]:
     return [domain(uuid_prefix + name, ns, name=name) for name, ns in cpu_ns.items()]
 
 
+def sample(t_s: float = 0.0, domains: Iterable[DomainStats] = (), up: bool = True, **fields: Any) -> Sample:
+    """A sample at monotonic time ``t_s`` (its wall time too, unless ``wall_time_s`` is given) with
+    these domains; any other Sample field as given."""
+    return Sample(wall_time_s=fields.pop("wall_time_s", t_s), monotonic_s=t_s, up=up,
+                  domains={d.uuid: d for d in domains}, **fields)
+
+
 def cpu_sample(t_s: float, domains: Iterable[DomainStats] = (), busy: int = 0, total: int = 0,
                pids: Optional[Mapping[str, int]] = None, unresponsive: Iterable[str] = (),
                node: Optional[NodeInfo] = NODE) -> Sample:
     """A good sample at monotonic time ``t_s`` whose host /proc/stat shows ``busy`` of ``total``
     jiffies (busy in the system column, where guest time lands on the test bed; the rest idle)."""
-    return Sample(wall_time_s=1e9 + t_s, monotonic_s=t_s, up=True, domains={d.uuid: d for d in domains},
-                  node=node, host_cpu=HostCpu(CpuTimes(0, 0, busy, total - busy, 0, 0, 0), {}),
+    return sample(t_s, domains, wall_time_s=1e9 + t_s, node=node,
+                  host_cpu=HostCpu(CpuTimes(0, 0, busy, total - busy, 0, 0, 0), {}),
                   qemu_pids=pids or {}, unresponsive=frozenset(unresponsive))

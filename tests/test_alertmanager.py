@@ -9,16 +9,16 @@ import datetime
 import json
 import shutil
 import subprocess
-import time
 import urllib.request
 from pathlib import Path
-from typing import Dict, List, Set, Tuple
+from typing import Dict, List, Optional, Set, Tuple
 
 import pytest
 import yaml
 
+from bounds import wait_for
 from childproc import Process
-from exporter import free_port
+from exporterproc import free_port
 from perfmon.promstack import ALERTMANAGER, WebhookReceiver, http_get
 
 REPO = Path(__file__).resolve().parents[1]
@@ -131,13 +131,15 @@ def test_a_real_alertmanager_inhibits_what_the_rules_say_and_delivers_the_rest(t
                                          headers={"Content-Type": "application/json"}, method="POST")
             with urllib.request.urlopen(req, timeout=10) as r:
                 assert r.status == 200
-            state: Dict[Tuple[str, str, str, str], dict] = {}
-            deadline = time.monotonic() + 20
-            while len(state) < len(CASES) and time.monotonic() < deadline:
-                state = {_key(a["labels"]): a["status"] for a in http_get(url + "/api/v2/alerts")}
-                time.sleep(0.5)
-            assert len(state) == len(CASES), ("Alertmanager lists %d of the %d alerts posted" % (
-                len(state), len(CASES)), sorted(state), am.log_tail())
+            def listed() -> Dict[Tuple[str, str, str, str], dict]:
+                return {_key(a["labels"]): a["status"] for a in http_get(url + "/api/v2/alerts")}
+
+            def all_listed() -> Optional[Dict[Tuple[str, str, str, str], dict]]:
+                state = listed()
+                return state if len(state) == len(CASES) else None
+
+            state = wait_for(all_listed, 20, "Alertmanager listing the %d alerts posted" % len(CASES), 0.5,
+                             detail=lambda: (sorted(listed()), am.log_tail()))
             for alert, inhibited, _path in CASES:
                 status = state[_key(alert["labels"])]
                 assert (status["state"] == "suppressed" and bool(status["inhibitedBy"])) == inhibited, \
@@ -145,11 +147,11 @@ def test_a_real_alertmanager_inhibits_what_the_rules_say_and_delivers_the_rest(t
 
             expected: Set[Tuple[str, Tuple[str, str, str, str]]] = {
                 (path, _key(alert["labels"])) for alert, inhibited, path in CASES if not inhibited}
-            delivered: Set[Tuple[str, Tuple[str, str, str, str]]] = set()
-            deadline = time.monotonic() + 90  # the severity routes wait group_wait (30 s) before the first flush
-            while delivered != expected and time.monotonic() < deadline:
-                delivered = {(n.path, _key(a["labels"])) for n in receiver.received() for a in n.alerts}
-                time.sleep(1)
-            assert delivered == expected, (sorted(delivered ^ expected), am.log_tail())
+            def delivered() -> Set[Tuple[str, Tuple[str, str, str, str]]]:
+                return {(n.path, _key(a["labels"])) for n in receiver.received() for a in n.alerts}
+
+            # the severity routes wait group_wait (30 s) before the first flush
+            wait_for(lambda: delivered() == expected, 90, "the notifications of the alerts not inhibited", 1,
+                     detail=lambda: (sorted(delivered() ^ expected), am.log_tail()))
         finally:
             am.stop()

@@ -10,9 +10,10 @@ import pytest
 import yaml
 
 from promtool import promtool
+from samples import sample
 from virt_exporter.collectors import block, domain, watermark
 from virt_exporter.collectors.base import ScrapeContext
-from virt_exporter.sample import DomainStats, Sample
+from virt_exporter.sample import DomainStats
 from virt_exporter.source.block_events import BlockEvents
 from virt_exporter.source.domxml import parse_domain_xml
 
@@ -64,10 +65,10 @@ def _emitted() -> dict:
              "block.0.wr.bytes": 512, "block.0.wr.times": 1, "block.0.fl.reqs": 0, "block.0.fl.times": 0,
              "block.1.name": "vda", "block.1.path": "/dev/loop6", "block.1.backingIndex": 2,
              "block.1.allocation": 0, "block.1.capacity": 10, "block.1.physical": 8}
-    sample = Sample(wall_time_s=0, monotonic_s=0, up=True, domains={UUID: DomainStats(UUID, "vm1", stats)})
+    current = sample(domains=[DomainStats(UUID, "vm1", stats)])
     events = BlockEvents(None, None, arm_thresholds=False)
     events.on_io_error(None, _Dom(), "/dev/loop7", "virtio-disk0", 1, "enospc")
-    ctx = ScrapeContext(current=sample, previous=None, domain_info={UUID: parse_domain_xml(xml)},
+    ctx = ScrapeContext(current=current, previous=None, domain_info={UUID: parse_domain_xml(xml)},
                         block_events=events.snapshot())
     out: dict = {}
     for mod in (block, domain, watermark):

@@ -13,7 +13,7 @@ import yaml
 
 from bounds import wait_for
 from childproc import Process
-from exporter import ExporterProcess, free_port
+from exporterproc import ExporterProcess, free_port
 from perfmon.promstack import PROMETHEUS, http_get, query
 from virt_exporter.mixin.config import parse_config
 from virt_exporter.mixin.rules import rule_files

@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from promtool import promtool
+from samples import sample
 from virt_exporter.catalogue import metric_rows
 
 REPO = Path(__file__).resolve().parents[1]
@@ -242,15 +243,14 @@ def _fixture_series(root: Path) -> List[dict]:
     input series, through the real NUMA reader and collector; the host's two cells and libvirt_up."""
     from virt_exporter.collectors import numa as numa_collector
     from virt_exporter.collectors.base import ScrapeContext
-    from virt_exporter.sample import DomainStats, Sample
+    from virt_exporter.sample import DomainStats
     from virt_exporter.source.numa import NumaPlacementReader
 
     reader = NumaPlacementReader(root=str(root), interval_s=30)
     reader.set_targets({"u": ("multi", 4242)})
     reader.refresh_once()
-    sample = Sample(wall_time_s=0.0, monotonic_s=0.0, up=True, qemu_pids={"u": 4242},
-                    domains={"u": DomainStats("u", "multi", {"state.state": 1})})
-    ctx = ScrapeContext(current=sample, previous=None, domain_info={}, numa=reader.snapshot())
+    current = sample(domains=[DomainStats("u", "multi", {"state.state": 1})], qemu_pids={"u": 4242})
+    ctx = ScrapeContext(current=current, previous=None, domain_info={}, numa=reader.snapshot())
     found = [(s.name, dict(s.labels), s.value) for fam in numa_collector.collect(ctx) for s in fam.samples]
     found += [("libvirt_host_numa_cell_memory_bytes", {"cell": c}, 17179869184) for c in ("0", "1")]
     found += [("libvirt_up", {}, 1)]

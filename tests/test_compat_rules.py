@@ -13,8 +13,6 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
-import time
 import urllib.request
 from pathlib import Path
 from typing import Dict, List, Tuple
@@ -22,8 +20,10 @@ from typing import Dict, List, Tuple
 import pytest
 import yaml
 
-from exporter import ExporterProcess, Samples, free_port
+from childproc import Process
+from exporterproc import ExporterProcess, free_port
 from promtool import promtool
+from scrape import Samples
 from virt_exporter.catalogue import metric_rows
 
 REPO = Path(__file__).resolve().parents[1]
@@ -136,18 +136,10 @@ def test_kumina_names_come_out_as_the_go_exporter_gives_them(standard_guests, tm
     go_binary = _go_exporter()
     domains = {g.name for g in standard_guests}
     port = free_port()
-    go = subprocess.Popen([go_binary, "--web.listen-address", "127.0.0.1:%d" % port],
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    go_url = "http://127.0.0.1:%d/metrics" % port
+    go = Process("the Go exporter", [go_binary, "--web.listen-address", "127.0.0.1:%d" % port],
+                 tmp_path / "go-exporter.log", go_url).start(20)
     try:
-        go_url = "http://127.0.0.1:%d/metrics" % port
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                _get(go_url)
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "the Go exporter did not start"
-                time.sleep(0.1)
         with ExporterProcess() as ours:
             ours.scrape()  # the first sample has no rates; none are compared, but warm it up
             go1_samples = Samples.parse(_get(go_url))
@@ -155,8 +147,7 @@ def test_kumina_names_come_out_as_the_go_exporter_gives_them(standard_guests, tm
             ours_text = ours.scrape_text()
             go2 = _old_series(Samples.parse(_get(go_url)), domains)
     finally:
-        go.terminate()
-        go.wait(timeout=10)
+        go.stop()
 
     # Every name the Go exporter gives is in the mapping, and recorded unless it is one of ours too.
     go_names = {n for n, _l in go1_samples.values if n.startswith("libvirt_")}

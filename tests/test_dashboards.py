@@ -38,9 +38,11 @@ import yaml
 
 import testbed as tb  # tests/ is on sys.path (tests/conftest.py)
 import watermark_bed as wb
+from bounds import wait_for
 from childproc import Process
-from exporter import ExporterProcess, Samples, free_port
+from exporterproc import ExporterProcess, free_port
 from promtool import promtool
+from scrape import Samples
 from virt_exporter.mixin import dashboards as generator
 from virt_exporter.mixin.config import MixinConfig, parse_config
 
@@ -574,16 +576,6 @@ class Prometheus(Process):
         return out["data"]
 
 
-def _wait(what: str, predicate, deadline: float, interval_s: float = 0.5):
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting for " + what)
-        time.sleep(interval_s)
-
-
 def _label_values_query(query: str, substitutions: Dict[str, str]) -> Tuple[str, str]:
     """(label, series selector) of a label_values() variable query, the variables before it substituted."""
     m = re.fullmatch(r"label_values\((.*), *([A-Za-z_]+)\)", query)
@@ -655,15 +647,21 @@ def test_every_panel_query_returns_data(testbed, tmp_path: Path):
         prom.start()
         t_prom = time.monotonic()
         deadline = t_prom + WARMUP_BOUND_S
-        _wait("5 scrapes of the exporter", lambda: any(float(r["value"][1]) >= 5 for r in prom.query(
-            'count_over_time(libvirt_up{instance="%s"}[1m])' % instance)["data"]["result"]), deadline)
-        _wait("the test guests in libvirt_domain_info", lambda: set(guests) <= set(prom.label_values(
-            "domain", 'libvirt_domain_info{instance="%s"}' % instance)), deadline)
+
+        def left_s() -> float:
+            return max(0.0, deadline - time.monotonic())
+
+        wait_for(lambda: any(float(r["value"][1]) >= 5 for r in prom.query(
+            'count_over_time(libvirt_up{instance="%s"}[1m])' % instance)["data"]["result"]),
+            left_s(), "5 scrapes of the exporter", 0.5)
+        domains_seen = 'libvirt_domain_info{instance="%s"}' % instance
+        wait_for(lambda: set(guests) <= set(prom.label_values("domain", domains_seen)),
+                 left_s(), "the test guests in libvirt_domain_info", 0.5)
 
         stopped.append(blank.pid)
         os.kill(blank.pid, signal.SIGSTOP)
-        _wait("the foreign job's first scrape", lambda: prom.query(
-            'libvirt_up{job="%s"}' % FOREIGN_JOB)["data"]["result"], deadline)
+        wait_for(lambda: prom.query('libvirt_up{job="%s"}' % FOREIGN_JOB)["data"]["result"],
+                 left_s(), "the foreign job's first scrape", 0.5)
 
         # Template variable queries, in order, as Grafana runs label_values(): each sees the values before it.
         for path in DASHBOARDS:

@@ -11,9 +11,10 @@ from typing import Dict, List, Optional, Tuple
 
 import pytest
 from prometheus_client.exposition import generate_latest
-from prometheus_client.parser import text_string_to_metric_families
 
-from samples import cpu_sample, named
+from samples import cpu_sample, named, sample
+from scrape import Series
+from scrape import series as parse_series
 from virt_exporter.collectors import base, load_all
 from virt_exporter.exporter import Exporter
 from virt_exporter.sample import HostFacts, Sample
@@ -24,9 +25,6 @@ FACTS = HostFacts(hostname="hv1", libvirt_version="9.0.0", hypervisor_version="7
 # Written out, not read from the exporter: the collectors that still run while libvirt is down (host
 # identity as of the last connection, the perfmon engine's own state); every other one needs a sample.
 RUN_WITHOUT_LIBVIRT = {"host", "perfmon"}
-
-Series = Dict[Tuple[str, Tuple[Tuple[str, str], ...]], float]
-
 
 class StubSampler:
     """What the Exporter asks of a sampler: one published snapshot. No libvirt."""
@@ -59,12 +57,7 @@ def all_specs() -> List[base.CollectorSpec]:
 
 
 def scrape(exporter: Exporter) -> Series:
-    text = generate_latest(exporter.scrape()).decode()   # what the HTTP handler encodes
-    out: Series = {}
-    for fam in text_string_to_metric_families(text):
-        for s in fam.samples:
-            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
-    return out
+    return parse_series(generate_latest(exporter.scrape()).decode())   # what the HTTP handler encodes
 
 
 def per_collector(series: Series, name: str) -> Dict[str, float]:
@@ -72,8 +65,10 @@ def per_collector(series: Series, name: str) -> Dict[str, float]:
 
 
 def good_pair() -> Tuple[Sample, Sample]:
-    previous = dataclasses.replace(cpu_sample(100.0, named(web=0), busy=0, total=1000), host=FACTS)
-    current = dataclasses.replace(cpu_sample(115.0, named(web=15 * 10**9), busy=500, total=2000), host=FACTS)
+    """Two good samples of one domain, with the listings read (a host without storage pools)."""
+    listed = dict(host=FACTS, autostart=frozenset(), persistent=frozenset({"web"}), storage_pools=())
+    previous = dataclasses.replace(cpu_sample(100.0, named(web=0), busy=0, total=1000), **listed)
+    current = dataclasses.replace(cpu_sample(115.0, named(web=15 * 10**9), busy=500, total=2000), **listed)
     return previous, current
 
 
@@ -102,7 +97,7 @@ def test_a_collector_that_raises_is_counted_and_the_scrape_goes_on(caplog):
 
 def test_with_libvirt_down_only_the_collectors_that_need_no_libvirt_run():
     previous, current = good_pair()
-    down = Sample(wall_time_s=current.wall_time_s + 15, monotonic_s=current.monotonic_s + 15, up=False,
+    down = sample(current.monotonic_s + 15, wall_time_s=current.wall_time_s + 15, up=False,
                   host=FACTS, error="libvirt: connection refused")
     ran: List[str] = []
     specs = recording(all_specs(), ran)

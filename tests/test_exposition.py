@@ -8,10 +8,11 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OPENMETRICS_CONTENT_TYPE
 from prometheus_client.openmetrics.exposition import generate_latest as om_generate_latest
 
+from samples import sample
 from virt_exporter.collectors import base, load_all
 from virt_exporter.collectors.families import counter, gauge, info
 from virt_exporter.exposition import negotiate, render
-from virt_exporter.sample import DomainStats, Sample
+from virt_exporter.sample import DomainStats
 from virt_exporter.source.domxml import parse_domain_xml
 
 
@@ -100,8 +101,7 @@ def _sample():
              "block.1.allocation": 0, "block.1.capacity": 1073741824, "block.1.physical": 1234567}
     uuid = "11111111-2222-3333-4444-555555555555"
     dom = DomainStats(uuid=uuid, name='vm"1', stats=stats)
-    sample = Sample(wall_time_s=1.0, monotonic_s=1.0, up=True, domains={uuid: dom})
-    return sample, {uuid: parse_domain_xml(xml)}
+    return sample(1.0, [dom]), {uuid: parse_domain_xml(xml)}
 
 
 @pytest.mark.parametrize("openmetrics", [False, True])

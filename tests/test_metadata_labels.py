@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from exporter import EXPORTER, REPO, free_port
+from exporterproc import EXPORTER, REPO, free_port
 from virt_exporter.metadata_labels import MAX_VALUE_CHARS, label_values, parse_label_spec
 from virt_exporter.source.domxml import parse_domain_xml
 

@@ -13,6 +13,7 @@ import pytest
 
 from bounds import wait_for
 from fakelibvirt import FakeHost, connected
+from samples import sample
 from virt_exporter.calc.comparable import PREVIOUS_MAX_GAP_S, comparable_previous
 from virt_exporter.sample import DomainStats, Sample
 from virt_exporter.sampler import Sampler, SamplerOptions
@@ -25,9 +26,7 @@ pytestmark = pytest.mark.timeout(30)
 
 
 def make_sample(t: float, domains: Dict[str, Dict[str, Any]], ids: Dict[str, int], up: bool = True) -> Sample:
-    return Sample(wall_time_s=t, monotonic_s=t, up=up,
-                  domains={u: DomainStats(uuid=u, name=u, stats=s) for u, s in domains.items()},
-                  domain_ids=ids)
+    return sample(t, [DomainStats(uuid=u, name=u, stats=s) for u, s in domains.items()], up=up, domain_ids=ids)
 
 
 RUNNING = {"state.state": 1}

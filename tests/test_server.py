@@ -11,7 +11,7 @@ from typing import Any, Iterator, List, Optional
 import pytest
 from prometheus_client.core import GaugeMetricFamily
 
-from exporter import free_port
+from exporterproc import free_port
 from virt_exporter.server import ExporterHTTPServer, accepts_gzip, gzip_chunks
 
 

@@ -163,3 +163,20 @@ def test_gc_removes_only_guests_of_dead_owners(testbed):
     assert not (tb.OWNERS_DIR / orphan_pid).exists()
     assert tb.domain_exists(mine.name) and mine.name not in removed
     assert (tb.OWNERS_DIR / str(os.getpid())).exists()
+
+
+GUESTS_CLI = [  # as scripts/testbed.sh runs it: Debian's interpreter, no virtualenv
+    "/usr/bin/python3" if os.access("/usr/bin/python3", os.X_OK) else sys.executable,
+    str(tb.REPO / "scripts/testbed_guests.py")]
+
+
+def test_guest_commands_of_testbed_sh(testbed):
+    names = subprocess.run(GUESTS_CLI + ["demo-names"], check=True, capture_output=True, text=True).stdout
+    assert names.split() == ["demo-busy", "demo-idle", "demo-blank"]
+    usage = subprocess.run(GUESTS_CLI + ["demo-sideways"], capture_output=True, text=True)
+    assert usage.returncode == 2 and "usage:" in usage.stderr and not usage.stdout
+    # status counts this process's guests, its owner alive
+    before = len([n for n in tb.domain_names() if tb.owner_of(n) == os.getpid()])
+    testbed.make_guest("idle", start=False, interface=False)
+    status = subprocess.run(GUESTS_CLI + ["status"], check=True, capture_output=True, text=True).stdout
+    assert "test guests of pid %d (alive): %d" % (os.getpid(), before + 1) in status.splitlines(), status

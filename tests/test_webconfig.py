@@ -15,7 +15,7 @@ import bcrypt
 import pytest
 from prometheus_client.core import GaugeMetricFamily
 
-from exporter import free_port
+from exporterproc import free_port
 from virt_exporter import webconfig
 from virt_exporter.server import ExporterHTTPServer
 from virt_exporter.webconfig import WebConfigError, load_web_config

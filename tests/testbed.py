@@ -1,4 +1,5 @@
-"""The real libvirt + KVM test bed, as a library for tests (and the CLI behind scripts/testbed.sh).
+"""The real libvirt + KVM test bed, as a library for tests (and for scripts/testbed_guests.py, the
+guest commands of scripts/testbed.sh).
 
 It talks to libvirtd only through `virsh` (standard library only, no libvirt-python), so what
 tests compare the exporter against is an independent reference, and so that Debian's
@@ -8,8 +9,6 @@ Guests made by a `Testbed` are named `vet-<pid>-<kind>-<n>` after the pytest pro
 them; each has its own directory under IMAGE_DIR with its disks, and an owner file records the
 process's start time, so `gc` can tell a dead owner from a reused pid and several pytest runs on
 one host never touch each other's guests.
-
-    python3 tests/testbed.py demo-up | demo-down | demo-names | gc | status
 """
 
 from __future__ import annotations
@@ -522,6 +521,12 @@ def _proc_start_time(pid: int) -> Optional[str]:
     return fields[19]
 
 
+def owner_of(name: str) -> Optional[int]:
+    """The pid of the test process that owns a guest or pool named vet-<pid>-*, None for other names."""
+    m = _NAME_RE.match(name)
+    return int(m.group(1)) if m else None
+
+
 def owner_alive(pid: int) -> bool:
     """The process that named guests vet-<pid>-* still runs (and is the same process)."""
     started = _proc_start_time(pid)
@@ -940,77 +945,3 @@ def gc() -> list[str]:
             if f.name.isdigit() and is_dead(int(f.name)):
                 f.unlink(missing_ok=True)
     return removed
-
-
-# --------------------------------------------------------------------------------------------
-# the demo guests (scripts/testbed.sh up/down)
-
-
-def demo_up() -> list[Guest]:
-    """Define and start demo-busy, demo-idle, demo-blank; leaves running ones as they are."""
-    out = []
-    for name, (kind, vcpus, tap) in DEMO_GUESTS.items():
-        directory = IMAGE_DIR / name
-        if domain_exists(name):
-            if not domain_active(name):
-                virsh("start", name)
-                print(f"{name}: started")
-            else:
-                print(f"{name}: running")
-            continue
-        shutil.rmtree(directory, ignore_errors=True)  # a half-made earlier attempt
-        directory.mkdir(parents=True)
-        out.append(create_guest(name, kind, directory, vcpus=vcpus, tap=tap))
-        print(f"{name}: defined and started ({domain_type()})")
-    return out
-
-
-def demo_down() -> None:
-    for name in DEMO_GUESTS:
-        if domain_active(name):
-            virsh("destroy", name)
-        if domain_exists(name):
-            virsh("undefine", name)
-        shutil.rmtree(IMAGE_DIR / name, ignore_errors=True)
-        # libvirt's log of the guest, which it keeps after undefine
-        Path(f"/var/log/libvirt/qemu/{name}.log").unlink(missing_ok=True)
-        print(f"{name}: removed")
-
-
-def status() -> None:
-    names = domain_names()
-    demo = [n for n in names if n in DEMO_GUESTS]
-    tests = [n for n in names if _NAME_RE.match(n)]
-    for n in demo:
-        print(f"{n}: {virsh('domstate', n).strip()}")
-    owners: dict[str, list[str]] = {}
-    for n in tests:
-        owners.setdefault(_NAME_RE.match(n).group(1), []).append(n)
-    for pid, ns in sorted(owners.items()):
-        state = "alive" if owner_alive(int(pid)) else "dead (run gc)"
-        print(f"test guests of pid {pid} ({state}): {len(ns)}")
-    if not demo and not tests:
-        print("no demo or test guests")
-
-
-def main(argv: list[str]) -> int:
-    if len(argv) != 1 or argv[0] not in ("demo-up", "demo-down", "demo-names", "gc", "status"):
-        print("usage: testbed.py demo-up|demo-down|demo-names|gc|status", file=sys.stderr)
-        return 2
-    cmd = argv[0]
-    if cmd == "demo-names":
-        print("\n".join(DEMO_GUESTS))
-    elif cmd == "demo-up":
-        demo_up()
-    elif cmd == "demo-down":
-        demo_down()
-    elif cmd == "gc":
-        for n in gc():
-            print(f"removed {n}")
-    else:
-        status()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

@@ -12,14 +12,15 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
 
 import inprocess
+import scrape
 import testbed as tb
 from bounds import wait_for  # noqa: F401  (re-exported for the watermark tests)
-from exporter import free_port  # noqa: F401  (re-exported for the watermark tests)
+from exporterproc import free_port  # noqa: F401  (re-exported for the watermark tests)
 
 MIB = 1024 * 1024
 
-Series = inprocess.Series
-value = inprocess.value
+Series = scrape.Series
+value = scrape.value
 # The App wires the watermark collector itself: read-write libvirt exactly when it arms thresholds,
 # and the BlockEvents subsystem whose snapshot the collector reads.
 running_exporter = inprocess.running_exporter

@@ -35,7 +35,8 @@ def _idle_context(spec: base.CollectorSpec) -> base.ScrapeContext:
     from .perfmon.engine import PerfmonEngine
     from .sample import BlockEventCounts, NumaSnapshot, Sample
 
-    empty = Sample(wall_time_s=0.0, monotonic_s=0.0, up=True)
+    empty = Sample(wall_time_s=0.0, monotonic_s=0.0, up=True, autostart=frozenset(), persistent=frozenset(),
+                   storage_pools=())
     engine = PerfmonEngine(lambda: empty, dict, parse_perfmon_file("<perfmon/>", "catalogue"), 60)
     return base.ScrapeContext(current=empty, previous=None, domain_info={},
                               options={o.name: o.default for o in spec.options}, perfmon=engine.snapshot(),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from samples import sample
 from virt_exporter.collectors import numa as numa_collector
 from virt_exporter.collectors.base import ScrapeContext
 from virt_exporter.sample import DomainInfo, DomainStats, HostFacts, HostMemory, Sample
@@ -17,14 +18,12 @@ CELLS = {0: HostMemory(total_kib=16_000_000, free_kib=9_000_000), 1: HostMemory(
 
 
 def _sample(pid: int = 4242, with_topology: bool = True) -> Sample:
-    doms = {"u": DomainStats("u", "multi", {"state.state": 1}),
-            "off": DomainStats("off", "stopped", {"state.state": 5})}
+    doms = [DomainStats("u", "multi", {"state.state": 1}), DomainStats("off", "stopped", {"state.state": 5})]
     if not with_topology:
-        return Sample(wall_time_s=1.0, monotonic_s=1.0, up=True, domains=doms, qemu_pids={"u": pid})
+        return sample(1.0, doms, qemu_pids={"u": pid})
     host = HostFacts(hostname="h", libvirt_version="9.0.0", hypervisor_version="7.2.0", cpu_model="x86_64",
                      cell_cpus=CELL_CPUS)
-    return Sample(wall_time_s=1.0, monotonic_s=1.0, up=True, domains=doms, qemu_pids={"u": pid},
-                  host=host, cell_memory=CELLS)
+    return sample(1.0, doms, qemu_pids={"u": pid}, host=host, cell_memory=CELLS)
 
 
 def _info(numatune):

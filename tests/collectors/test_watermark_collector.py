@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import argparse
-
 import libvirt
 import pytest
 
+from samples import sample
+from virt_exporter import cli
 from virt_exporter.calc.watermark import MIB
-from virt_exporter.collectors import watermark
+from virt_exporter.collectors import load_all, watermark
 from virt_exporter.collectors.base import ScrapeContext
-from virt_exporter.sample import DomainStats, Sample
+from virt_exporter.options import UsageError
+from virt_exporter.sample import DomainStats
 from virt_exporter.source.block_events import BlockEvents
 from virt_exporter.source.domxml import parse_domain_xml
 
@@ -47,9 +48,8 @@ STATS = {
 
 
 def collect(options=None, events=None, stats=STATS):
-    sample = Sample(wall_time_s=0, monotonic_s=0, up=True,
-                    domains={UUID: DomainStats(uuid=UUID, name="vm1", stats=stats)})
-    ctx = ScrapeContext(current=sample, previous=None, domain_info={UUID: parse_domain_xml(XML)},
+    current = sample(domains=[DomainStats(uuid=UUID, name="vm1", stats=stats)])
+    ctx = ScrapeContext(current=current, previous=None, domain_info={UUID: parse_domain_xml(XML)},
                         options={"chunk-mib": 64, "utilization-percent": 50} if options is None else options,
                         block_events=events.snapshot() if events is not None else None)
     out = {}
@@ -142,8 +142,11 @@ def test_read_write_predicate():
     assert not watermark.arms_thresholds(["watermark"], {})
 
 
-@pytest.mark.parametrize("fn, text", [(watermark._chunk_mib, "0"), (watermark._chunk_mib, "x"),
-                                      (watermark._percent, "101"), (watermark._percent, "-1")])
-def test_option_values_are_checked_at_start_up(fn, text):
-    with pytest.raises(argparse.ArgumentTypeError):
-        fn(text)
+@pytest.mark.parametrize("flag, text", [("chunk-mib", "0"), ("chunk-mib", "x"),
+                                        ("utilization-percent", "101"), ("utilization-percent", "-1")])
+def test_option_values_are_checked_at_start_up(flag, text):
+    load_all()
+    parser = cli.build_parser()
+    parser.parse_args(["--collector.watermark." + flag, "50"])  # a good value passes
+    with pytest.raises(UsageError, match="--collector.watermark." + flag):
+        parser.parse_args(["--collector.watermark." + flag, text])

@@ -8,11 +8,12 @@ import re
 from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import inprocess
+import scrape
 import testbed as tb
 from bounds import wait_for  # noqa: F401  (re-exported for the CPU/NUMA tests)
 
-Series = inprocess.Series
-value = inprocess.value
+Series = scrape.Series
+value = scrape.value
 
 
 @contextlib.contextmanager

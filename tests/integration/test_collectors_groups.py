@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import os
 import re
-import time
 import xml.etree.ElementTree as ET
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, List, Optional
 
 import pytest
 
 import testbed as tb
-from exporter import ExporterProcess, Samples
+from bounds import wait_for
+from exporterproc import ExporterProcess
+from scrape import Samples
 
 TEST_BOUND_S = 120
 pytestmark = [pytest.mark.libvirt, pytest.mark.timeout(TEST_BOUND_S, func_only=True)]
@@ -55,16 +56,14 @@ def exporter(guests):
 
 def scrape_until(exp: ExporterProcess, what: str, ok: Callable[[Samples], bool],
                  timeout_s: float = CHANGE_WAIT_S) -> Samples:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        samples = exp.scrape()
-        if ok(samples):
-            return samples
-        if time.monotonic() > deadline:
-            raise AssertionError("within %.0f s: %s; last scrape for it: %s" % (
-                timeout_s, what, [(n, dict(lab), v) for (n, lab), v in samples.values.items()
-                                  if n.startswith("libvirt_domain")][:60]))
-        time.sleep(0.3)
+    last: List[Samples] = []
+
+    def scraped() -> Optional[Samples]:
+        last[:] = [exp.scrape()]
+        return last[0] if ok(last[0]) else None
+
+    return wait_for(scraped, timeout_s, what, 0.3, detail=lambda: "last scrape for it: %s" % [
+        (n, dict(lab), v) for (n, lab), v in last[0].values.items() if n.startswith("libvirt_domain")][:60])
 
 
 def only(samples: Samples, name: str, **labels: str) -> Dict[str, str]:

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import re
 import time
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import pytest
 
 import testbed as tb
-from exporter import ExporterProcess, Samples
+from bounds import wait_for
+from exporterproc import ExporterProcess
+from scrape import Samples
 
 TEST_BOUND_S = 240
 pytestmark = [pytest.mark.libvirt, pytest.mark.timeout(TEST_BOUND_S, func_only=True)]
@@ -57,13 +59,11 @@ def virsh_guestinfo(name: str, *what: str) -> Dict[str, str]:
 
 
 def scrape_until(exp: ExporterProcess, what: str, ok, timeout_s: float = 30.0) -> Samples:
-    deadline = time.monotonic() + timeout_s
-    while True:
+    def scraped() -> Optional[Samples]:
         samples = exp.scrape()
-        if ok(samples):
-            return samples
-        assert time.monotonic() < deadline, "within %.0f s: %s" % (timeout_s, what)
-        time.sleep(0.3)
+        return samples if ok(samples) else None
+
+    return wait_for(scraped, timeout_s, what, 0.3)
 
 
 def test_filesystems_os_and_hostname_equal_virsh_guestinfo_and_the_guests_df(exporter, guest):

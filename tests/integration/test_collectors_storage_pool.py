@@ -11,7 +11,8 @@ from __future__ import annotations
 import pytest
 
 import testbed as tb
-from exporter import ExporterProcess, Samples
+from exporterproc import ExporterProcess
+from scrape import Samples
 
 TEST_BOUND_S = 120
 pytestmark = [pytest.mark.libvirt, pytest.mark.timeout(TEST_BOUND_S, func_only=True)]

@@ -6,17 +6,16 @@ valid: no series twice, promtool check metrics clean, and our guest's devices as
 
 from __future__ import annotations
 
-import collections
 import time
 import xml.etree.ElementTree as ET
-from typing import Dict, List
+from typing import List
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 import testbed as tb
-from exporter import ExporterProcess, Samples
+from exporterproc import ExporterProcess
 from promtool import check_metrics
+from scrape import Samples, duplicates
 
 TEST_BOUND_S = 150
 pytestmark = [pytest.mark.libvirt, pytest.mark.timeout(TEST_BOUND_S, func_only=True)]
@@ -53,15 +52,6 @@ def exporter(guest):
     # Every collector that reads devices, and no domain filter: the whole host's scrape is checked.
     with ExporterProcess(["--libvirt.min-interval", "0", "--libvirt.timeout", "20", "--collector.iothread"]) as exp:
         yield exp
-
-
-def duplicates(text: str) -> List[str]:
-    """Series (name and label set) that appear more than once in an exposition."""
-    counts: Dict[tuple, int] = collections.Counter()
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            counts[(s.name, tuple(sorted(s.labels.items())))] += 1
-    return ["%s%s x%d" % (n, dict(labels), c) for (n, labels), c in counts.items() if c > 1]
 
 
 def check_whole_scrape(exp: ExporterProcess) -> Samples:

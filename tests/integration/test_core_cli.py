@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import List
 
 import pytest
-from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
-from prometheus_client.parser import text_string_to_metric_families as parse_text
 
-from exporter import EXPORTER, REPO, ExporterProcess, Samples, free_port
+from bounds import wait_for
+from exporterproc import EXPORTER, REPO, ExporterProcess, free_port
 from promtool import check_metrics
+from scrape import Samples, families
 
 TEST_BOUND_S = 60
 pytestmark = pytest.mark.timeout(TEST_BOUND_S, func_only=True)
@@ -148,11 +148,9 @@ def test_libvirtd_socket_appearing_later_is_picked_up_without_restart(libvirtd):
                 assert exp.scrape().get("libvirt_up") == 0
                 time.sleep(0.3)
             os.symlink(RO_SOCKET, sock)
-            deadline = time.monotonic() + 45   # reconnect backoff: 0.5 s doubling, capped at 30 s
-            while exp.scrape().get("libvirt_up") != 1:
-                assert time.monotonic() < deadline, (
-                    "still libvirt_up 0 after the socket appeared:\n" + exp.log()[-3000:])
-                time.sleep(0.5)
+            # reconnect backoff: 0.5 s doubling, capped at 30 s
+            wait_for(lambda: exp.scrape().get("libvirt_up") == 1, 45, "libvirt_up 1 after the socket appeared",
+                     0.5, detail=lambda: exp.log()[-3000:])
             assert exp.proc.poll() is None
             assert "Traceback" not in exp.log()
 
@@ -169,9 +167,9 @@ def test_http_endpoints_and_content_negotiation(libvirtd):
         ctype = headers["Content-Type"]
         assert ctype.startswith("text/plain") and "version=0.0.4" in ctype, ctype
         text = body.decode()
-        families = {f.name for f in parse_text(text)}
+        names = {f.name for f in families(text)}
         assert Samples.parse(text).get("libvirt_up") == 1
-        assert {"libvirt_up", "libvirt_exporter_build_info"} <= families
+        assert {"libvirt_up", "libvirt_exporter_build_info"} <= names
 
         for accept in ("application/openmetrics-text", PROMETHEUS_ACCEPT):
             status, headers, body = exp.get(path, headers={"Accept": accept})
@@ -180,8 +178,8 @@ def test_http_endpoints_and_content_negotiation(libvirtd):
             assert ctype.startswith("application/openmetrics-text") and "version=1.0.0" in ctype, (accept, ctype)
             om_text = body.decode()
             assert om_text.endswith("# EOF\n"), om_text[-200:]
-            om = {f.name + ("_info" if f.type == "info" else "") for f in parse_openmetrics(om_text)}
-            assert om == families, "OpenMetrics and text expose different families: %s" % sorted(om ^ families)
+            om = {f.name + ("_info" if f.type == "info" else "") for f in families(om_text, openmetrics=True)}
+            assert om == names, "OpenMetrics and text expose different families: %s" % sorted(om ^ names)
 
         status, headers, body = exp.get(path, headers={"Accept": "text/plain"})
         assert status == 200 and headers["Content-Type"].startswith("text/plain")

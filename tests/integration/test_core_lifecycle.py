@@ -11,7 +11,8 @@ import xml.etree.ElementTree as ET
 import pytest
 
 import testbed as tb
-from exporter import ExporterProcess, Samples
+from exporterproc import ExporterProcess
+from scrape import Samples
 
 TEST_BOUND_S = 90
 pytestmark = [pytest.mark.libvirt, pytest.mark.timeout(TEST_BOUND_S, func_only=True)]

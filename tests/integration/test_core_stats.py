@@ -21,12 +21,11 @@ import xml.etree.ElementTree as ET
 from typing import Callable, Dict, FrozenSet, List, Tuple
 
 import pytest
-from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
-from prometheus_client.parser import text_string_to_metric_families as parse_text
 
 import testbed as tb
-from exporter import ExporterProcess, Samples
+from exporterproc import ExporterProcess
 from promtool import check_metrics
+from scrape import Samples, families
 
 TEST_BOUND_S = 90
 pytestmark = [pytest.mark.libvirt, pytest.mark.timeout(TEST_BOUND_S, func_only=True)]
@@ -448,17 +447,18 @@ def test_output_passes_promtool_and_both_parsers(exporter):
     assert status == 200
     text = body.decode("utf-8")
     check_metrics(text)
-    families = list(parse_text(text))
-    assert {"libvirt_up", "libvirt_domain_cpu_seconds", "libvirt_domain_info"} <= {f.name for f in families}
+    text_families = families(text)
+    assert {"libvirt_up", "libvirt_domain_cpu_seconds", "libvirt_domain_info"} <= {f.name for f in text_families}
 
     status, headers, body = exporter.get("/metrics", headers={"Accept": "application/openmetrics-text"})
     assert status == 200
     assert headers["Content-Type"].startswith("application/openmetrics-text"), headers["Content-Type"]
     # OpenMetrics names an info family without its _info suffix (the text format keeps it).
-    om = {f.name + ("_info" if f.type == "info" else ""): f.type for f in parse_openmetrics(body.decode("utf-8"))}
+    om_families = families(body.decode("utf-8"), openmetrics=True)
+    om = {f.name + ("_info" if f.type == "info" else ""): f.type for f in om_families}
     assert om.get("libvirt_domain_info") == "info" and om.get("libvirt_domain_cpu_seconds") == "counter", om
-    assert {f.name for f in families} == set(om), "text and OpenMetrics expose different families: %s" % (
-        sorted({f.name for f in families} ^ set(om)))
+    assert {f.name for f in text_families} == set(om), "text and OpenMetrics expose different families: %s" % (
+        sorted({f.name for f in text_families} ^ set(om)))
 
 
 def test_hotplugged_disk_and_interface_appear_and_go_without_restart(exporter, guests):

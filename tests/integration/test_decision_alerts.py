@@ -14,7 +14,7 @@ import pytest
 
 import testbed as tb
 from bounds import wait_for
-from exporter import ExporterProcess
+from exporterproc import ExporterProcess
 from perfmon.promstack import query, start_prometheus
 from virt_exporter.mixin.config import FOR, parse_config
 from virt_exporter.mixin.rules import rule_files

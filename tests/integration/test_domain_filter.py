@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from exporter import ExporterProcess
+from exporterproc import ExporterProcess
 
 pytestmark = [pytest.mark.libvirt, pytest.mark.timeout(180, func_only=True)]
 

@@ -20,7 +20,9 @@ from typing import Dict, List, Optional, Set, Tuple
 import pytest
 
 import testbed as tb
-from exporter import ExporterProcess, Samples
+from bounds import wait_for
+from exporterproc import ExporterProcess
+from scrape import Samples
 
 TEST_BOUND_S = 150
 pytestmark = [pytest.mark.libvirt, pytest.mark.timeout(TEST_BOUND_S, func_only=True)]
@@ -44,10 +46,8 @@ def virsh(*args: str) -> None:
     except tb.TestbedError as e:
         if not any(m in str(e) for m in ("Disconnected", "End of file", "Failed to connect", "Cannot recv")):
             raise
-    deadline = time.monotonic() + 30
-    while subprocess.run(["virsh", "-q", "-c", tb.URI, "version"], capture_output=True, timeout=30).returncode:
-        assert time.monotonic() < deadline, "libvirtd did not come back"
-        time.sleep(0.5)
+    wait_for(lambda: subprocess.run(["virsh", "-q", "-c", tb.URI, "version"], capture_output=True,
+                                    timeout=30).returncode == 0, 30, "libvirtd back", 0.5)
     verb, name = args[0], args[-1]
     done = {"start": lambda: tb.domain_active(name), "destroy": lambda: not tb.domain_active(name),
             "undefine": lambda: not tb.domain_exists(name)}.get(verb)

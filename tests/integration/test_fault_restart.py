@@ -20,7 +20,9 @@ from typing import Iterator, List, Optional, Tuple
 import pytest
 
 import testbed as tb
-from exporter import ExporterProcess, Samples
+from bounds import wait_for
+from exporterproc import ExporterProcess
+from scrape import Samples
 
 TEST_BOUND_S = 120
 pytestmark = [pytest.mark.libvirt, pytest.mark.timeout(TEST_BOUND_S, func_only=True)]
@@ -44,15 +46,10 @@ def restart_libvirtd() -> Tuple[float, float]:
     pid = int(LIBVIRTD_PID.read_text().strip())
     killed_at = time.monotonic()
     os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + 20
-    while pid_alive(pid):
-        assert time.monotonic() < deadline, "libvirtd %d did not exit after SIGTERM" % pid
-        time.sleep(0.05)
+    wait_for(lambda: not pid_alive(pid), 20, "libvirtd %d to exit after SIGTERM" % pid, 0.05)
     subprocess.run(["/usr/sbin/libvirtd", "-d"], check=True, timeout=30)
-    while subprocess.run(["virsh", "-q", "-c", tb.URI, "version"], capture_output=True,
-                         timeout=30).returncode != 0:
-        assert time.monotonic() < deadline + 20, "libvirtd did not answer after restart"
-        time.sleep(0.1)
+    wait_for(lambda: subprocess.run(["virsh", "-q", "-c", tb.URI, "version"], capture_output=True,
+                                    timeout=30).returncode == 0, 40, "libvirtd to answer after its restart", 0.1)
     return killed_at, time.monotonic()
 
 
@@ -96,10 +93,8 @@ def test_libvirtd_restart_while_scraping(testbed) -> None:
     # faulthandler: should libvirt's client library crash the process, its log says where.
     with libvirtd_restored(), ExporterProcess(["--libvirt.min-interval", "0"],
                                               env={"PYTHONFAULTHANDLER": "1"}) as exp:
-        deadline = time.monotonic() + 30
-        while exp.scrape().get("libvirt_domain_cpu_usage_mhz", domain=guest.name) is None:
-            assert time.monotonic() < deadline, "no MHz for the guest before the restart"
-            time.sleep(0.3)
+        wait_for(lambda: exp.scrape().get("libvirt_domain_cpu_usage_mhz", domain=guest.name) is not None, 30,
+                 "the guest's MHz before the restart", 0.3)
         scraper = Scraper(exp, guest.name)
         scraper.start()
         time.sleep(5.0)
@@ -143,10 +138,8 @@ def test_a_restarted_guest_gets_no_rate_across_its_restart(testbed) -> None:
         guest.start()
         # The exporter sees the stop and start only as events; no scrape in between. Let the new
         # QEMU spin past the old cpu.time.
-        deadline = time.monotonic() + 40
-        while float(tb.virsh_domstats(guest.name, "cpu")["cpu.time"]) / 1e9 < cpu_before + 1.0:
-            assert time.monotonic() < deadline, "restarted guest did not catch up with its old cpu.time"
-            time.sleep(0.5)
+        wait_for(lambda: float(tb.virsh_domstats(guest.name, "cpu")["cpu.time"]) / 1e9 >= cpu_before + 1.0, 40,
+                 "the restarted guest to pass its old cpu.time", 0.5)
         after = exp.scrape()
         assert after.get("libvirt_domain_cpu_seconds_total", domain=guest.name) > cpu_before
         assert after.get("libvirt_domain_cpu_usage_mhz", domain=guest.name) is None, \

@@ -14,11 +14,13 @@ import signal
 import statistics
 import time
 from pathlib import Path
-from typing import Dict, Iterator, List, Set, Tuple
+from typing import Dict, Iterator, List, Optional, Set, Tuple
 
 import pytest
 
-from exporter import ExporterProcess, Samples
+from bounds import wait_for
+from exporterproc import ExporterProcess
+from scrape import Samples
 
 TEST_BOUND_S = 150
 pytestmark = [pytest.mark.libvirt, pytest.mark.timeout(TEST_BOUND_S, func_only=True)]
@@ -61,15 +63,14 @@ def three_guests(testbed):
 def baseline(exp: ExporterProcess, names: List[str], n: int = 10) -> Tuple[List[float], Dict[str, Set[str]]]:
     """Scrape until every guest is complete, then ``n`` times more: durations, and per guest the metric
     names it had in every complete scrape (what "complete" means for it)."""
-    deadline = time.monotonic() + 40
-    while True:
+    def complete() -> Optional[Samples]:
         _d, samples = timed_scrape(exp)
         # (libvirt_up 0 here: another test on this host restarting libvirtd; wait for it)
-        if samples.get("libvirt_up") == 1 and all(samples.names_for_domain(g) and not flagged(samples, g)
-                                                   for g in names):
-            break
-        assert time.monotonic() < deadline, "guests never complete: " + exp.log()[-3000:]
-        time.sleep(0.3)
+        ok = samples.get("libvirt_up") == 1 and all(samples.names_for_domain(g) and not flagged(samples, g)
+                                                    for g in names)
+        return samples if ok else None
+
+    samples = wait_for(complete, 40, "every guest complete", 0.3, detail=lambda: exp.log()[-3000:])
     durations: List[float] = []
     want: Dict[str, Set[str]] = {g: set(samples.names_for_domain(g)) for g in names}
     for _ in range(n):
@@ -153,11 +154,10 @@ def test_stopped_libvirtd_gives_up_0_within_the_deadline_and_recovers(three_gues
             assert status == 200 and b"libvirt_up 0" in body
             assert time.monotonic() - t0 < 1.5
         print("libvirtd stopped: scrapes took %s" % " ".join("%.3fs" % d for d in durations))
-        deadline = time.monotonic() + 20
-        while True:
-            time.sleep(0.3)
+
+        def recovered() -> bool:
             _d, samples = timed_scrape(exp)
-            if samples.get("libvirt_up") == 1 and all(samples.names_for_domain(g) for g in names):
-                break
-            assert time.monotonic() < deadline, "no recovery after SIGCONT: " + exp.log()[-3000:]
+            return samples.get("libvirt_up") == 1 and all(samples.names_for_domain(g) for g in names)
+
+        wait_for(recovered, 20, "recovery after SIGCONT", 0.3, detail=lambda: exp.log()[-3000:])
         assert "Traceback" not in exp.log()

@@ -11,7 +11,7 @@ import subprocess
 import pytest
 
 import testbed as tb
-from exporter import ExporterProcess
+from exporterproc import ExporterProcess
 
 pytestmark = pytest.mark.libvirt
 

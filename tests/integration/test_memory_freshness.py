@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 import testbed as tb
-from exporter import ExporterProcess
+from exporterproc import ExporterProcess
 
 pytestmark = [pytest.mark.libvirt, pytest.mark.timeout(240, func_only=True)]
 

@@ -11,7 +11,7 @@ import pytest
 
 import testbed as tb
 from bounds import wait_for
-from exporter import ExporterProcess
+from exporterproc import ExporterProcess
 
 pytestmark = [pytest.mark.libvirt, pytest.mark.timeout(120, func_only=True)]
 

@@ -12,7 +12,7 @@ from typing import List
 import bcrypt
 import pytest
 
-from exporter import EXPORTER, REPO, free_port
+from exporterproc import EXPORTER, REPO, free_port
 
 PLAIN_PASSWORD = "hunter2-plain-text"
 

@@ -17,7 +17,9 @@ from typing import Any, Dict, FrozenSet, Iterator, List, Optional, Tuple
 import pytest
 from prometheus_client.core import GaugeMetricFamily
 
-from exporter import ExporterProcess, Samples, free_port
+from bounds import wait_for
+from exporterproc import ExporterProcess, free_port
+from scrape import Samples, printed_series
 from virt_exporter.server import MAX_HEADERS, MAX_REQUEST_LINE_BYTES, ExporterHTTPServer
 
 TEST_BOUND_S = 150
@@ -125,10 +127,7 @@ def test_concurrent_scrape_cap_is_a_clear_503() -> None:
     exporter.sample_ready.set()
     with serving(exporter, max_requests=1) as port, ThreadPoolExecutor(2) as pool:
         first = pool.submit(get, port, True)      # renders, holds the one slot
-        deadline = time.monotonic() + 5
-        while exporter.rendering < 1:
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        wait_for(lambda: exporter.rendering >= 1, 5, "the first scrape rendering", 0.01)
         second = get(port, True)
         assert status_of(second) == 503
         assert b"too many concurrent scrapes" in second and b"--web.max-requests" in second
@@ -142,10 +141,7 @@ def test_scrapes_waiting_for_a_shared_sample_do_not_count() -> None:
     exporter.render_ok.set()
     with serving(exporter, max_requests=2) as port, ThreadPoolExecutor(12) as pool:
         waiting = [pool.submit(get, port, False) for _ in range(10)]   # all wait for the sample
-        deadline = time.monotonic() + 5
-        while exporter.waiting < 10:
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        wait_for(lambda: exporter.waiting >= 10, 5, "ten scrapes waiting for the sample", 0.01)
         # ten scrapes wait, the cap is two: one that renders still gets through
         assert status_of(get(port, True)) == 200
         assert not any(f.done() for f in waiting)
@@ -165,25 +161,15 @@ SAMPLE_ID = "libvirt_exporter_bulk_stats_duration_seconds "
 def series_keys(text: str, mine: List[str]) -> FrozenSet[str]:
     """The series of an exposition (the text before each value), except those about other tests'
     guests (they come and go on this host)."""
-    out = []
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        key = line.rsplit(" ", 1)[0]
-        if 'domain="' in key and not any('domain="%s"' % g in key for g in mine):
-            continue
-        out.append(key)
-    return frozenset(out)
+    return frozenset(key for key in printed_series(text)
+                     if 'domain="' not in key or any('domain="%s"' % g in key for g in mine))
 
 
 def test_twenty_concurrent_scrapers(testbed) -> None:
     guests = [testbed.make_guest("idle"), testbed.make_guest("blank")]
     mine = [g.name for g in guests]
     with ExporterProcess([]) as exp:  # defaults: --web.max-requests 40, --libvirt.min-interval 1
-        deadline = time.monotonic() + 30
-        while not all(exp.scrape().names_for_domain(g) for g in mine):
-            assert time.monotonic() < deadline
-            time.sleep(0.3)
+        wait_for(lambda: all(exp.scrape().names_for_domain(g) for g in mine), 30, "both guests in a scrape", 0.3)
         results: List[Tuple[int, bytes]] = []
         errors: List[str] = []
         lock = threading.Lock()

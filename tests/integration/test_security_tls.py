@@ -8,12 +8,9 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import ssl
 import subprocess
 import tempfile
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -23,7 +20,9 @@ from typing import Dict, Iterator, Tuple
 import bcrypt
 import pytest
 
-from exporter import ExporterProcess, free_port
+from bounds import wait_for
+from childproc import Process
+from exporterproc import ExporterProcess, free_port
 
 TEST_BOUND_S = 120
 pytestmark = pytest.mark.timeout(TEST_BOUND_S, func_only=True)
@@ -152,24 +151,23 @@ def test_prometheus_scrapes_with_the_same_credentials(exporter: TLSExporter, pki
       - targets: ['{target}']""")
     config.write_text("global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n"
                       + "\n".join(jobs) + "\n")
-    proc = subprocess.Popen([PROMETHEUS, "--config.file", str(config), "--storage.tsdb.path", str(tmp_path / "tsdb"),
-                             "--web.listen-address", "127.0.0.1:%d" % port, "--log.level", "warn"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    prometheus = Process("prometheus", [PROMETHEUS, "--config.file", str(config), "--storage.tsdb.path",
+                                        str(tmp_path / "tsdb"), "--web.listen-address", "127.0.0.1:%d" % port,
+                                        "--log.level", "warn"],
+                         tmp_path / "prometheus.log", "http://127.0.0.1:%d/-/ready" % port).start(60)
     try:
         api = "http://127.0.0.1:%d/api/v1" % port
-        deadline = time.monotonic() + 60
         health: Dict[str, Tuple[str, str]] = {}
-        while time.monotonic() < deadline:
-            time.sleep(0.5)
-            try:
-                with urllib.request.urlopen(api + "/targets", timeout=5) as r:
-                    data = json.load(r)["data"]["activeTargets"]
-            except (urllib.error.URLError, ConnectionError, socket.timeout):
-                continue
-            health = {t["labels"]["job"]: (t["health"], t.get("lastError", "")) for t in data}
-            if health.get("right", ("",))[0] == "up" and all(health.get(j, ("unknown",))[0] == "down"
-                                                            for j in ("wrong", "plain")):
-                break
+
+        def settled() -> bool:
+            with urllib.request.urlopen(api + "/targets", timeout=5) as r:
+                data = json.load(r)["data"]["activeTargets"]
+            health.clear()
+            health.update({t["labels"]["job"]: (t["health"], t.get("lastError", "")) for t in data})
+            return health.get("right", ("",))[0] == "up" and all(health.get(j, ("unknown",))[0] == "down"
+                                                                 for j in ("wrong", "plain"))
+
+        wait_for(settled, 60, "Prometheus's verdict on the three jobs", 0.5, detail=lambda: health)
         assert health.get("right", ("",))[0] == "up", health
         assert health["wrong"][0] == "down" and "401" in health["wrong"][1], health
         assert health["plain"][0] == "down", health
@@ -178,9 +176,4 @@ def test_prometheus_scrapes_with_the_same_credentials(exporter: TLSExporter, pki
             result = json.load(r)["data"]["result"]
         assert result and result[0]["metric"]["instance"] == target
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        prometheus.stop()

@@ -30,7 +30,8 @@ import pytest
 
 import testbed as tb
 from browser import dump_dom, find_rows, screenshot, text_of
-from exporter import ExporterProcess, Samples, free_port
+from exporterproc import ExporterProcess, free_port
+from scrape import Samples
 
 REPO = Path(__file__).resolve().parents[2]
 # The README's screenshot is made by this test when asked: VIRT_EXPORTER_DOCS_SCREENSHOT=1

@@ -20,7 +20,7 @@ import libvirt
 import pytest
 
 import testbed as tb
-from exporter import ExporterProcess, free_port
+from exporterproc import ExporterProcess, free_port
 from virt_exporter.mixin.config import FOR, OPTIONAL_GROUPS, parse_config
 from virt_exporter.mixin.rules import rule_files
 

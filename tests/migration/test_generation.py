@@ -22,6 +22,7 @@ import pytest
 
 import testbed as tb
 import watermark_bed as wb
+from bounds import wait_for
 from hypervisor2 import InsideExporter, run_inside, share_block_device
 from inprocess import Series
 from integration.cpu_numa_harness import (
@@ -47,10 +48,8 @@ def busy_there(bed, hv2):
     """A busy guest (disk with iothread, tap, balloon) started on the second hypervisor."""
     guest = bed.make_guest("busy", start=False, persistent=True)
     virsh_at(hv2, "create", str(guest.directory / "domain.xml"))
-    deadline = time.monotonic() + 120
-    while int(domstats_at(hv2, guest.name, "--block").get("block.0.rd.reqs", 0)) < 1:
-        assert time.monotonic() < deadline, "%s did not boot on the second hypervisor" % guest.name
-        time.sleep(0.3)
+    wait_for(lambda: int(domstats_at(hv2, guest.name, "--block").get("block.0.rd.reqs", 0)) >= 1, 120,
+             "%s to boot on the second hypervisor" % guest.name, 0.3)
     return guest
 
 

@@ -15,7 +15,7 @@ from typing import Dict, List, Tuple
 
 import pytest
 
-from exporter import Samples
+from scrape import Samples
 
 from .conftest import HOST_URI, exporter_at, migrate_argv, virsh_at
 

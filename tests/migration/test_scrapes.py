@@ -15,7 +15,8 @@ from typing import Dict, List, Tuple
 
 import pytest
 
-from exporter import ExporterProcess, Samples
+from exporterproc import ExporterProcess
+from scrape import Samples, printed_series
 
 from .conftest import HOST_URI, Churn, exporter_at, migrate
 
@@ -55,11 +56,6 @@ class Scraper:
         self._thread.join(30)
 
 
-def series_keys(text: str) -> List[str]:
-    """Every sample line's name{labels}, as printed (duplicates kept)."""
-    return [line.rsplit(" ", 1)[0] for line in text.splitlines() if line and not line.startswith("#")]
-
-
 def domain_uuids(text: str, name: str) -> List[str]:
     samples = Samples.parse(text)
     return [labels["uuid"] for labels, _v in samples.series("libvirt_domain_info", domain=name)]
@@ -77,7 +73,7 @@ def check_scrapes(where: str, scraper: Scraper, baseline_until: float, churn: Ch
     unexcused = [x for x in slow if x not in excused]
     assert not unexcused, "%s: scrapes over normal %.3fs + %.1fs: %s" % (where, normal, SLACK_S, unexcused)
     for start, _d, text, _e in records:
-        dup = [k for k, n in Counter(series_keys(text)).items() if n > 1]
+        dup = [k for k, n in Counter(printed_series(text)).items() if n > 1]
         assert not dup, "%s: scrape at %.2f repeats series %s" % (where, start, dup[:5])
     durations = [d for _s, d, _t, _e in records]
     return {"normal_s": normal, "max_s": max(durations), "scrapes": len(records), "excused": len(excused)}

@@ -16,7 +16,7 @@ from typing import Dict, Iterator, List, Optional
 
 import pytest
 
-from exporter import Samples
+from scrape import Samples
 
 REPO = Path(__file__).resolve().parents[2]
 # Debian's interpreter, as scripts/setup.sh uses: the one an operator's host has.

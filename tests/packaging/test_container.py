@@ -24,7 +24,7 @@ import pytest
 import testbed as tb
 import virt_exporter
 from bounds import wait_for
-from exporter import free_port
+from exporterproc import free_port
 
 from .conftest import REPO, ensure_unit_user, run, scrape_when_up, secured_web_config
 

@@ -18,7 +18,7 @@ import pytest
 import testbed as tb
 import virt_exporter
 from bounds import wait_for
-from exporter import free_port
+from exporterproc import free_port
 
 from .conftest import (
     REPO,

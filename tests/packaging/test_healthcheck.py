@@ -16,7 +16,7 @@ from typing import Iterator
 import pytest
 
 from bounds import wait_for
-from exporter import free_port
+from exporterproc import free_port
 
 from .conftest import HEALTHCHECK, REPO, secured_web_config
 

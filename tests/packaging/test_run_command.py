@@ -20,7 +20,8 @@ from typing import Dict, Iterator, List, Optional, Set, Tuple
 import pytest
 
 from bounds import wait_for
-from exporter import Samples, free_port
+from exporterproc import free_port
+from scrape import Samples
 
 from .conftest import REPO, run
 from .test_container import BUILD_TIMEOUT_S, ensure_base_image, podman, podman_env  # noqa: F401 - fixture

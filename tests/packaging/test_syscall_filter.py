@@ -13,7 +13,7 @@ from typing import Dict, Set
 import pytest
 
 from bounds import wait_for
-from exporter import free_port
+from exporterproc import free_port
 
 from .conftest import REPO, run, scrape_when_up, unit_service
 

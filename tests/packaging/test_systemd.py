@@ -16,7 +16,7 @@ import pytest
 
 import testbed as tb
 from bounds import wait_for
-from exporter import free_port
+from exporterproc import free_port
 
 from .conftest import (
     REPO,

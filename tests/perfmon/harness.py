@@ -10,9 +10,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
+from samples import sample
 from virt_exporter.perfmon.config import PerfmonFileConfig, parse_perfmon_file
 from virt_exporter.perfmon.engine import AlarmEvent, PerfmonEngine
-from virt_exporter.sample import CpuTimes, DomainStats, HostCpu, HostMemory, Sample
+from virt_exporter.sample import CpuTimes, DomainStats, HostCpu, HostMemory
 from virt_exporter.source.host import NetDevCounters
 
 from .seed_model import Perfmon, rrd_updates
@@ -160,10 +161,9 @@ class Pair:
         t = T0_S + self.k * self.step_s
         stats = self.book.advance_vm(vm_values, self.step_s)
         host_cpu, net_dev, memory = self.book.advance_host(host_values, self.step_s)
-        sample = Sample(wall_time_s=float(t), monotonic_s=float(1000 + self.k * self.step_s), up=True,
-                        domains={UUID: DomainStats(UUID, DOMAIN, stats)}, host_cpu=host_cpu,
-                        host_memory=memory, net_dev=net_dev)
-        events = self.engine.step(sample)
+        current = sample(float(1000 + self.k * self.step_s), [DomainStats(UUID, DOMAIN, stats)],
+                         wall_time_s=float(t), host_cpu=host_cpu, host_memory=memory, net_dev=net_dev)
+        events = self.engine.step(current)
         self.events += events
         return events
 

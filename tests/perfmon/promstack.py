@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import http.server
 import json
-import re
 import shutil
 import threading
 import time
@@ -22,7 +21,8 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, TypeVar
 import yaml
 
 from childproc import Process
-from exporter import free_port
+from exporterproc import free_port
+from scrape import keys
 
 REPO = Path(__file__).resolve().parents[2]
 RULES = REPO / "alerts" / "optional" / "perfmon.rules.yml"
@@ -230,17 +230,12 @@ class Scrape:
     failed: bool
 
 
-ALARM_SERIES = re.compile(r'^libvirt_perfmon_alarm_value\{([^}]*)\}', re.M)
-LABEL = re.compile(r'(\w+)="([^"]*)"')
-
-
-def alarm_identities(exposition: str) -> frozenset:
-    """(object, domain, variable, alarm_time) of every alarm series in an exposition."""
-    out = set()
-    for body in ALARM_SERIES.findall(exposition):
-        labels = dict(LABEL.findall(body))
-        out.add((labels["object"], labels["domain"], labels["variable"], labels["alarm_time"]))
-    return frozenset(out)
+def alarm_identities(exposition: str, content_type: str) -> frozenset:
+    """(object, domain, variable, alarm_time) of every alarm series in an exposition (in the format
+    its Content-Type names: Prometheus asks for OpenMetrics)."""
+    series = keys(exposition, openmetrics=content_type.startswith("application/openmetrics-text"))
+    return frozenset((labels["object"], labels["domain"], labels["variable"], labels["alarm_time"])
+                     for labels in (dict(lb) for name, lb in series if name == "libvirt_perfmon_alarm_value"))
 
 
 class ScrapeProxy(LoopbackServer):
@@ -267,7 +262,7 @@ class ScrapeProxy(LoopbackServer):
                         status, ctype, body = r.status, r.headers.get("Content-Type", "text/plain"), r.read()
                 except OSError as e:
                     status, ctype, body = 502, "text/plain", str(e).encode()
-                alarms = alarm_identities(body.decode(errors="replace"))
+                alarms = alarm_identities(body.decode(errors="replace"), ctype) if status == 200 else frozenset()
                 with proxy._lock:
                     n = sum(1 for s in proxy.scrapes if s.replica == replica and s.alarms) + 1
                     failed = bool(alarms) and n == fail_nth_alarm_scrape.get(replica)

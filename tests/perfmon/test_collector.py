@@ -1,11 +1,11 @@
 """The perfmon collector renders the engine's snapshot as the libvirt_perfmon_* families."""
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.parser import text_string_to_metric_families
 
+from samples import sample
+from scrape import series
 from virt_exporter.collectors import perfmon as perfmon_collector
 from virt_exporter.collectors.base import ScrapeContext
-from virt_exporter.sample import Sample
 
 from .harness import T0_S, Pair, config_xml
 
@@ -19,7 +19,7 @@ class _Adapter:
 
 
 def render(engine):
-    ctx = ScrapeContext(current=Sample(wall_time_s=0.0, monotonic_s=0.0, up=True), previous=None, domain_info={},
+    ctx = ScrapeContext(current=sample(), previous=None, domain_info={},
                         perfmon=engine.snapshot() if engine is not None else None)
     reg = CollectorRegistry()
     reg.register(_Adapter(ctx))
@@ -32,8 +32,7 @@ def test_series_after_an_alarm_and_an_inhibited_attempt():
                                        "alarm_priority": "2"}]))
     pair.step({"cpu0": 0.75})
     pair.step({"cpu0": 0.75})
-    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
-               for fam in text_string_to_metric_families(render(pair.engine)) for s in fam.samples}
+    samples = series(render(pair.engine))
     lbl = (("domain", "guest-a"), ("object", "vm"), ("variable", "cpu_usage"))
     prio = tuple(sorted(lbl + (("priority", "2"),)))
     assert samples[("libvirt_perfmon_value", lbl)] == 0.75

@@ -1,7 +1,8 @@
 """Perfmon data sources from two Samples: names, units, counter resets, backing layers."""
 
+from samples import sample
 from virt_exporter.perfmon.datasources import host_datasources, vm_datasources
-from virt_exporter.sample import CpuTimes, DomainStats, HostCpu, HostMemory, Sample
+from virt_exporter.sample import CpuTimes, DomainStats, HostCpu, HostMemory
 from virt_exporter.source.host import NetDevCounters
 
 
@@ -43,8 +44,7 @@ def test_vm_counter_reset_and_new_devices_have_no_value_this_step():
 def host_sample(t, per_cpu, net, free_kib=100):
     agg = CpuTimes(*[sum(getattr(c, f) for c in per_cpu.values()) for f in
                      ("user", "nice", "system", "idle", "iowait", "irq", "softirq")])
-    return Sample(wall_time_s=t, monotonic_s=t, up=True, host_cpu=HostCpu(agg, per_cpu),
-                  host_memory=HostMemory(total_kib=1000, free_kib=free_kib),
+    return sample(t, host_cpu=HostCpu(agg, per_cpu), host_memory=HostMemory(total_kib=1000, free_kib=free_kib),
                   net_dev={k: NetDevCounters(rx, 0, tx, 0) for k, (rx, tx) in net.items()})
 
 

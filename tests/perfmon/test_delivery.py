@@ -34,7 +34,7 @@ import yaml
 
 import testbed as tb  # tests/ is on sys.path (tests/conftest.py)
 from bounds import wait_for
-from exporter import ExporterProcess
+from exporterproc import ExporterProcess
 
 from . import promstack
 

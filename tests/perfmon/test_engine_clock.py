@@ -9,8 +9,8 @@ from typing import List, Sequence, Tuple
 
 import pytest
 
+from samples import sample
 from virt_exporter.perfmon.engine import PerfmonEngine
-from virt_exporter.sample import Sample
 
 from .harness import file_config
 
@@ -54,7 +54,7 @@ def run(step_s: int, sample_s: Sequence[float], failing: Sequence[int] = ()) -> 
             timer.set()
         if n in failing:
             raise RuntimeError("libvirt went away")
-        return None, Sample(wall_time_s=1e9 + timer.now_s, monotonic_s=timer.now_s, up=True)
+        return None, sample(timer.now_s, wall_time_s=1e9 + timer.now_s)
 
     engine = PerfmonEngine(get_sample, lambda: {}, file_config(), step_s, fs_fraction=lambda: 0.0, clock=timer)
     engine._stop = timer  # type: ignore[assignment]  # the timer's sleep, on the fake clock

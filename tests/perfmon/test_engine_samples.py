@@ -9,6 +9,7 @@ from typing import Dict, Optional
 
 import pytest
 
+from samples import sample as build_sample
 from virt_exporter.perfmon.engine import PerfmonEngine
 from virt_exporter.sample import DomainStats, Sample
 
@@ -31,9 +32,8 @@ class Bed:
         stats = self.book.advance_vm({"cpu0": busy}, STEP_S)
         if state != 1:
             stats = {"state.state": state}  # a shut-off domain's stats are its state only (source/bulk.py)
-        domains = {UUID: DomainStats(UUID, DOMAIN, stats)} if present else {}
-        s = Sample(wall_time_s=float(T0_S + self.k * STEP_S), monotonic_s=float(1000 + self.k * STEP_S), up=True,
-                   domains=domains)
+        domains = [DomainStats(UUID, DOMAIN, stats)] if present else []
+        s = build_sample(float(1000 + self.k * STEP_S), domains, wall_time_s=float(T0_S + self.k * STEP_S))
         self.k += 1
         return dataclasses.replace(s, **fields)
 

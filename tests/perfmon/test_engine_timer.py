@@ -4,8 +4,9 @@ import itertools
 import threading
 import time
 
+from bounds import wait_for
+from samples import sample
 from virt_exporter.perfmon.engine import PerfmonEngine
-from virt_exporter.sample import Sample
 
 from .harness import file_config
 
@@ -20,14 +21,12 @@ def test_timer_steps_survives_a_failing_sample_and_stops():
         if n == 1:
             raise RuntimeError("libvirt went away")
         now = time.monotonic()
-        return (None, Sample(wall_time_s=time.time(), monotonic_s=now, up=True))  # a sampler's (previous, current)
+        return (None, sample(now, wall_time_s=time.time()))  # a sampler's (previous, current)
 
     engine = PerfmonEngine(get_sample, lambda: {}, file_config(), 1, fs_fraction=lambda: 0.0)
     engine.start()
     try:
-        deadline = time.monotonic() + 8
-        while engine.snapshot().steps_total < 2 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_for(lambda: engine.snapshot().steps_total >= 2, 8, "two steps, one failed", 0.05)
     finally:
         t0 = time.monotonic()
         engine.stop(timeout_s=5)

@@ -7,9 +7,10 @@ import time
 
 import pytest
 
+from samples import sample
 from virt_exporter.perfmon.config import PerfmonConfigError, parse_object_config, parse_perfmon_file
 from virt_exporter.perfmon.engine import PerfmonEngine
-from virt_exporter.sample import DomainStats, Sample
+from virt_exporter.sample import DomainStats
 
 from .harness import FakeDomainInfo, file_config
 
@@ -135,8 +136,7 @@ def test_engine_survives_fuzzed_metadata_and_counts_rejections():
     for k, doc in enumerate(docs):
         info[uuid] = FakeDomainInfo(uuid, "fuzz", doc)
         stats = {"state.state": 1, "vcpu.current": 1, "vcpu.maximum": 1, "vcpu.0.time": k * 5 * 10 ** 9}
-        engine.step(Sample(wall_time_s=1e9 + 5 * k, monotonic_s=5.0 * k, up=True,
-                           domains={uuid: DomainStats(uuid, "fuzz", stats)}))
+        engine.step(sample(5.0 * k, [DomainStats(uuid, "fuzz", stats)], wall_time_s=1e9 + 5 * k))
     snap = engine.snapshot()
     assert snap.steps_total == len(docs) and snap.config_rejections_total > 100
     assert time.monotonic() - t0 < 20

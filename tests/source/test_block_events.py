@@ -14,7 +14,9 @@ from typing import Any, Callable, Dict, List, Optional
 import libvirt
 import pytest
 
+from bounds import wait_for
 from fakelibvirt import FakeConnect
+from samples import sample
 from virt_exporter.calc.watermark import MIB, WatermarkPolicy, layer_label, thresholds_due, top_indexes
 from virt_exporter.sample import DomainStats, Sample
 from virt_exporter.source.block_events import BlockEvents, io_error_reason, parse_device
@@ -132,8 +134,7 @@ def make(stats: Dict[str, Any], arm: bool = True, xml: Optional[str] = None, clo
 
 
 def sample_of(dom: FakeDomain) -> Sample:
-    return Sample(wall_time_s=0.0, monotonic_s=0.0, up=True,
-                  domains={dom.uuid: DomainStats(uuid=dom.uuid, name=dom.name(), stats=dict(dom.stats))})
+    return sample(domains=[DomainStats(uuid=dom.uuid, name=dom.name(), stats=dict(dom.stats))])
 
 
 def test_parse_device_and_labels():
@@ -244,7 +245,7 @@ def test_observe_queues_only_what_is_due():
     events.observe(sample_of(dom), infos)
     assert events._pending == set()
     # a down sample or an unknown domain queues nothing
-    events.observe(Sample(wall_time_s=0, monotonic_s=0, up=False), infos)
+    events.observe(sample(up=False), infos)
     dom.stats.pop("block.0.threshold")
     events.observe(sample_of(dom), {})
     assert events._pending == set()
@@ -275,20 +276,20 @@ def test_worker_arms_after_connect_and_domain_start():
         time.sleep(0.3)
         assert dom.thresholds == []
         connection.up = True
-        _wait(lambda: dom.thresholds == [("vda[1]", 96 * MIB)])
+        wait_for(lambda: dom.thresholds == [("vda[1]", 96 * MIB)], 5.0, "the first threshold", 0.02)
         # the domain restarts: QEMU lost its threshold, the STARTED event re-arms it
         dom.fire(0)
         # as the XML cache relays it (the cache owns the LIFECYCLE registration)
         cache.register_events(connection.on_event)
         connection.events[libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE](None, dom, libvirt.VIR_DOMAIN_EVENT_STARTED, 0)
-        _wait(lambda: len(dom.thresholds) == 2)
+        wait_for(lambda: len(dom.thresholds) == 2, 5.0, "a second threshold", 0.02)
         assert conn.stats_calls[-1][0] == [UUID]
         # a threshold event after an extension someone made at the same time: re-armed at once
         dom.fire(0)
         dom.stats.update({"block.0.allocation": 97 * MIB, "block.0.physical": 192 * MIB})
         connection.events[libvirt.VIR_DOMAIN_EVENT_ID_BLOCK_THRESHOLD](None, dom, "vda[1]", "/dev/loop7",
                                                                        96 * MIB, MIB)
-        _wait(lambda: dom.thresholds[-1] == ("vda[1]", 160 * MIB))
+        wait_for(lambda: dom.thresholds[-1] == ("vda[1]", 160 * MIB), 5.0, "the re-armed threshold", 0.02)
     finally:
         events.stop()
 
@@ -296,13 +297,6 @@ def test_worker_arms_after_connect_and_domain_start():
 def test_top_indexes():
     dom = DomainStats(uuid=UUID, name="vm1", stats=block_stats(0, MIB, backing=True))
     assert top_indexes(dom) == {"vda": 1}
-
-
-def _wait(cond: Callable[[], bool], timeout_s: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not cond():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.02)
 
 
 def test_counters_are_thread_safe():

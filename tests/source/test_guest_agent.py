@@ -11,6 +11,7 @@ from typing import Any, Dict
 import libvirt
 import pytest
 
+from bounds import wait_for
 from virt_exporter.source.guest_agent import GuestAgentReader, parse_guest_info
 
 pytestmark = pytest.mark.timeout(30)
@@ -72,10 +73,7 @@ def test_answering_failing_and_hanging_agents():
         reader.refresh_once()
         assert conn.calls["hung"] == 1 and conn.calls["ok"] == 2  # not called again while its call is out
         conn.release.set()  # the agent answers at last
-        deadline = time.monotonic() + 5
-        while not reader.snapshot().domains["hung"].up:
-            assert time.monotonic() < deadline, reader.snapshot().domains["hung"]
-            time.sleep(0.01)
+        wait_for(lambda: reader.snapshot().domains["hung"].up, 5, "the hung agent's answer", 0.01)
         reader.set_targets({"ok": "vm-ok"})
         assert set(reader.snapshot().domains) == {"ok"}
     finally:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from bounds import finishes
+from bounds import finishes, wait_for
 from virt_exporter.source import numa
 from virt_exporter.source.host import read_qemu_pid
 from virt_exporter.source.numa import NumaPlacementReader
@@ -149,7 +149,7 @@ def test_pid_file_and_proc_scan():
     ("multi", b"guest=multi2,debug-threads=on", False),
 ])
 def test_cmdline_names_guest(name, arg, match):
-    assert numa._cmdline_names_guest(b"/usr/bin/qemu-system-x86_64\0-name\0" + arg + b"\0-S\0", name) is match
+    assert (numa.qemu_guest_name(b"/usr/bin/qemu-system-x86_64\0-name\0" + arg + b"\0-S\0") == name) is match
 
 
 def test_proc_scan_old_style_name(root: Path):
@@ -337,9 +337,7 @@ def test_snapshot_never_blocks_on_a_stuck_read(root: Path):
 
         writer = threading.Thread(target=feed, daemon=True)
         writer.start()
-        deadline = time.monotonic() + 10
-        while "u" not in reader.snapshot().domains and time.monotonic() < deadline:
-            time.sleep(0.02)
+        wait_for(lambda: "u" in reader.snapshot().domains, 10, "the domain read", 0.02)
         assert reader.snapshot().domains["u"].memory_bytes_by_node == {1: 8192}
     finally:
         reader.stop(timeout_s=5)
@@ -348,13 +346,13 @@ def test_snapshot_never_blocks_on_a_stuck_read(root: Path):
 
 def test_thread_picks_up_new_targets_without_waiting_an_interval():
     reader = NumaPlacementReader(root=str(FIXTURE), interval_s=3600, tick_s=3600)
+    before = reader.snapshot()
     reader.start()
     try:
-        time.sleep(0.1)  # first (empty) round done; the thread now sleeps a tick of an hour
+        # the first (empty) round published; the thread now sleeps a tick of an hour
+        wait_for(lambda: reader.snapshot() is not before, 10, "the first round", 0.01)
         reader.set_targets({"u": ("multi", 4242)})
-        deadline = time.monotonic() + 10
-        while "u" not in reader.snapshot().domains and time.monotonic() < deadline:
-            time.sleep(0.02)
+        wait_for(lambda: "u" in reader.snapshot().domains, 10, "the new target read", 0.02)
         assert reader.snapshot().domains["u"].vcpu_cpus == {0: 1, 1: 9, 2: 4, 3: 12}
     finally:
         reader.stop(timeout_s=5)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Callable
 
 import libvirt
 import pytest
@@ -27,9 +28,22 @@ TEST_BOUND_S = 30
 pytestmark = pytest.mark.timeout(TEST_BOUND_S)
 
 
-def warm_up(stats: stuck.StuckAwareStats, n: int = 4) -> None:
+class StepClock:
+    """time.monotonic, moved forward by the test (a wait that took long, without waiting)."""
+
+    def __init__(self) -> None:
+        self.offset_s = 0.0
+
+    def __call__(self) -> float:
+        return time.monotonic() + self.offset_s
+
+    def advance(self, seconds: float) -> None:
+        self.offset_s += seconds
+
+
+def warm_up(stats: stuck.StuckAwareStats, n: int = 4, clock: Callable[[], float] = time.monotonic) -> None:
     for _ in range(n):
-        stats.collect(time.monotonic() + 5.0)
+        stats.collect(clock() + 5.0)
     assert stats.typical_s() is not None
 
 
@@ -57,9 +71,10 @@ def test_a_stuck_domain_costs_one_soft_deadline_then_nothing(host: FakeHost) -> 
             assert vm.uuid in first.unresponsive
             assert complete_uuids(first) == others
             assert stats.suspects() == {vm.uuid}
+            assert vm.calls_blocked == 1
             for _ in range(5):
                 again = stats.collect(time.monotonic() + 5.0)
-                assert again.counts["late"] == 0, again.counts  # captured: NOWAIT answers for it at once
+                assert vm.calls_blocked == 1  # captured: NOWAIT answers for it at once, no call waits on it
                 assert again.unresponsive == {vm.uuid}
                 assert complete_uuids(again) == others
                 # still in the calls, partially: state, cpu, balloon are fresh
@@ -87,14 +102,15 @@ def test_a_suspect_whose_captor_failed_is_set_apart_and_probed(host: FakeHost) -
             # so a scrape's call could block on the stopped QEMU again. The prober asks it instead,
             # and its probe, blocking, holds the job from then on.
             host.broken = True
-            time.sleep(0.1)
+            wait_for(lambda: host.calls_lost, 5.0, "the captor's call failed", 0.01)
             host.broken = False
+            # (the prober asks only suspects set apart, none its captor still holds)
+            wait_for(lambda: vm.calls_blocked == 2 and vm.job.locked(), 5.0, "the probe holding the job", 0.01)
             for _ in range(5):
                 result = stats.collect(time.monotonic() + 5.0)
-                assert result.counts["late"] == 0 and result.counts["apart"] == 1, result.counts
                 assert result.unresponsive == {vm.uuid}
                 assert complete_uuids(result) == set(host.vms) - {vm.uuid}
-                time.sleep(0.05)
+            assert vm.calls_blocked == 2  # no scrape's call reached the stopped QEMU
         finally:
             host.cont_qemu(vm)
         wait_for(lambda: not stats.suspects(), 5.0, "the suspect cleared", 0.01)
@@ -134,8 +150,9 @@ def test_two_stuck_domains_in_one_share(host: FakeHost) -> None:
             assert 1 <= first.counts["retries"] <= 2, first.counts  # one per share holding a stopped QEMU
             assert {a.uuid, b.uuid} <= first.unresponsive
             assert complete_uuids(first) == set(host.vms) - {a.uuid, b.uuid}
+            assert (a.calls_blocked, b.calls_blocked) == (1, 1)
             again = stats.collect(time.monotonic() + 5.0)
-            assert again.counts["late"] == 0, again.counts
+            assert (a.calls_blocked, b.calls_blocked) == (1, 1)  # captured: no call waits on them again
             assert again.unresponsive == {a.uuid, b.uuid}
         finally:
             host.cont_qemu(a)
@@ -164,9 +181,11 @@ def test_a_job_held_by_another_client_is_asked_again(host: FakeHost) -> None:
         stats = stuck.StuckAwareStats(conn, GROUPS, True, concurrency=2)
         warm_up(stats)
         vm = list(host.vms.values())[4]
-        host.hold_job(vm, 0.02)
+        host.hold_job_until_retry(vm)
         result = stats.collect(time.monotonic() + 5.0)
+        assert not vm.release_job_on_retry, "no call met the held job: this test shows nothing"
         assert not result.unresponsive, "a moment's job held elsewhere must not flag the domain"
+        assert complete_uuids(result) == set(host.vms)
         assert not stats.suspects()
 
 
@@ -193,12 +212,21 @@ def test_a_libvirtd_stall_is_waited_out_not_retried(host: FakeHost) -> None:
     """Every call slow because libvirtd itself is (it holds domain locks while it starts or destroys
     a domain; its workers are busy): the ping sent for the slow calls is slow too, so no share is
     asked again — that would only add load — and the sample is complete once libvirtd moves on."""
+    clock = StepClock()
     with connected() as conn:
-        stats = stuck.StuckAwareStats(conn, GROUPS, True, concurrency=2)
-        warm_up(stats)
+        stats = stuck.StuckAwareStats(conn, GROUPS, True, concurrency=2, clock=clock)
+        warm_up(stats, clock=clock)
+
+        def stall_answers_the_ping() -> None:
+            # libvirtd moves on only once asked whether it is slow, and takes its time over that
+            clock.advance(1.0)  # well over stuck.PING_QUICK_S
+            host.alive.set()
+
+        host.on_ping = stall_answers_the_ping
         host.alive.clear()
-        threading.Timer(stuck.SOFT_DEADLINE_MIN_S + 0.5, host.alive.set).start()
-        result = stats.collect(time.monotonic() + 5.0)
+        result = stats.collect(clock() + 5.0)
+        host.on_ping = None
+        assert host.alive.is_set(), "libvirtd never pinged: no call was judged slow"
         assert result.counts["pings"] >= 1 and result.counts["retries"] == 0, result.counts
         assert complete_uuids(result) == set(host.vms) and not result.unresponsive
 
@@ -214,6 +242,15 @@ def test_first_sample_has_only_the_hard_deadline(host: FakeHost) -> None:
             assert result.counts["late"] == 0 and result.counts["retries"] == 0, result.counts
             # the share without the stopped QEMU answered
             assert vm.uuid not in complete_uuids(result) and complete_uuids(result)
+        finally:
+            host.cont_qemu(vm)
+        # The same stopped QEMU once a typical call is known: judged late before the hard deadline.
+        wait_for(lambda: not stats.suspects(), 5.0, "the suspect cleared", 0.01)
+        warm_up(stats)
+        host.stop_qemu(vm)
+        try:
+            known = stats.collect(time.monotonic() + 5.0)
+            assert known.counts["late"] >= 1 and vm.uuid in known.unresponsive, known.counts
         finally:
             host.cont_qemu(vm)
 
