@@ -24,7 +24,7 @@ import testbed as tb
 import watermark_bed as wb
 from bounds import wait_for
 from hypervisor2 import InsideExporter, run_inside, share_block_device
-from inprocess import Series
+from scrape import Series
 from integration.cpu_numa_harness import (
     capabilities_cells,
     freecell_kib,
