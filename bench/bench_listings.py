@@ -59,8 +59,8 @@ def main(argv: List[str]) -> int:
             flags, pools = ListingReader([DOMAIN_FLAGS]), ListingReader([STORAGE_POOLS])
             runs: Dict[str, List[float]] = {"flags": [], "pools": [], "bulk": []}
             for _ in range(args.rounds):
-                runs["flags"] += timed(lambda r=flags: r.read(conn), 1)
-                runs["pools"] += timed(lambda r=pools: r.read(conn), 1)
+                runs["flags"] += timed(lambda r=flags: r.domain_flags(conn), 1)
+                runs["pools"] += timed(lambda r=pools: r.storage_pools(conn), 1)
                 runs["bulk"] += timed(lambda: bulk.get_all_domain_stats(conn, GROUPS, True), 1)
 
             def fmt(xs: List[float]) -> str:

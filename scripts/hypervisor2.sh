@@ -214,14 +214,22 @@ cmd_exporter() {
   shift
   local dir
   dir=$(exporter_dir "$port")
-  # (copies whose exporter is gone, an earlier run's that ended without exporter-stop, go first)
-  tar -C "$REPO" -c --exclude=__pycache__ virt_exporter | podman exec -i "$NAME" sh -c '
+  # One exec unpacks and runs, under a lock while it clears old copies and claims its own: copies
+  # whose exporter is gone (an earlier run's that ended without exporter-stop) go, and a copy being
+  # unpacked by a concurrent start already holds its pid, so it is never taken for one of those.
+  exec podman exec -i "$NAME" sh -c '
+    dir=$0; port=$1; shift
+    mkdir -p /opt/virt-exporter && exec 9>/opt/virt-exporter/.lock && flock 9 || exit 1
     for old in /opt/virt-exporter/*/; do
-      [ -d "$old" ] && ! { [ -s "$old/pid" ] && kill -0 "$(cat "$old/pid")" 2>/dev/null; } && rm -rf "$old"
+      if [ -d "$old" ] && ! { [ -s "$old/pid" ] && kill -0 "$(cat "$old/pid")" 2>/dev/null; }; then
+        rm -rf "$old"
+      fi
     done
-    rm -rf "$0" && mkdir -p "$0" && tar -C "$0" -x' "$dir"
-  exec podman exec "$NAME" sh -c 'echo $$ > "$0/pid"; port=$1; shift; cd "$0" && PYTHONDONTWRITEBYTECODE=1 \
-    exec python3 -m virt_exporter --web.listen-address "127.0.0.1:$port" "$@"' "$dir" "$port" "$@"
+    rm -rf "$dir" && mkdir -p "$dir" && echo $$ > "$dir/pid" || exit 1
+    exec 9>&-
+    tar -C "$dir" -x && cd "$dir" || exit 1
+    PYTHONDONTWRITEBYTECODE=1 exec python3 -m virt_exporter --web.listen-address "127.0.0.1:$port" "$@" </dev/null
+  ' "$dir" "$port" "$@" < <(tar -C "$REPO" -c --exclude=__pycache__ virt_exporter)
 }
 
 cmd_exporter_stop() {

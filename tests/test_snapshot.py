@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Dict, List, Mapping
 
 import libvirt
+import pytest
 
 from samples import cpu_sample, named
 from virt_exporter.sample import ConnectionHealth, DomainInfo, JobSnapshot, Sample
@@ -93,3 +94,23 @@ def test_a_stop_event_reaches_the_reader_and_leaves_the_served_sample() -> None:
     sampler.on_lifecycle("web", libvirt.VIR_DOMAIN_EVENT_STOPPED, 0)
     assert reader.forgotten == ["web"]
     assert "web" not in sampler.snapshot().current.domains and reader.reads == 1
+
+
+def test_a_failed_xml_read_publishes_no_sample_and_the_next_request_reads_again() -> None:
+    clock = Clock()
+    reader = ScriptedReader(clock)
+    fail = [True]
+
+    def domain_info() -> Mapping[str, DomainInfo]:
+        if fail[0]:
+            raise RuntimeError("scripted XML failure")
+        return {"web": info("web")}
+
+    sampler = Sampler(reader, SamplerOptions(min_interval_s=5.0), domain_info=domain_info, clock=clock,
+                      wall_clock=clock)
+    with pytest.raises(RuntimeError, match="scripted XML failure"):
+        sampler.snapshot()
+    # Nothing was published without its XML, and the sampler is not left in flight.
+    fail[0] = False
+    snap = sampler.snapshot()
+    assert reader.reads == 2 and snap.previous is None and set(snap.domain_info) == {"web"}

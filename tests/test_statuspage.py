@@ -94,6 +94,12 @@ def test_perfmon_variables_show_per_vm_and_alarms_most_recent_first_of_exported_
     assert [(a.domain, a.variable) for a in view.alarms] == [("", "host_cpu"), (NASTY, "cpu_usage")]
     page = statuspage.render_html(view).decode()
     assert "1970-01-01 00:05:00 UTC" in page and "1970-01-01 00:08:20 UTC" not in page
+    # The JSON keeps the perfmon keys it has always published, not the engine's field names.
+    data = json.loads(statuspage.render_json(view))
+    assert data["alarms"][0] == {"object": "host", "domain": "", "variable": "host_cpu", "priority": "3",
+                                 "value": 0.5, "level": 0.9, "countdown_s": 60.0, "alarms": 2, "inhibited": 0,
+                                 "last_alarm_unix_s": 300.0}
+    assert [v["last_alarm_unix_s"] for v in {d["uuid"]: d for d in data["domains"]}["u1"]["perfmon"]] == [100.0, None]
 
 
 def test_every_string_is_escaped_and_json_round_trips():

@@ -143,12 +143,15 @@ class Sampler:
             # memory at a thousand domains.
             self._previous = None
         sample: Optional[Sample] = None
+        domain_info: Mapping[str, DomainInfo] = {}
         try:
             started = self._clock()
             # Timestamps before any read: the counters moved during [previous start, this start].
-            sample = self.reader.read(started, self._wall_clock(), started + timeout_s)
-            # The XML the read just refreshed: what the sample's domains looked like.
+            read = self.reader.read(started, self._wall_clock(), started + timeout_s)
+            # The XML the read just refreshed: what the sample's domains looked like. A sample is
+            # published only with it.
             domain_info = self._domain_info()
+            sample = read
         finally:
             with self._cond:
                 self._in_flight = False

@@ -110,6 +110,30 @@ class DiskRow:
 
 
 @dataclasses.dataclass(frozen=True)
+class PerfmonRow:
+    """One perfmon variable of the host or a VM. Its field names are the keys this page's JSON has
+    published since it first listed perfmon (``object``, ``alarms``, ``last_alarm_unix_s``), which is
+    why they are not the engine's own (perfmon.engine.VariableRow)."""
+
+    object: str  # "host" or "vm"
+    domain: str
+    variable: str
+    priority: str
+    value: Optional[float]
+    level: float
+    countdown_s: float
+    alarms: int
+    inhibited: int
+    last_alarm_unix_s: Optional[float]
+
+    @classmethod
+    def of(cls, row: VariableRow) -> PerfmonRow:
+        return cls(object=row.object_type, domain=row.domain, variable=row.variable, priority=row.priority,
+                   value=row.value, level=row.level, countdown_s=row.countdown_s, alarms=row.alarms_total,
+                   inhibited=row.inhibited_total, last_alarm_unix_s=row.last_alarm_s)
+
+
+@dataclasses.dataclass(frozen=True)
 class DomainRow:
     """One VM: state, CPU (MHz, steal as a share of wall time), memory, NUMA cells, disks, perfmon."""
 
@@ -126,7 +150,7 @@ class DomainRow:
     numa_memory_cells: Tuple[int, ...]
     numa_vcpu_cells: Tuple[int, ...]
     disks: Tuple[DiskRow, ...]
-    perfmon: Tuple[VariableRow, ...]
+    perfmon: Tuple[PerfmonRow, ...]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,7 +176,7 @@ class StatusView:
     host: HostView
     health: Health
     domains: Tuple[DomainRow, ...]
-    alarms: Tuple[VariableRow, ...]
+    alarms: Tuple[PerfmonRow, ...]
     jobs: Tuple[JobRow, ...]
 
 
@@ -228,9 +252,9 @@ def _domain_view(ctx: ScrapeContext, dom: DomainStats, mhz: Optional[float],
             memory_cells = tuple(sorted(c for c, size in placement.memory_bytes_by_node.items() if size > 0))
         if placement.vcpu_cpus and cell_cpus:
             cpu_cells = tuple(sorted(set(vcpu_cells(placement.vcpu_cpus, cell_cpus).values())))
-    perfmon: Tuple[VariableRow, ...] = ()
+    perfmon: Tuple[PerfmonRow, ...] = ()
     if ctx.perfmon is not None:
-        perfmon = tuple(r for r in ctx.perfmon.rows if r.uuid == dom.uuid)
+        perfmon = tuple(PerfmonRow.of(r) for r in ctx.perfmon.rows if r.uuid == dom.uuid)
     return DomainRow(
         name=dom.name, uuid=dom.uuid, state=STATE_NAMES.get(dom.state, str(dom.state)),
         reason=PAUSED_REASONS.get(dom.reason, str(dom.reason)) if dom.state == 3 else "",
@@ -263,13 +287,13 @@ def _disks(ctx: ScrapeContext, dom: DomainStats, watermark_options: Mapping[str,
     return tuple(out)
 
 
-def _alarms(ctx: ScrapeContext) -> Tuple[VariableRow, ...]:
+def _alarms(ctx: ScrapeContext) -> Tuple[PerfmonRow, ...]:
     """Perfmon variables that sent or inhibited an alarm, the most recent alarm first."""
     if ctx.perfmon is None:
         return ()
     rows = [r for r in ctx.perfmon.rows
             if (r.alarms_total or r.inhibited_total) and (not r.domain or ctx.keeps_domain(r.domain))]
-    return tuple(sorted(rows, key=lambda r: -(r.last_alarm_s or 0.0)))
+    return tuple(PerfmonRow.of(r) for r in sorted(rows, key=lambda r: -(r.last_alarm_s or 0.0)))
 
 
 # --- HTML --------------------------------------------------------------------------------------------
@@ -425,10 +449,10 @@ def _disk_cell(disks: Sequence[DiskRow]) -> str:
     return '<ul class="plain">%s</ul>' % "".join(items)
 
 
-def _perfmon_cell(variables: Sequence[VariableRow]) -> str:
+def _perfmon_cell(variables: Sequence[PerfmonRow]) -> str:
     items = ["<li>%s: %s s to go%s</li>" % (_e(v.variable), _e("%.0f" % v.countdown_s),
-                                            ", last alarm %s" % _e(_when(v.last_alarm_s))
-                                            if v.last_alarm_s else "") for v in variables]
+                                            ", last alarm %s" % _e(_when(v.last_alarm_unix_s))
+                                            if v.last_alarm_unix_s else "") for v in variables]
     return '<ul class="plain">%s</ul>' % "".join(items)
 
 
@@ -453,13 +477,13 @@ def _domain_tr(d: DomainRow) -> str:
                                              "".join(cells))
 
 
-def _alarm_rows(alarms: Sequence[VariableRow]) -> str:
+def _alarm_rows(alarms: Sequence[PerfmonRow]) -> str:
     if not alarms:
         return '<p class="muted">No perfmon alarm sent or inhibited since the exporter started.</p>'
     rows = "".join("<tr>%s</tr>" % "".join([
-        _td(_e(_when(a.last_alarm_s)), a.last_alarm_s or 0), _td(_e(a.domain or "host"), cls="name"),
-        _td(_e(a.variable)), _td(_e(a.priority)), _td(_e(a.alarms_total), a.alarms_total, "num"),
-        _td(_e(a.inhibited_total), a.inhibited_total, "num")]) for a in alarms)
+        _td(_e(_when(a.last_alarm_unix_s)), a.last_alarm_unix_s or 0), _td(_e(a.domain or "host"), cls="name"),
+        _td(_e(a.variable)), _td(_e(a.priority)), _td(_e(a.alarms), a.alarms, "num"),
+        _td(_e(a.inhibited), a.inhibited, "num")]) for a in alarms)
     return ('<div class="scroll"><table class="sortable"><thead><tr><th>last alarm</th><th>object</th><th>variable'
             '</th><th>priority</th><th class="num">sent</th><th class="num">inhibited</th></tr></thead><tbody>%s'
             '</tbody></table></div>') % rows

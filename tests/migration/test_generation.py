@@ -24,7 +24,6 @@ import testbed as tb
 import watermark_bed as wb
 from bounds import wait_for
 from hypervisor2 import InsideExporter, run_inside, share_block_device
-from scrape import Series
 from integration.cpu_numa_harness import (
     capabilities_cells,
     freecell_kib,
@@ -36,6 +35,7 @@ from integration.cpu_numa_harness import (
 )
 from integration.test_core_stats import GROUPS, compare, domain_series, expected_series
 from integration.test_watermark import GROW_TIMEOUT_S, LIMIT, WM_FLAGS, check_sizes_and_rule, writer
+from scrape import Series
 
 from .conftest import domstats_at, exporter_at, virsh_at
 

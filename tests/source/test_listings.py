@@ -4,17 +4,19 @@ standing while the storage_pool collector reports its failure."""
 
 from __future__ import annotations
 
+import threading
 from typing import Any, List
 
 import libvirt
 import pytest
 
 import fakelibvirt
+from bounds import wait_for
 from fakelibvirt import FakeHost, connected
 from virt_exporter.collectors import load_all
 from virt_exporter.collectors.base import REGISTRY
 from virt_exporter.exporter import Exporter
-from virt_exporter.sample import DOMAIN_FLAGS, STORAGE_POOLS
+from virt_exporter.sample import DOMAIN_FLAGS, STORAGE_POOLS, Sample
 from virt_exporter.sampler import Sampler, SamplerOptions
 from virt_exporter.source import bulk
 from virt_exporter.source.domxml import DomainXMLCache
@@ -68,53 +70,87 @@ def test_pools_sorted_types_read_once_and_a_vanished_pool_skipped():
     conn = Conn([b, a, gone])
     reader = ListingReader([STORAGE_POOLS])
     for _ in range(3):
-        got = reader.read(conn)
+        got = reader.storage_pools(conn)
     assert [(p.name, p.type, p.state, p.capacity_bytes, p.allocation_bytes, p.available_bytes)
-            for p in got.storage_pools] == [("a", "dir", 2, 1000, 300, 700), ("b", "logical", 2, 1000, 300, 700)]
+            for p in got] == [("a", "dir", 2, 1000, 300, 700), ("b", "logical", 2, 1000, 300, 700)]
     assert (a.xml_reads, b.xml_reads) == (1, 1)
-    assert got.autostart is None and conn.list_flags == []
+    assert conn.list_flags == []
 
 
-def test_domain_flags_are_two_filtered_list_calls():
+def test_domain_flags_are_two_filtered_list_calls_and_stand_while_domains_cannot_be_listed():
     conn = Conn([])
-    got = ListingReader([DOMAIN_FLAGS]).read(conn)
+    reader = ListingReader([DOMAIN_FLAGS])
+    assert reader.domain_flags(conn, domains_listable=False) is None  # nothing read yet
+    assert reader.domain_flags(conn) == (frozenset(), frozenset())
     assert sorted(conn.list_flags) == sorted([libvirt.VIR_CONNECT_LIST_DOMAINS_AUTOSTART,
                                               libvirt.VIR_CONNECT_LIST_DOMAINS_PERSISTENT])
-    assert got.autostart == frozenset() and got.storage_pools is None
+    assert reader.domain_flags(conn, domains_listable=False) == (frozenset(), frozenset())
+    assert len(conn.list_flags) == 2  # the last listings, without a call
 
 
-def test_other_pool_errors_leave_no_pools_and_say_why():
+def test_other_pool_errors_are_raised_for_the_connection_to_judge():
     pool = Pool("x")
     pool.info = lambda: (_ for _ in ()).throw(libvirt_error(libvirt.VIR_ERR_INTERNAL_ERROR))  # type: ignore
-    got = ListingReader([STORAGE_POOLS]).read(Conn([pool]))
-    assert got.storage_pools is None and got.error == "storage pools: scripted"
+    with pytest.raises(libvirt.libvirtError):
+        ListingReader([STORAGE_POOLS]).storage_pools(Conn([pool]))
 
 
 def test_a_libvirtd_without_a_storage_driver_has_no_pools():
     """Debian 13's QEMU-only libvirtd answers the pool list with VIR_ERR_NO_SUPPORT (measured on the
-    second hypervisor): no pools, no error, and the domain listings stand."""
+    second hypervisor): no pools, not an error."""
     conn = Conn([])
 
     def unsupported(flags: int = 0) -> List[Pool]:
         raise libvirt_error(libvirt.VIR_ERR_NO_SUPPORT)
 
     conn.listAllStoragePools = unsupported  # type: ignore[method-assign]
-    got = ListingReader([DOMAIN_FLAGS, STORAGE_POOLS]).read(conn)
-    assert got.storage_pools == () and got.error == ""
-    assert got.autostart == frozenset() and got.persistent == frozenset()
+    assert ListingReader([STORAGE_POOLS]).storage_pools(conn) == ()
 
 
-def test_a_failed_domain_listing_leaves_the_pools_standing():
-    conn = Conn([Pool("a")])
+def _sample(conn: Any) -> Sample:
+    reader = SampleReader(conn, DomainXMLCache(), list(bulk.GROUP_FLAGS), listings=[DOMAIN_FLAGS, STORAGE_POOLS])
+    return Sampler(reader, SamplerOptions(min_interval_s=0.0)).snapshot().current
 
-    def refuse(flags: int = 0) -> List[Any]:
-        raise libvirt_error(libvirt.VIR_ERR_INTERNAL_ERROR)
 
-    conn.listAllDomains = refuse  # type: ignore[method-assign]
-    got = ListingReader([DOMAIN_FLAGS, STORAGE_POOLS]).read(conn)
-    assert got.autostart is None and got.persistent is None
-    assert [p.name for p in got.storage_pools or ()] == ["a"]
-    assert got.error == "domain listings: scripted"
+def test_a_failed_domain_listing_leaves_the_pools_standing(host: FakeHost, monkeypatch):
+    listed = fakelibvirt.FakeConn.listAllDomains
+
+    def refuse_filtered(self, flags=0):
+        if flags:
+            raise libvirt_error(libvirt.VIR_ERR_INTERNAL_ERROR)
+        return listed(self, flags)
+
+    monkeypatch.setattr(fakelibvirt.FakeConn, "listAllDomains", refuse_filtered)
+    with connected() as conn:
+        sample = _sample(conn)
+    assert sample.up and sample.autostart is None and sample.persistent is None
+    assert sample.storage_pools == () and sample.listings_error == "domain listings: scripted"
+
+
+def test_a_listing_that_finds_libvirtd_gone_reconnects(host: FakeHost, monkeypatch):
+    """A listing's libvirtError reaches the connection, which probes the lane and, the probe failing
+    too, reconnects: a lost libvirtd is noticed through a listing as through any call."""
+    lost = threading.Event()
+    probe = fakelibvirt.FakeConn.getLibVersion
+
+    def pools_on_a_lost_connection(self, flags=0):
+        lost.set()
+        raise libvirt_error(libvirt.VIR_ERR_SYSTEM_ERROR)
+
+    def probe_fails_once_lost(self):
+        if lost.is_set():
+            lost.clear()
+            raise libvirt_error(libvirt.VIR_ERR_SYSTEM_ERROR)
+        return probe(self)
+
+    monkeypatch.setattr(fakelibvirt.FakeConn, "listAllStoragePools", pools_on_a_lost_connection, raising=False)
+    monkeypatch.setattr(fakelibvirt.FakeConn, "getLibVersion", probe_fails_once_lost)
+    with connected() as conn:
+        opened = host.opened
+        sample = _sample(conn)
+        assert sample.storage_pools is None and sample.listings_error == "storage pools: scripted"
+        assert sample.autostart is not None
+        wait_for(lambda: host.opened > opened, 10, "a new libvirt connection after the failed probe")
 
 
 def test_failed_listing_keeps_the_sample_and_fails_only_the_pool_collector(host: FakeHost, monkeypatch):

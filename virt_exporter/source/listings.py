@@ -3,9 +3,9 @@ domains are persistent and which start with the host, and the storage pools with
 
 Each is a few list calls on the lane for cheap calls: two domain list calls with libvirt's filter
 flags, one pool list call and one info call per pool (a pool's type, from its XML, is read once per
-pool UUID: it cannot change). The domain listings and the pools fail apart: a libvirt error in one
-leaves the other standing. A libvirtd without a storage driver (Debian 13's QEMU-only install) has no
-pools: that is an empty list, not an error.
+pool UUID: it cannot change). The domain listings and the pools are two calls (source/reader.py), so
+they fail apart: a libvirt error in one leaves the other standing. A libvirtd without a storage driver
+(Debian 13's QEMU-only install) has no pools: that is an empty list, not an error.
 """
 
 from __future__ import annotations
@@ -25,18 +25,16 @@ _PARSER = etree.XMLParser(resolve_entities=False, no_network=True)
 
 @dataclasses.dataclass(frozen=True)
 class Listings:
-    autostart: Optional[FrozenSet[str]] = None    # UUIDs; None when not asked for
+    # UUIDs. None when not asked for, when the listing failed, or while a domain closes before any
+    # listing was read (ListingReader.domain_flags): only a failure sets ``error``.
+    autostart: Optional[FrozenSet[str]] = None
     persistent: Optional[FrozenSet[str]] = None
     storage_pools: Optional[Tuple[StoragePool, ...]] = None
-    error: str = ""    # why a listing asked for is None, one line; "" when all were read
+    error: str = ""    # why the listings that failed did, one line; "" when none failed
 
 
 def _uuids(conn: libvirt.virConnect, flag: int) -> FrozenSet[str]:
     return frozenset(dom.UUIDString() for dom in conn.listAllDomains(flag))
-
-
-def _message(e: libvirt.libvirtError) -> str:
-    return " ".join((e.get_error_message() or str(e)).split())
 
 
 def pool_type(xml: str) -> str:
@@ -53,31 +51,28 @@ class ListingReader:
             raise ValueError("unknown listings: %s" % ", ".join(sorted(unknown)))
         self.kinds = tuple(kinds)
         self._pool_types: Dict[str, str] = {}
-        self._domain_flags: Tuple[Optional[FrozenSet[str]], Optional[FrozenSet[str]]] = (None, None)
+        self._domain_flags: Optional[Tuple[FrozenSet[str], FrozenSet[str]]] = None
 
-    def read(self, conn: libvirt.virConnect, domains_listable: bool = True) -> Listings:
-        """``domains_listable`` False while libvirtd tears a domain down after a migration: listing
-        domains would wait for it (source/jobs.py), so the last domain listings stand meanwhile."""
-        autostart = persistent = None
-        pools = None
-        errors = []
-        if DOMAIN_FLAGS in self.kinds:
-            try:
-                if domains_listable:
-                    self._domain_flags = (_uuids(conn, libvirt.VIR_CONNECT_LIST_DOMAINS_AUTOSTART),
-                                          _uuids(conn, libvirt.VIR_CONNECT_LIST_DOMAINS_PERSISTENT))
-                autostart, persistent = self._domain_flags
-            except libvirt.libvirtError as e:
-                self._domain_flags = (None, None)
-                errors.append("domain listings: " + _message(e))
-        if STORAGE_POOLS in self.kinds:
-            try:
-                pools = self._pools(conn)
-            except libvirt.libvirtError as e:
-                errors.append("storage pools: " + _message(e))
-        return Listings(autostart=autostart, persistent=persistent, storage_pools=pools, error="; ".join(errors))
+    def wants(self, kind: str) -> bool:
+        return kind in self.kinds
 
-    def _pools(self, conn: libvirt.virConnect) -> Tuple[StoragePool, ...]:
+    def domain_flags(self, conn: libvirt.virConnect,
+                     domains_listable: bool = True) -> Optional[Tuple[FrozenSet[str], FrozenSet[str]]]:
+        """(autostart, persistent) domain UUIDs: two list calls with libvirt's filter flags.
+
+        ``domains_listable`` False while libvirtd tears a domain down after a migration: listing
+        domains would wait for it (source/jobs.py), so the last listings stand meanwhile (None if
+        there are none). A libvirtError is raised, not kept: the caller's connection judges from it
+        whether the connection is lost."""
+        if domains_listable:
+            self._domain_flags = None
+            self._domain_flags = (_uuids(conn, libvirt.VIR_CONNECT_LIST_DOMAINS_AUTOSTART),
+                                  _uuids(conn, libvirt.VIR_CONNECT_LIST_DOMAINS_PERSISTENT))
+        return self._domain_flags
+
+    def storage_pools(self, conn: libvirt.virConnect) -> Tuple[StoragePool, ...]:
+        """The storage pools, sorted by name; a libvirtd without a storage driver has none. Other
+        libvirt errors are raised (see domain_flags)."""
         out = []
         seen = set()
         try:

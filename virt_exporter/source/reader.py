@@ -14,7 +14,7 @@ from typing import Callable, Dict, FrozenSet, Iterable, List, Optional, Sequence
 
 import libvirt
 
-from ..sample import DomainStats, HostFacts, HostMemory, NodeInfo, Sample
+from ..sample import DOMAIN_FLAGS, STORAGE_POOLS, DomainStats, HostFacts, HostMemory, NodeInfo, Sample, StoragePool
 from . import bulk, host
 from .connection import CallTimeout, Connection, LibvirtUnavailable
 from .domxml import DomainXMLCache, xml_or_none
@@ -193,14 +193,28 @@ class SampleReader:
 
     def _listings(self, deadline: float) -> Tuple[Listings, str]:
         """The per-sample listings (autostart, persistent, storage pools) the collectors asked for;
-        those that failed are None, with why: the stats of this sample stand."""
+        those that failed are None, with why: the stats of this sample stand. The domain listings and
+        the pools are separate calls, so that one failing leaves the other, and a libvirtError leaves
+        the call: the connection probes its lane from it and notices a lost libvirtd."""
         if self.listings is None:
             return Listings(), ""
-        try:
-            read = functools.partial(self.listings.read, domains_listable=not self.stats.closing())
-            listings: Listings = self.connection.call(read, max(0.0, deadline - self._clock()), cheap=True)
-        except Exception as e:  # noqa: BLE001 - listings are extras: the sample's stats stand whatever happens
-            listings = Listings(error="libvirt listings (autostart, persistent, storage pools): " + one_line(e))
+        reader = self.listings
+        flags: Optional[Tuple[FrozenSet[str], FrozenSet[str]]] = None
+        pools: Optional[Tuple[StoragePool, ...]] = None
+        errors = []
+        if reader.wants(DOMAIN_FLAGS):
+            read = functools.partial(reader.domain_flags, domains_listable=not self.stats.closing())
+            try:
+                flags = self.connection.call(read, max(0.0, deadline - self._clock()), cheap=True)
+            except Exception as e:  # noqa: BLE001 - listings are extras: the sample's stats stand
+                errors.append("domain listings: " + one_line(e))
+        if reader.wants(STORAGE_POOLS):
+            try:
+                pools = self.connection.call(reader.storage_pools, max(0.0, deadline - self._clock()), cheap=True)
+            except Exception as e:  # noqa: BLE001
+                errors.append("storage pools: " + one_line(e))
+        listings = Listings(autostart=flags[0] if flags else None, persistent=flags[1] if flags else None,
+                            storage_pools=pools, error="; ".join(errors))
         kind = re.sub(r"[0-9.]+", "#", listings.error)
         if kind and kind != self._last_listings_error:
             log.warning("%s", listings.error)  # once per kind of failure, not at every sample
