@@ -17,7 +17,7 @@ import html
 import json
 import math
 import time
-from typing import TYPE_CHECKING, Any, Callable, List, Mapping, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from . import __version__
 from .calc.mhz import CpuUsage, cpu_usage
@@ -110,30 +110,6 @@ class DiskRow:
 
 
 @dataclasses.dataclass(frozen=True)
-class PerfmonRow:
-    """One perfmon variable of the host or a VM. Its field names are the keys this page's JSON has
-    published since it first listed perfmon (``object``, ``alarms``, ``last_alarm_unix_s``), which is
-    why they are not the engine's own (perfmon.engine.VariableRow)."""
-
-    object: str  # "host" or "vm"
-    domain: str
-    variable: str
-    priority: str
-    value: Optional[float]
-    level: float
-    countdown_s: float
-    alarms: int
-    inhibited: int
-    last_alarm_unix_s: Optional[float]
-
-    @classmethod
-    def of(cls, row: VariableRow) -> PerfmonRow:
-        return cls(object=row.object_type, domain=row.domain, variable=row.variable, priority=row.priority,
-                   value=row.value, level=row.level, countdown_s=row.countdown_s, alarms=row.alarms_total,
-                   inhibited=row.inhibited_total, last_alarm_unix_s=row.last_alarm_s)
-
-
-@dataclasses.dataclass(frozen=True)
 class DomainRow:
     """One VM: state, CPU (MHz, steal as a share of wall time), memory, NUMA cells, disks, perfmon."""
 
@@ -150,7 +126,7 @@ class DomainRow:
     numa_memory_cells: Tuple[int, ...]
     numa_vcpu_cells: Tuple[int, ...]
     disks: Tuple[DiskRow, ...]
-    perfmon: Tuple[PerfmonRow, ...]
+    perfmon: Tuple[VariableRow, ...]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,7 +152,7 @@ class StatusView:
     host: HostView
     health: Health
     domains: Tuple[DomainRow, ...]
-    alarms: Tuple[PerfmonRow, ...]
+    alarms: Tuple[VariableRow, ...]
     jobs: Tuple[JobRow, ...]
 
 
@@ -252,9 +228,9 @@ def _domain_view(ctx: ScrapeContext, dom: DomainStats, mhz: Optional[float],
             memory_cells = tuple(sorted(c for c, size in placement.memory_bytes_by_node.items() if size > 0))
         if placement.vcpu_cpus and cell_cpus:
             cpu_cells = tuple(sorted(set(vcpu_cells(placement.vcpu_cpus, cell_cpus).values())))
-    perfmon: Tuple[PerfmonRow, ...] = ()
+    perfmon: Tuple[VariableRow, ...] = ()
     if ctx.perfmon is not None:
-        perfmon = tuple(PerfmonRow.of(r) for r in ctx.perfmon.rows if r.uuid == dom.uuid)
+        perfmon = tuple(r for r in ctx.perfmon.rows if r.uuid == dom.uuid)
     return DomainRow(
         name=dom.name, uuid=dom.uuid, state=STATE_NAMES.get(dom.state, str(dom.state)),
         reason=PAUSED_REASONS.get(dom.reason, str(dom.reason)) if dom.state == 3 else "",
@@ -287,13 +263,13 @@ def _disks(ctx: ScrapeContext, dom: DomainStats, watermark_options: Mapping[str,
     return tuple(out)
 
 
-def _alarms(ctx: ScrapeContext) -> Tuple[PerfmonRow, ...]:
+def _alarms(ctx: ScrapeContext) -> Tuple[VariableRow, ...]:
     """Perfmon variables that sent or inhibited an alarm, the most recent alarm first."""
     if ctx.perfmon is None:
         return ()
     rows = [r for r in ctx.perfmon.rows
             if (r.alarms_total or r.inhibited_total) and (not r.domain or ctx.keeps_domain(r.domain))]
-    return tuple(PerfmonRow.of(r) for r in sorted(rows, key=lambda r: -(r.last_alarm_s or 0.0)))
+    return tuple(sorted(rows, key=lambda r: -(r.last_alarm_s or 0.0)))
 
 
 # --- HTML --------------------------------------------------------------------------------------------
@@ -449,10 +425,10 @@ def _disk_cell(disks: Sequence[DiskRow]) -> str:
     return '<ul class="plain">%s</ul>' % "".join(items)
 
 
-def _perfmon_cell(variables: Sequence[PerfmonRow]) -> str:
+def _perfmon_cell(variables: Sequence[VariableRow]) -> str:
     items = ["<li>%s: %s s to go%s</li>" % (_e(v.variable), _e("%.0f" % v.countdown_s),
-                                            ", last alarm %s" % _e(_when(v.last_alarm_unix_s))
-                                            if v.last_alarm_unix_s else "") for v in variables]
+                                            ", last alarm %s" % _e(_when(v.last_alarm_s))
+                                            if v.last_alarm_s else "") for v in variables]
     return '<ul class="plain">%s</ul>' % "".join(items)
 
 
@@ -477,13 +453,13 @@ def _domain_tr(d: DomainRow) -> str:
                                              "".join(cells))
 
 
-def _alarm_rows(alarms: Sequence[PerfmonRow]) -> str:
+def _alarm_rows(alarms: Sequence[VariableRow]) -> str:
     if not alarms:
         return '<p class="muted">No perfmon alarm sent or inhibited since the exporter started.</p>'
     rows = "".join("<tr>%s</tr>" % "".join([
-        _td(_e(_when(a.last_alarm_unix_s)), a.last_alarm_unix_s or 0), _td(_e(a.domain or "host"), cls="name"),
-        _td(_e(a.variable)), _td(_e(a.priority)), _td(_e(a.alarms), a.alarms, "num"),
-        _td(_e(a.inhibited), a.inhibited, "num")]) for a in alarms)
+        _td(_e(_when(a.last_alarm_s)), a.last_alarm_s or 0), _td(_e(a.domain or "host"), cls="name"),
+        _td(_e(a.variable)), _td(_e(a.priority)), _td(_e(a.alarms_total), a.alarms_total, "num"),
+        _td(_e(a.inhibited_total), a.inhibited_total, "num")]) for a in alarms)
     return ('<div class="scroll"><table class="sortable"><thead><tr><th>last alarm</th><th>object</th><th>variable'
             '</th><th>priority</th><th class="num">sent</th><th class="num">inhibited</th></tr></thead><tbody>%s'
             '</tbody></table></div>') % rows
@@ -533,7 +509,19 @@ def render_html(view: StatusView, telemetry_path: str = "/metrics") -> bytes:
 
 
 def render_json(view: StatusView) -> bytes:
-    return (json.dumps(_finite(dataclasses.asdict(view)), sort_keys=True, allow_nan=False) + "\n").encode("utf-8")
+    data = dataclasses.asdict(view)
+    data["alarms"] = [_perfmon_json(r) for r in view.alarms]
+    for row, domain in zip(data["domains"], view.domains):
+        row["perfmon"] = [_perfmon_json(r) for r in domain.perfmon]
+    return (json.dumps(_finite(data), sort_keys=True, allow_nan=False) + "\n").encode("utf-8")
+
+
+def _perfmon_json(row: VariableRow) -> Dict[str, Any]:
+    """A perfmon variable under the keys this JSON has published since it first listed perfmon,
+    which are not the engine's field names."""
+    return {"object": row.object_type, "domain": row.domain, "variable": row.variable, "priority": row.priority,
+            "value": row.value, "level": row.level, "countdown_s": row.countdown_s, "alarms": row.alarms_total,
+            "inhibited": row.inhibited_total, "last_alarm_unix_s": row.last_alarm_s}
 
 
 def _finite(value: Any) -> Any:
