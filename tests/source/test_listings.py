@@ -5,7 +5,8 @@ standing while the storage_pool collector reports its failure."""
 from __future__ import annotations
 
 import threading
-from typing import Any, List
+import time
+from typing import Any, Callable, FrozenSet, List, Optional
 
 import libvirt
 import pytest
@@ -77,15 +78,22 @@ def test_pools_sorted_types_read_once_and_a_vanished_pool_skipped():
     assert conn.list_flags == []
 
 
-def test_domain_flags_are_two_filtered_list_calls_and_stand_while_domains_cannot_be_listed():
+def test_domain_flags_are_two_filtered_list_calls_and_a_failure_clears_the_last():
     conn = Conn([])
     reader = ListingReader([DOMAIN_FLAGS])
-    assert reader.domain_flags(conn, domains_listable=False) is None  # nothing read yet
+    assert reader.last_domain_flags is None  # nothing read yet
     assert reader.domain_flags(conn) == (frozenset(), frozenset())
     assert sorted(conn.list_flags) == sorted([libvirt.VIR_CONNECT_LIST_DOMAINS_AUTOSTART,
                                               libvirt.VIR_CONNECT_LIST_DOMAINS_PERSISTENT])
-    assert reader.domain_flags(conn, domains_listable=False) == (frozenset(), frozenset())
-    assert len(conn.list_flags) == 2  # the last listings, without a call
+    assert reader.last_domain_flags == (frozenset(), frozenset())
+
+    def refuse(flags: int = 0) -> List[Any]:
+        raise libvirt_error(libvirt.VIR_ERR_INTERNAL_ERROR)
+
+    conn.listAllDomains = refuse  # type: ignore[method-assign]
+    with pytest.raises(libvirt.libvirtError):
+        reader.domain_flags(conn)
+    assert reader.last_domain_flags is None  # a failed listing is not the last listing
 
 
 def test_other_pool_errors_are_raised_for_the_connection_to_judge():
@@ -112,28 +120,129 @@ def _sample(conn: Any) -> Sample:
     return Sampler(reader, SamplerOptions(min_interval_s=0.0)).snapshot().current
 
 
-def test_a_failed_domain_listing_leaves_the_pools_standing(host: FakeHost, monkeypatch):
-    listed = fakelibvirt.FakeConn.listAllDomains
+def _one_pool(monkeypatch) -> None:
+    monkeypatch.setattr(fakelibvirt.FakeConn, "listAllStoragePools", lambda self, flags=0: [Pool("p")])
 
-    def refuse_filtered(self, flags=0):
+
+def _filtered_listings(monkeypatch, fn: Callable[[], Optional[int]]) -> List[int]:
+    """Runs ``fn()`` before each filtered domain listing (autostart, persistent), which lists the
+    first ``fn()`` domains (all when None; the fake knows no flags); returns their flags."""
+    listed, calls = fakelibvirt.FakeConn.listAllDomains, []
+
+    def filtered(self, flags=0):
+        domains = listed(self, flags)
         if flags:
-            raise libvirt_error(libvirt.VIR_ERR_INTERNAL_ERROR)
-        return listed(self, flags)
+            calls.append(flags)
+            return domains[:fn()]
+        return domains
 
-    monkeypatch.setattr(fakelibvirt.FakeConn, "listAllDomains", refuse_filtered)
+    monkeypatch.setattr(fakelibvirt.FakeConn, "listAllDomains", filtered)
+    return calls
+
+
+def test_a_failed_domain_listing_leaves_the_pools_standing(host: FakeHost, monkeypatch):
+    def refuse() -> Optional[int]:
+        raise libvirt_error(libvirt.VIR_ERR_INTERNAL_ERROR)
+
+    _filtered_listings(monkeypatch, refuse)
+    _one_pool(monkeypatch)
     with connected() as conn:
         sample = _sample(conn)
     assert sample.up and sample.autostart is None and sample.persistent is None
-    assert sample.storage_pools == () and sample.listings_error == "domain listings: scripted"
+    assert [p.name for p in sample.storage_pools] == ["p"]
+    assert sample.listings_error == "domain listings: scripted"
 
 
-def test_a_listing_that_finds_libvirtd_gone_reconnects(host: FakeHost, monkeypatch):
+def _reader(conn: Any, closing: Callable[[], FrozenSet[str]] = frozenset) -> SampleReader:
+    return SampleReader(conn, DomainXMLCache(), list(bulk.GROUP_FLAGS), listings=[DOMAIN_FLAGS, STORAGE_POOLS],
+                        closing=closing)
+
+
+def _read(reader: SampleReader, deadline_s: float) -> Sample:
+    now = time.monotonic()
+    return reader.read(now, time.time(), now + deadline_s)
+
+
+def test_a_late_domain_listing_leaves_the_pools_and_the_last_listing_until_it_returns(host: FakeHost, monkeypatch):
+    """Both listings go out together against the sample's one deadline: a domain listing that does not
+    answer in time costs the pools nothing, and the last listing stands until the late one lands."""
+    release, late = threading.Event(), threading.Event()
+
+    def slow_once_late() -> Optional[int]:
+        if late.is_set():
+            release.wait(20)
+            return 1
+        return None
+
+    calls = _filtered_listings(monkeypatch, slow_once_late)
+    _one_pool(monkeypatch)
+    with connected() as conn:
+        reader = _reader(conn)
+        everyone = frozenset(host.vms)
+        assert _read(reader, 10.0).autostart == everyone
+        listings = reader.listings
+        assert listings is not None and listings.last_domain_flags == (everyone, everyone)
+        late.set()
+        sample = _read(reader, 2.0)
+        assert sample.up and [p.name for p in sample.storage_pools] == ["p"]
+        assert sample.autostart is None and sample.persistent is None
+        assert sample.listings_error.startswith("domain listings: libvirt call did not answer within"), \
+            sample.listings_error
+        assert listings.last_domain_flags == (everyone, everyone)  # not cleared by a call in flight
+        release.set()
+        first = frozenset(sorted(host.vms)[:1])
+        wait_for(lambda: listings.last_domain_flags == (first, first), 10, "the late listing landing")
+        assert len(calls) == 4
+
+
+def test_listings_are_not_sent_once_the_sample_deadline_has_passed(host: FakeHost, monkeypatch):
+    """The domain XML takes the whole deadline: the listings are not sent at all (a call sure to be
+    abandoned would take a lane out of use)."""
+    release = threading.Event()
+    described = fakelibvirt.FakeDom.XMLDesc
+
+    def stuck_xml(self, flags=0):
+        release.wait(20)
+        return described(self, flags)
+
+    calls = _filtered_listings(monkeypatch, lambda: None)
+    pools: List[int] = []
+    monkeypatch.setattr(fakelibvirt.FakeConn, "listAllStoragePools", lambda self, flags=0: pools.append(flags) or [])
+    monkeypatch.setattr(fakelibvirt.FakeDom, "XMLDesc", stuck_xml)
+    with connected() as conn:
+        try:
+            sample = _read(_reader(conn), 1.0)
+        finally:
+            release.set()
+    assert sample.up and sample.autostart is None and sample.storage_pools is None
+    assert sample.listings_error == ("domain listings: not read, the sample's deadline had passed; "
+                                     "storage pools: not read, the sample's deadline had passed")
+    assert calls == [] and pools == []
+
+
+def test_while_a_domain_closes_the_last_domain_listing_stands_without_a_call(host: FakeHost, monkeypatch):
+    closing: List[FrozenSet[str]] = [frozenset()]
+    calls = _filtered_listings(monkeypatch, lambda: 2 if closing[0] else None)
+    with connected() as conn:
+        reader = _reader(conn, closing=lambda: closing[0])
+        first = _read(reader, 10.0)
+        assert first.autostart == frozenset(host.vms) and len(calls) == 2
+        closing[0] = frozenset(sorted(host.vms)[-1:])
+        during = _read(reader, 10.0)
+    assert len(calls) == 2 and during.listings_error == ""
+    assert (during.autostart, during.persistent) == (first.autostart, first.persistent)
+
+
+@pytest.mark.parametrize("listing", ["listAllStoragePools", "listAllDomains"])
+def test_a_listing_that_finds_libvirtd_gone_reconnects(host: FakeHost, monkeypatch, listing: str):
     """A listing's libvirtError reaches the connection, which probes the lane and, the probe failing
     too, reconnects: a lost libvirtd is noticed through a listing as through any call."""
     lost = threading.Event()
-    probe = fakelibvirt.FakeConn.getLibVersion
+    probe, listed = fakelibvirt.FakeConn.getLibVersion, getattr(fakelibvirt.FakeConn, listing)
 
-    def pools_on_a_lost_connection(self, flags=0):
+    def on_a_lost_connection(self, flags=0):
+        if listing == "listAllDomains" and not flags:
+            return listed(self, flags)  # the domain XML's listing: only the filtered ones are lost
         lost.set()
         raise libvirt_error(libvirt.VIR_ERR_SYSTEM_ERROR)
 
@@ -143,13 +252,17 @@ def test_a_listing_that_finds_libvirtd_gone_reconnects(host: FakeHost, monkeypat
             raise libvirt_error(libvirt.VIR_ERR_SYSTEM_ERROR)
         return probe(self)
 
-    monkeypatch.setattr(fakelibvirt.FakeConn, "listAllStoragePools", pools_on_a_lost_connection, raising=False)
+    monkeypatch.setattr(fakelibvirt.FakeConn, listing, on_a_lost_connection)
     monkeypatch.setattr(fakelibvirt.FakeConn, "getLibVersion", probe_fails_once_lost)
     with connected() as conn:
         opened = host.opened
         sample = _sample(conn)
-        assert sample.storage_pools is None and sample.listings_error == "storage pools: scripted"
-        assert sample.autostart is not None
+        if listing == "listAllStoragePools":
+            assert sample.storage_pools is None and sample.listings_error == "storage pools: scripted"
+            assert sample.autostart is not None
+        else:
+            assert sample.autostart is None and sample.listings_error == "domain listings: scripted"
+            assert sample.storage_pools == ()
         wait_for(lambda: host.opened > opened, 10, "a new libvirt connection after the failed probe")
 
 

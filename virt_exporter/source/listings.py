@@ -25,8 +25,9 @@ _PARSER = etree.XMLParser(resolve_entities=False, no_network=True)
 
 @dataclasses.dataclass(frozen=True)
 class Listings:
-    # UUIDs. None when not asked for, when the listing failed, or while a domain closes before any
-    # listing was read (ListingReader.domain_flags): only a failure sets ``error``.
+    # UUIDs. None when not asked for, when the listing failed or did not answer in time (``error``
+    # says why), or while a domain closes and the last listing failed or none was read
+    # (ListingReader.last_domain_flags).
     autostart: Optional[FrozenSet[str]] = None
     persistent: Optional[FrozenSet[str]] = None
     storage_pools: Optional[Tuple[StoragePool, ...]] = None
@@ -56,19 +57,27 @@ class ListingReader:
     def wants(self, kind: str) -> bool:
         return kind in self.kinds
 
-    def domain_flags(self, conn: libvirt.virConnect,
-                     domains_listable: bool = True) -> Optional[Tuple[FrozenSet[str], FrozenSet[str]]]:
+    @property
+    def last_domain_flags(self) -> Optional[Tuple[FrozenSet[str], FrozenSet[str]]]:
+        """The domain flags of the last listing, None if it failed or none was read: what stands
+        while libvirtd tears a domain down after a migration (listing domains would wait for it,
+        source/jobs.py)."""
+        return self._domain_flags
+
+    def domain_flags(self, conn: libvirt.virConnect) -> Tuple[FrozenSet[str], FrozenSet[str]]:
         """(autostart, persistent) domain UUIDs: two list calls with libvirt's filter flags.
 
-        ``domains_listable`` False while libvirtd tears a domain down after a migration: listing
-        domains would wait for it (source/jobs.py), so the last listings stand meanwhile (None if
-        there are none). A libvirtError is raised, not kept: the caller's connection judges from it
-        whether the connection is lost."""
-        if domains_listable:
+        A libvirtError is raised, not kept: the caller's connection judges from it whether the
+        connection is lost. The last listing is replaced only when this one is complete; a failure
+        clears it. A call the caller gave up waiting for still lands here when it returns."""
+        try:
+            flags = (_uuids(conn, libvirt.VIR_CONNECT_LIST_DOMAINS_AUTOSTART),
+                     _uuids(conn, libvirt.VIR_CONNECT_LIST_DOMAINS_PERSISTENT))
+        except libvirt.libvirtError:
             self._domain_flags = None
-            self._domain_flags = (_uuids(conn, libvirt.VIR_CONNECT_LIST_DOMAINS_AUTOSTART),
-                                  _uuids(conn, libvirt.VIR_CONNECT_LIST_DOMAINS_PERSISTENT))
-        return self._domain_flags
+            raise
+        self._domain_flags = flags
+        return flags
 
     def storage_pools(self, conn: libvirt.virConnect) -> Tuple[StoragePool, ...]:
         """The storage pools, sorted by name; a libvirtd without a storage driver has none. Other
