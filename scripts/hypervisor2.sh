@@ -212,8 +212,18 @@ exporter_dir() { echo "/opt/virt-exporter/$1"; }
 cmd_exporter() {
   local port=$1
   shift
-  local dir
+  local dir tarball
   dir=$(exporter_dir "$port")
+  # The package is packed first, so that a failed tar stops here (a process substitution would lose
+  # its exit code); the open file outlives its name.
+  tarball=$(mktemp)
+  if ! tar -C "$REPO" -c --exclude=__pycache__ virt_exporter > "$tarball"; then
+    rm -f "$tarball"
+    log "cannot pack the exporter from $REPO"
+    exit 1
+  fi
+  exec 3< "$tarball"
+  rm -f "$tarball"
   # One exec unpacks and runs, under a lock while it clears old copies and claims its own: copies
   # whose exporter is gone (an earlier run's that ended without exporter-stop) go, and a copy being
   # unpacked by a concurrent start already holds its pid, so it is never taken for one of those.
@@ -229,7 +239,7 @@ cmd_exporter() {
     exec 9>&-
     tar -C "$dir" -x && cd "$dir" || exit 1
     PYTHONDONTWRITEBYTECODE=1 exec python3 -m virt_exporter --web.listen-address "127.0.0.1:$port" "$@" </dev/null
-  ' "$dir" "$port" "$@" < <(tar -C "$REPO" -c --exclude=__pycache__ virt_exporter)
+  ' "$dir" "$port" "$@" <&3 3<&-
 }
 
 cmd_exporter_stop() {
