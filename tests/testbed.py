@@ -58,7 +58,7 @@ class TestbedError(RuntimeError):
 # virsh
 
 
-def _run(argv: list[str], check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
+def run(argv: list[str], check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
     deadline = time.monotonic() + 20
     while True:
         p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
@@ -76,7 +76,7 @@ def _run(argv: list[str], check: bool = True, timeout: float = 120) -> subproces
 
 def virsh(*args: str, check: bool = True, timeout: float = 120) -> str:
     """stdout of `virsh -c qemu:///system ARGS`; raises TestbedError on failure when check."""
-    return _run(["virsh", "-q", "-c", URI, *args], check=check, timeout=timeout).stdout
+    return run(["virsh", "-q", "-c", URI, *args], check=check, timeout=timeout).stdout
 
 
 _GROUP_FLAGS = {
@@ -150,17 +150,17 @@ def domain_names() -> list[str]:
 
 
 def domain_exists(name: str) -> bool:
-    return _run(["virsh", "-q", "-c", URI, "domuuid", name], check=False).returncode == 0
+    return run(["virsh", "-q", "-c", URI, "domuuid", name], check=False).returncode == 0
 
 
 def domain_active(name: str) -> bool:
-    p = _run(["virsh", "-q", "-c", URI, "domstate", name], check=False)
+    p = run(["virsh", "-q", "-c", URI, "domstate", name], check=False)
     return p.returncode == 0 and p.stdout.strip() in ("running", "paused", "in shutdown", "blocked")
 
 
 def ensure_daemon() -> str:
     """Start libvirtd if needed (scripts/testbed.sh daemon); returns URI."""
-    _run(["bash", str(REPO / "scripts/testbed.sh"), "daemon"], timeout=900)
+    run(["bash", str(REPO / "scripts/testbed.sh"), "daemon"], timeout=900)
     return URI
 
 
@@ -271,7 +271,7 @@ def build_domain_xml(
 """
 
 
-def _write_boot_sector(image: str, kind: str, writer: Optional[WriterParams]) -> None:
+def write_boot_sector(image: str, kind: str, writer: Optional[WriterParams]) -> None:
     if kind == "blank":
         return
     params = {}
@@ -283,15 +283,15 @@ def _write_boot_sector(image: str, kind: str, writer: Optional[WriterParams]) ->
         f.flush()
         # Written through the qcow2 layer before QEMU starts: this does not move the runtime
         # allocation libvirt reports (only guest writes do), but the guest boots from it.
-        _run(["qemu-io", "-f", "qcow2", "-c", f"write -q -s {f.name} 0 512", image])
+        run(["qemu-io", "-f", "qcow2", "-c", f"write -q -s {f.name} 0 512", image])
 
 
 def _losetup(backing: Path) -> str:
-    return _run(["losetup", "--find", "--show", str(backing)]).stdout.strip()
+    return run(["losetup", "--find", "--show", str(backing)]).stdout.strip()
 
 
 def _loop_devices() -> list[dict]:
-    p = _run(["losetup", "--list", "--json", "--output", "NAME,BACK-FILE"], check=False)
+    p = run(["losetup", "--list", "--json", "--output", "NAME,BACK-FILE"], check=False)
     if p.returncode != 0 or not p.stdout.strip():
         return []
     return json.loads(p.stdout).get("loopdevices", [])
@@ -303,12 +303,12 @@ def _detach_loops_under(directory: Path) -> None:
     for dev in _loop_devices():
         back = dev.get("back-file") or ""
         if back.startswith(prefix):
-            _run(["losetup", "--detach", dev["name"]], check=False)
+            run(["losetup", "--detach", dev["name"]], check=False)
 
 
 def blockdev_size(dev: str) -> int:
     """Size in bytes of a block device (blockdev --getsize64)."""
-    return int(_run(["blockdev", "--getsize64", dev]).stdout.strip())
+    return int(run(["blockdev", "--getsize64", dev]).stdout.strip())
 
 
 class Guest:
@@ -367,13 +367,13 @@ class Guest:
     def destroy(self) -> None:
         """Power off at once (no-op when not running)."""
         if domain_active(self.name):
-            p = _run(["virsh", "-q", "-c", URI, "destroy", self.name], check=False)
+            p = run(["virsh", "-q", "-c", URI, "destroy", self.name], check=False)
             if p.returncode != 0 and domain_active(self.name):
                 raise TestbedError(f"destroy {self.name}: {p.stderr.strip()}")
 
     def undefine(self) -> None:
         if domain_exists(self.name) and not domain_active(self.name):
-            _run(["virsh", "-q", "-c", URI, "undefine", self.name], check=False)
+            run(["virsh", "-q", "-c", URI, "undefine", self.name], check=False)
 
     def remove(self) -> None:
         """Destroy, undefine, detach its loop device, delete its files. Idempotent."""
@@ -410,7 +410,7 @@ class Guest:
         n = next(self._hotplug)
         target = target or "sd" + "abcdefghijklmnopqrstuvwxyz"[n % 26]
         image = self.directory / f"hotplug-{n}.qcow2"
-        _run(["qemu-img", "create", "-q", "-f", "qcow2", str(image), f"{size_mib}M"])
+        run(["qemu-img", "create", "-q", "-f", "qcow2", str(image), f"{size_mib}M"])
         virsh("attach-disk", self.name, str(image), target, "--live", "--driver", "qemu",
               "--subdriver", "qcow2", "--targetbus", "scsi")
         return target
@@ -477,13 +477,13 @@ def create_guest(name: str, kind: str, directory: Path, vcpus: int = 1, memory_m
                 f.truncate(w.physical_mib << 20)  # sparse
             loop = _losetup(backing)
             # qcow2 straight on the block device: physical = device size, as on an oVirt LV.
-            _run(["qemu-img", "create", "-q", "-f", "qcow2", loop, f"{w.capacity_mib}M"])
+            run(["qemu-img", "create", "-q", "-f", "qcow2", loop, f"{w.capacity_mib}M"])
             disk_path = loop
         else:
             disk_path = str(directory / "disk.qcow2")
             size_mib = w.capacity_mib if w else disk_mib
-            _run(["qemu-img", "create", "-q", "-f", "qcow2", disk_path, f"{size_mib}M"])
-        _write_boot_sector(disk_path, kind, w)
+            run(["qemu-img", "create", "-q", "-f", "qcow2", disk_path, f"{size_mib}M"])
+        write_boot_sector(disk_path, kind, w)
         xml = build_domain_xml(name, disk_path, vcpus=vcpus, memory_mib=memory_mib,
                                disk_is_block=loop is not None, iothread=iothread, tap=tap,
                                numatune_nodeset=numatune_nodeset, extra_devices=extra_devices)
@@ -652,13 +652,13 @@ def pool_info_bytes(name: str) -> dict[str, Union[str, int]]:
 
 def remove_pool(name: str) -> None:
     """Stop, delete (a logical pool: its VG and PV) and undefine a pool; no error if gone."""
-    if _run(["virsh", "-q", "-c", URI, "pool-uuid", name], check=False).returncode != 0:
+    if run(["virsh", "-q", "-c", URI, "pool-uuid", name], check=False).returncode != 0:
         return
     xml = virsh("pool-dumpxml", name)
-    _run(["virsh", "-q", "-c", URI, "pool-destroy", name], check=False)
+    run(["virsh", "-q", "-c", URI, "pool-destroy", name], check=False)
     if "type='logical'" in xml or 'type="logical"' in xml:
-        _run(["virsh", "-q", "-c", URI, "pool-delete", name], check=False)
-    _run(["virsh", "-q", "-c", URI, "pool-undefine", name], check=False)
+        run(["virsh", "-q", "-c", URI, "pool-delete", name], check=False)
+    run(["virsh", "-q", "-c", URI, "pool-undefine", name], check=False)
 
 
 def make_storage_pool(bed: "Testbed", kind: str, size_mib: int = 64) -> tuple[str, Path]:
@@ -693,11 +693,11 @@ def remove_storage_pool(name: str, directory: Path) -> None:
     try:
         remove_pool(name)
     finally:
-        if _run(["vgs", name], check=False).returncode == 0:
-            _run(["vgremove", "-f", name], check=False)
+        if run(["vgs", name], check=False).returncode == 0:
+            run(["vgremove", "-f", name], check=False)
         for dev in _loop_devices():
             if (dev.get("back-file") or "").startswith(str(directory) + "/"):
-                _run(["pvremove", "-ff", "-y", dev["name"]], check=False)
+                run(["pvremove", "-ff", "-y", dev["name"]], check=False)
         _detach_loops_under(directory)
         shutil.rmtree(directory, ignore_errors=True)
 
@@ -706,9 +706,9 @@ def make_bridge(bed: "Testbed") -> str:
     """A Linux bridge with no address, up, named after the owning process (vtb<pid><n>);
     delete it with delete_bridge."""
     name = _tap_name("b%d" % next(_counter), bed.prefix)
-    _run(["ip", "link", "add", name, "type", "bridge"])
+    run(["ip", "link", "add", name, "type", "bridge"])
     try:
-        _run(["ip", "link", "set", name, "up"])
+        run(["ip", "link", "set", name, "up"])
     except BaseException:
         delete_bridge(name)
         raise
@@ -716,7 +716,7 @@ def make_bridge(bed: "Testbed") -> str:
 
 
 def delete_bridge(name: str) -> None:
-    _run(["ip", "link", "delete", name, "type", "bridge"], check=False)
+    run(["ip", "link", "delete", name, "type", "bridge"], check=False)
 
 
 # --------------------------------------------------------------------------------------------
@@ -781,7 +781,7 @@ def agent_guest_parts() -> tuple[Path, Path]:
         return kernel, initrd
     work = Path(tempfile.mkdtemp(prefix="agent-", dir=IMAGE_DIR))
     try:
-        depends = _run(["apt-cache", "depends", "linux-image-cloud-amd64"]).stdout
+        depends = run(["apt-cache", "depends", "linux-image-cloud-amd64"]).stdout
         m = re.search(r"Depends: (linux-image-\S+-cloud-amd64)", depends)
         if not m:
             raise TestbedError("no cloud kernel package: " + depends.strip())
@@ -791,7 +791,7 @@ def agent_guest_parts() -> tuple[Path, Path]:
             raise TestbedError("apt-get download %s: %s" % (" ".join(names), p.stderr.strip()[-500:]))
         root = work / "x"
         for deb in work.glob("*.deb"):
-            _run(["dpkg-deb", "-x", str(deb), str(root)])
+            run(["dpkg-deb", "-x", str(deb), str(root)])
         entries: list[tuple[str, int, bytes]] = []
         for d in ("bin", "sbin", "lib", "lib/modules", "lib64", "lib/x86_64-linux-gnu", "proc", "sys", "dev",
                   "etc", "run", "var", "tmp", "mnt"):
@@ -801,7 +801,7 @@ def agent_guest_parts() -> tuple[Path, Path]:
         entries.append(("bin/busybox", 0o100755, (root / "bin/busybox").read_bytes()))
         qga = root / "usr/sbin/qemu-ga"
         entries.append(("bin/qemu-ga", 0o100755, qga.read_bytes()))
-        for lib in re.findall(r"(/lib\S*\.so[.\d]*)", _run(["ldd", str(qga)]).stdout):
+        for lib in re.findall(r"(/lib\S*\.so[.\d]*)", run(["ldd", str(qga)]).stdout):
             entries.append((lib.lstrip("/"), 0o100755, Path(lib).read_bytes()))
         modules = next((root / "lib/modules").iterdir())
         for name in AGENT_MODULES:
@@ -854,7 +854,7 @@ class AgentGuest(Guest):
         """Wait until `virsh guestinfo` answers; returns the seconds waited."""
         t0 = time.monotonic()
         while True:
-            p = _run(["virsh", "-q", "-c", URI, "guestinfo", self.name, "--hostname"], check=False)
+            p = run(["virsh", "-q", "-c", URI, "guestinfo", self.name, "--hostname"], check=False)
             if p.returncode == 0:
                 return time.monotonic() - t0
             if time.monotonic() - t0 > timeout:
@@ -872,7 +872,7 @@ def make_agent_guest(bed: "Testbed", start: bool = True) -> AgentGuest:
         data = directory / "data.img"
         with open(data, "wb") as f:
             f.truncate(64 << 20)
-        _run(["mkfs.ext4", "-q", "-d", str(fill), str(data)])
+        run(["mkfs.ext4", "-q", "-d", str(fill), str(data)])
         shutil.rmtree(fill)
         d = escape(str(directory))
         xml = f"""<domain type='qemu'>
@@ -901,8 +901,8 @@ def make_agent_guest(bed: "Testbed", start: bool = True) -> AgentGuest:
         return guest
     except BaseException:
         if domain_exists(name):
-            _run(["virsh", "-q", "-c", URI, "destroy", name], check=False)
-            _run(["virsh", "-q", "-c", URI, "undefine", name], check=False)
+            run(["virsh", "-q", "-c", URI, "destroy", name], check=False)
+            run(["virsh", "-q", "-c", URI, "undefine", name], check=False)
         shutil.rmtree(directory, ignore_errors=True)
         raise
 
@@ -922,11 +922,11 @@ def gc() -> list[str]:
         m = _NAME_RE.match(name)
         if m and is_dead(int(m.group(1))):
             if domain_active(name):
-                _run(["virsh", "-q", "-c", URI, "destroy", name], check=False)
+                run(["virsh", "-q", "-c", URI, "destroy", name], check=False)
             if domain_exists(name):
-                _run(["virsh", "-q", "-c", URI, "undefine", name], check=False)
+                run(["virsh", "-q", "-c", URI, "undefine", name], check=False)
             removed.append(name)
-    pools = _run(["virsh", "-q", "-c", URI, "pool-list", "--all", "--name"], check=False).stdout.split()
+    pools = run(["virsh", "-q", "-c", URI, "pool-list", "--all", "--name"], check=False).stdout.split()
     for name in pools:
         m = _NAME_RE.match(name)
         if m and is_dead(int(m.group(1))):

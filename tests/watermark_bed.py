@@ -36,7 +36,7 @@ def series_of(series: Series, name: str, **where: str) -> Dict[Tuple[Tuple[str, 
 
 def loop_backing_file(dev: str) -> Path:
     """The file behind a loop device (from losetup)."""
-    out = tb._run(["losetup", "--list", "--json", "--output", "NAME,BACK-FILE", dev]).stdout
+    out = tb.run(["losetup", "--list", "--json", "--output", "NAME,BACK-FILE", dev]).stdout
     return Path(json.loads(out)["loopdevices"][0]["back-file"].split(" (deleted)")[0])
 
 
@@ -44,12 +44,12 @@ def grow_loop_device(dev: str, size_bytes: int) -> None:
     """Extend a loop device in place, as lvextend extends an LV: the file grows, the kernel is told.
     libvirt reports the new physical size at once (measured)."""
     os.truncate(loop_backing_file(dev), size_bytes)
-    tb._run(["losetup", "--set-capacity", dev])
+    tb.run(["losetup", "--set-capacity", dev])
     assert blockdev_size(dev) == size_bytes
 
 
 def _run_here(*argv: str) -> str:
-    return tb._run(list(argv)).stdout
+    return tb.run(list(argv)).stdout
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,7 +74,7 @@ def make_loop_device(directory: Path, name: str, size_bytes: int) -> str:
     backing = directory / name
     with open(backing, "wb") as f:
         f.truncate(size_bytes)
-    return tb._run(["losetup", "--find", "--show", str(backing)]).stdout.strip()
+    return tb.run(["losetup", "--find", "--show", str(backing)]).stdout.strip()
 
 
 def qemu_img_info(path: str, backing_chain: bool = False, host: Host = HERE) -> List[dict]:
@@ -116,10 +116,10 @@ def libvirt_clients(pid: int) -> Dict[str, bool]:
     Compare sets taken before and after starting an exporter: a connection of an earlier exporter in
     this process stays open until the last virDomain object that references it is collected."""
     admin = ["virt-admin", "-c", "libvirtd:///system"]
-    listing = tb._run(admin + ["srv-clients-list", "libvirtd"]).stdout
+    listing = tb.run(admin + ["srv-clients-list", "libvirtd"]).stdout
     clients = {}
     for client_id in re.findall(r"^\s*(\d+)\s", listing, re.M):
-        p = tb._run(admin + ["client-info", "libvirtd", client_id], check=False)
+        p = tb.run(admin + ["client-info", "libvirtd", client_id], check=False)
         if p.returncode != 0:
             continue  # gone meanwhile
         info = dict((k.strip(), v.strip()) for k, _, v in (line.partition(":") for line in p.stdout.splitlines()))
@@ -151,9 +151,9 @@ def make_writer(bed, params: "tb.WriterParams", cluster_size: str = "1M", start:
     write of the writer then allocates a whole cluster, so allocation grows by ``cluster_size`` per
     BIOS write (one write takes 50-150 ms on these hosts) instead of by 64 KiB."""
     guest = bed.make_guest("writer", writer_params=params, interface=False, start=False)
-    tb._run(["qemu-img", "create", "-q", "-f", "qcow2", "-o", "cluster_size=" + cluster_size, guest.disk_path,
+    tb.run(["qemu-img", "create", "-q", "-f", "qcow2", "-o", "cluster_size=" + cluster_size, guest.disk_path,
              "%dM" % params.capacity_mib])
-    tb._write_boot_sector(guest.disk_path, "writer", params)
+    tb.write_boot_sector(guest.disk_path, "writer", params)
     if start:
         guest.start()
     return guest

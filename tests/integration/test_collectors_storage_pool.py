@@ -67,7 +67,7 @@ def test_pool_equals_virsh_pool_info(exporter, pools, kind):
         assert samples.get("libvirt_storage_pool_allocation_bytes", pool=name) > 0
     else:
         # The VG itself, as LVM reports it: its size and free space.
-        size, free = tb._run(["vgs", "--noheadings", "--nosuffix", "--units", "b", "-o", "vg_size,vg_free",
+        size, free = tb.run(["vgs", "--noheadings", "--nosuffix", "--units", "b", "-o", "vg_size,vg_free",
                               name]).stdout.split()
         assert samples.get("libvirt_storage_pool_capacity_bytes", pool=name) == int(size)
         assert samples.get("libvirt_storage_pool_available_bytes", pool=name) == int(free)

@@ -150,7 +150,7 @@ def test_threshold_one_event_per_crossing_and_rearmed_after_extension(testbed):
 
         # a thin disk hot-plugged: armed once the XML cache has re-read the domain (next scrapes)
         extra = wb.make_loop_device(guest.directory, "hotplug.img", 48 * MIB)
-        tb._run(["qemu-img", "create", "-q", "-f", "qcow2", extra, "256M"])
+        tb.run(["qemu-img", "create", "-q", "-f", "qcow2", extra, "256M"])
         tb.virsh("attach-disk", guest.name, extra, "sdb", "--live", "--driver", "qemu", "--subdriver", "qcow2",
                  "--targetbus", "scsi", "--sourcetype", "block")
         wb.scrape_until(exp, "hot-plugged disk armed", lambda s: value(
@@ -198,7 +198,7 @@ def test_threshold_one_event_per_crossing_and_rearmed_after_extension(testbed):
 
 def _nbd_server(directory, port: int):
     image = directory / "nbd.qcow2"
-    tb._run(["qemu-img", "create", "-q", "-f", "qcow2", str(image), "32M"])
+    tb.run(["qemu-img", "create", "-q", "-f", "qcow2", str(image), "32M"])
     proc = subprocess.Popen(["qemu-nbd", "--persistent", "--shared=4", "-f", "qcow2", "-b", "127.0.0.1",
                                 "-p", str(port), "-x", "vet", str(image)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -219,11 +219,11 @@ def test_every_layer_matches_and_only_thin_block_layers_get_watermarks(testbed):
     guest = testbed.make_guest("writer", writer_params=w, interface=False, start=False)
     d = guest.directory
     base = wb.make_loop_device(d, "base.img", 48 * MIB)
-    tb._run(["qemu-img", "create", "-q", "-f", "qcow2", base, "1024M"])
-    tb._write_boot_sector(base, "writer", w)
-    tb._run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", base, "-F", "qcow2", guest.disk_path])
+    tb.run(["qemu-img", "create", "-q", "-f", "qcow2", base, "1024M"])
+    tb.write_boot_sector(base, "writer", w)
+    tb.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", base, "-F", "qcow2", guest.disk_path])
     file_disk = d / "vdb.qcow2"
-    tb._run(["qemu-img", "create", "-q", "-f", "qcow2", str(file_disk), "64M"])
+    tb.run(["qemu-img", "create", "-q", "-f", "qcow2", str(file_disk), "64M"])
     port = wb.free_port()
     nbd = _nbd_server(d, port)
     try:
