@@ -211,18 +211,25 @@ def test_reconcile_skips_file_backed_qcow2_and_shut_off_domains():
     assert events.reconcile(None) == 0
 
 
-def test_no_rearm_until_storage_grows():
+def asked(events: BlockEvents, monkeypatch) -> List[str]:
+    """The domains ``events`` asks its worker to reconcile (request_reconcile), recorded instead."""
+    uuids: List[str] = []
+    monkeypatch.setattr(events, "request_reconcile", uuids.append)
+    return uuids
+
+
+def test_no_rearm_until_storage_grows(monkeypatch):
     events, dom, conn, _c, _cache = make(block_stats(10 * MIB, 128 * MIB))
+    requests = asked(events, monkeypatch)
     events.reconcile(None)
     # guest writes past 96 MiB: QEMU fires and disarms
     dom.stats.update({"block.0.allocation": 97 * MIB})
     dom.fire(0)
     events.on_block_threshold(None, dom, "vda[1]", "/dev/loop7", 96 * MIB, MIB)
-    assert events._pending == {UUID}  # the event asks for a re-arm ...
-    events._pending.clear()
+    assert requests == [UUID]  # the event asks for a re-arm ...
     assert events.reconcile([UUID]) == 0  # ... but allocation is past it: arming would fire at once
     events.observe(sample_of(dom), {UUID: _info(events)})
-    assert events._pending == set()  # and scrapes do not keep asking
+    assert requests == [UUID]  # and scrapes do not keep asking
     # an extension: physical 192 MiB → re-armed at 160 MiB
     dom.stats["block.0.physical"] = 192 * MIB
     assert events.reconcile([UUID]) == 1
@@ -234,33 +241,34 @@ def _info(events: BlockEvents):
     return events.xml_cache.snapshot()[UUID]
 
 
-def test_observe_queues_only_what_is_due():
+def test_observe_queues_only_what_is_due(monkeypatch):
     events, dom, _conn, _c, cache = make(block_stats(10 * MIB, 128 * MIB))
+    requests = asked(events, monkeypatch)
     cache.store(UUID, domain_xml())
     infos = cache.snapshot()
     events.observe(sample_of(dom), infos)
-    assert events._pending == {UUID}
-    events._pending.clear()
+    assert requests == [UUID]
     dom.stats["block.0.threshold"] = 96 * MIB
     events.observe(sample_of(dom), infos)
-    assert events._pending == set()
+    assert requests == [UUID]
     # a down sample or an unknown domain queues nothing
     events.observe(sample(up=False), infos)
     dom.stats.pop("block.0.threshold")
     events.observe(sample_of(dom), {})
-    assert events._pending == set()
+    assert requests == [UUID]
 
 
-def test_failed_arming_is_counted_and_backed_off():
+def test_failed_arming_is_counted_and_backed_off(monkeypatch):
     t = [1000.0]
     events, dom, _conn, _c, cache = make(block_stats(10 * MIB, 128 * MIB), clock=lambda: t[0])
+    requests = asked(events, monkeypatch)
     err = libvirt.libvirtError("operation forbidden: read only access prevents virDomainSetBlockThreshold")
     dom.fail_set = err
     assert events.reconcile(None) == 0
     assert events.snapshot().arm_errors_total == 1
     # within the back-off neither observe nor reconcile tries again
     events.observe(sample_of(dom), cache.snapshot())
-    assert events._pending == set()
+    assert requests == []
     assert events.reconcile([UUID]) == 0 and events.snapshot().arm_errors_total == 1
     t[0] += 61
     dom.fail_set = None
