@@ -1,11 +1,12 @@
-"""The engine's timer (``PerfmonEngine._run``) on a fake clock: steps land every step_s on one grid from
+"""The engine's timer (``PerfmonEngine.start``) on a fake clock: steps land every step_s on one grid from
 the first; a step whose sample ran late skips the ticks it missed, never runs them back to back, and the
 next step lands on the grid again; a failing sample keeps the grid. Nothing here sleeps: the fake clock
 moves when the engine waits and when a sample takes time."""
 
 from __future__ import annotations
 
-from typing import List, Sequence, Tuple
+import threading
+from typing import List, Optional, Sequence, Tuple
 
 import pytest
 
@@ -19,25 +20,32 @@ START_S = 1000.0
 
 class FakeTimer:
     """The engine's clock and its stop event in one: ``wait(t)``, the timer's only sleep, moves the
-    clock by t at once."""
+    clock by t at once. A wait of no time (steps back to back) is recorded, as the timer's thread
+    cannot fail the test itself."""
 
     def __init__(self) -> None:
         self.now_s = START_S
-        self.stopped = False
+        self.stopped = threading.Event()
+        self.back_to_back: List[float] = []
 
     def __call__(self) -> float:
         return self.now_s
 
-    def wait(self, timeout_s: float) -> bool:
-        assert timeout_s > 0, "the timer waited %r s: a step would run back to back" % timeout_s
-        self.now_s += timeout_s
-        return self.stopped
+    def wait(self, timeout: Optional[float] = None) -> bool:
+        assert timeout is not None, "the step timer waits for a time, never for good"
+        if timeout <= 0:
+            self.back_to_back.append(self.now_s)
+        self.now_s += max(0.0, timeout)
+        return self.stopped.is_set()
 
     def is_set(self) -> bool:
-        return self.stopped
+        return self.stopped.is_set()
 
     def set(self) -> None:
-        self.stopped = True
+        self.stopped.set()
+
+    def clear(self) -> None:
+        self.stopped.clear()
 
 
 def run(step_s: int, sample_s: Sequence[float], failing: Sequence[int] = ()) -> Tuple[List[float], PerfmonEngine]:
@@ -56,9 +64,12 @@ def run(step_s: int, sample_s: Sequence[float], failing: Sequence[int] = ()) -> 
             raise RuntimeError("libvirt went away")
         return None, sample(timer.now_s, wall_time_s=1e9 + timer.now_s)
 
-    engine = PerfmonEngine(get_sample, lambda: {}, file_config(), step_s, fs_fraction=lambda: 0.0, clock=timer)
-    engine._stop = timer  # type: ignore[assignment]  # the timer's sleep, on the fake clock
-    engine._run()
+    engine = PerfmonEngine(get_sample, lambda: {}, file_config(), step_s, fs_fraction=lambda: 0.0, clock=timer,
+                           stop_event=timer)
+    engine.start()
+    assert timer.stopped.wait(30), "the timer did not reach its last step"
+    engine.stop()  # joins the timer's thread: its last step is done
+    assert not timer.back_to_back, "steps ran back to back at %r" % timer.back_to_back
     return began, engine
 
 

@@ -30,7 +30,7 @@ import dataclasses
 import logging
 import threading
 import time
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Protocol, Tuple, Union
 
 from ..sample import Sample
 from .config import ObjectConfig, PerfmonConfigError, PerfmonFileConfig, VariableConfig, parse_object_config
@@ -278,6 +278,19 @@ class EngineSnapshot:
 SampleSource = Callable[[], Union[Sample, Tuple[Optional[Sample], Sample]]]
 
 
+class StopEvent(Protocol):
+    """What the step timer sleeps on and is stopped by: a threading.Event, or a fake whose wait moves
+    a fake clock (the timer is then tested without sleeping)."""
+
+    def is_set(self) -> bool: ...
+
+    def set(self) -> None: ...
+
+    def clear(self) -> None: ...
+
+    def wait(self, timeout: Optional[float] = None) -> bool: ...
+
+
 class PerfmonEngine:
     """Runs perfmon's state machine over the host and every running domain, every ``step_s`` seconds.
 
@@ -288,6 +301,7 @@ class PerfmonEngine:
     (default: the one holding ``fs_path``). ``on_alarm`` is called with every AlarmEvent (sent or
     inhibited), from the engine's thread. Each sent alarm stays in the snapshot's ``recent_alarms`` for
     ``alarm_retention_s`` seconds of ``clock`` (see RecentAlarms), whatever happens to its object.
+    The step timer reads ``clock`` and sleeps on ``stop_event`` (a new threading.Event by default).
     """
 
     def __init__(self, get_sample: SampleSource, domain_info: Callable[[], Mapping[str, Any]],
@@ -295,7 +309,8 @@ class PerfmonEngine:
                  fs_fraction: Optional[Callable[[], float]] = None,
                  on_alarm: Optional[Callable[[AlarmEvent], None]] = None,
                  clock: Callable[[], float] = time.monotonic,
-                 alarm_retention_s: int = DEFAULT_ALARM_RETENTION_S) -> None:
+                 alarm_retention_s: int = DEFAULT_ALARM_RETENTION_S,
+                 stop_event: Optional[StopEvent] = None) -> None:
         if int(step_s) != step_s or not 1 <= step_s <= 3600:
             raise ValueError("perfmon step must be a whole number of seconds in 1..3600 (perfmon: 5 or 60)")
         if int(alarm_retention_s) != alarm_retention_s or not 1 <= alarm_retention_s <= 86400:
@@ -322,7 +337,7 @@ class PerfmonEngine:
         self._steps = 0
         self._failures = 0
         self._last_step_s: Optional[float] = None
-        self._stop = threading.Event()
+        self._stop: StopEvent = stop_event if stop_event is not None else threading.Event()
         self._thread: Optional[threading.Thread] = None
 
     # --- configuration ------------------------------------------------------------------------------
