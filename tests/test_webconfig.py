@@ -484,5 +484,13 @@ rate_limit:
     assert statuses(1) == ["429"]
     clock.now_s += 1.0           # one interval since the bucket ran dry: one token
     assert statuses(2) == ["200", "429"]
+    # Refusals count the time they saw once: half an interval, refused, then just short of the next
+    # whole one is still refused (counting the first half again would let a request through).
+    clock.now_s += 30.0
+    assert statuses(1) == ["429"]
+    clock.now_s += 29.0
+    assert statuses(1) == ["429"]
+    clock.now_s += 1.0
+    assert statuses(2) == ["200", "429"]
     clock.now_s += 600.0         # ten intervals: no more than the burst
     assert statuses(3) == ["200", "200", "429"]
