@@ -231,6 +231,32 @@ def test_a_libvirtd_stall_is_waited_out_not_retried(host: FakeHost) -> None:
         assert complete_uuids(result) == set(host.vms) and not result.unresponsive
 
 
+def test_a_ping_answered_with_an_error_judges_no_call_late(host: FakeHost) -> None:
+    """A ping libvirtd answers with an error does not show that libvirtd answers at once: the slow
+    call is not judged late, no share is asked again (the sample waits out its deadline), and only
+    the one call reached the stopped QEMU."""
+    with connected() as conn:
+        stats = stuck.StuckAwareStats(conn, GROUPS, True, concurrency=2)
+        warm_up(stats)
+        vm = list(host.vms.values())[2]
+
+        def refuse() -> None:
+            e = libvirt.libvirtError("scripted")
+            e.err = (libvirt.VIR_ERR_INTERNAL_ERROR, 0, "scripted", 0, "", "", "", 0, 0)
+            raise e
+
+        host.on_ping = refuse
+        host.stop_qemu(vm)
+        try:
+            result = stats.collect(time.monotonic() + 2.0)
+        finally:
+            host.on_ping = None
+            host.cont_qemu(vm)
+        assert result.counts["pings"] >= 1, "no call was slow enough to ping for: this test shows nothing"
+        assert result.counts["late"] == result.counts["retries"] == 0, result.counts
+        assert vm.uuid not in complete_uuids(result) and vm.calls_blocked == 1
+
+
 def test_first_sample_has_only_the_hard_deadline(host: FakeHost) -> None:
     with connected() as conn:
         stats = stuck.StuckAwareStats(conn, GROUPS, True, concurrency=2)
