@@ -221,6 +221,7 @@ def build_domain_xml(
     name: str,
     disk_path: str,
     vcpus: int = 1,
+    vcpus_current: Optional[int] = None,
     memory_mib: int = 64,
     disk_is_block: bool = False,
     iothread: bool = True,
@@ -233,6 +234,8 @@ def build_domain_xml(
     disks and NICs, a balloon with stats, a null serial, no graphics; ``extra_devices`` (XML)
     goes inside <devices> as given."""
     iothreads = "<iothreads>1</iothreads>" if iothread else ""
+    # Fewer vCPUs online than the maximum: current and maximum differ without a guest OS.
+    current = f" current='{int(vcpus_current)}'" if vcpus_current is not None else ""
     numatune = (f"<numatune><memory mode='strict' nodeset='{escape(numatune_nodeset)}'/></numatune>"
                 if numatune_nodeset else "")
     drv_iothread = " iothread='1'" if iothread else ""
@@ -250,7 +253,7 @@ def build_domain_xml(
     return f"""<domain type='{domain_type()}'>
   <name>{escape(name)}</name>
   <memory unit='MiB'>{memory_mib}</memory>
-  <vcpu placement='static'>{vcpus}</vcpu>
+  <vcpu placement='static'{current}>{vcpus}</vcpu>
   {iothreads}
   {numatune}
   <os><type arch='x86_64' machine='pc'>hvm</type><boot dev='hd'/></os>
@@ -455,7 +458,7 @@ def _tap_name(suffix: str, name: str) -> str:
 
 
 def create_guest(name: str, kind: str, directory: Path, vcpus: int = 1, memory_mib: int = 64,
-                 start: bool = True, persistent: bool = True,
+                 vcpus_current: Optional[int] = None, start: bool = True, persistent: bool = True,
                  numatune_nodeset: Optional[str] = None, iothread: bool = True,
                  tap: Optional[str] = None, writer_params: Optional[WriterParams] = None,
                  disk_mib: int = 1024, extra_devices: str = "") -> Guest:
@@ -484,7 +487,7 @@ def create_guest(name: str, kind: str, directory: Path, vcpus: int = 1, memory_m
             size_mib = w.capacity_mib if w else disk_mib
             run(["qemu-img", "create", "-q", "-f", "qcow2", disk_path, f"{size_mib}M"])
         write_boot_sector(disk_path, kind, w)
-        xml = build_domain_xml(name, disk_path, vcpus=vcpus, memory_mib=memory_mib,
+        xml = build_domain_xml(name, disk_path, vcpus=vcpus, vcpus_current=vcpus_current, memory_mib=memory_mib,
                                disk_is_block=loop is not None, iothread=iothread, tap=tap,
                                numatune_nodeset=numatune_nodeset, extra_devices=extra_devices)
         (directory / "domain.xml").write_text(xml)
@@ -582,7 +585,7 @@ class Testbed:
             return name, n, directory
 
     def make_guest(self, kind: str = "idle", vcpus: int = 1, memory_mib: int = 64,
-                   start: bool = True, persistent: bool = True,
+                   vcpus_current: Optional[int] = None, start: bool = True, persistent: bool = True,
                    numatune_nodeset: Optional[str] = None, iothread: bool = True,
                    interface: bool = True, writer_params: Optional[WriterParams] = None,
                    disk_mib: int = 1024, extra_devices: str = "") -> Guest:
@@ -590,7 +593,7 @@ class Testbed:
         name, n, directory = self._reserve(kind)
         tap = _tap_name(f"g{n}", name) if interface else None
         guest = create_guest(name, kind, directory, vcpus=vcpus, memory_mib=memory_mib,
-                             start=start, persistent=persistent,
+                             vcpus_current=vcpus_current, start=start, persistent=persistent,
                              numatune_nodeset=numatune_nodeset, iothread=iothread, tap=tap,
                              writer_params=writer_params, disk_mib=disk_mib, extra_devices=extra_devices)
         self.guests.append(guest)
