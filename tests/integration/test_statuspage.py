@@ -135,7 +135,19 @@ def _rows_by_name(dom: str):
     return {text_of(row.xpath("./td")[0]): row for row in rows}
 
 
-def test_page_shows_what_metrics_shows_for_every_running_guest(standard_guests, exporter, tmp_path):
+@pytest.fixture
+def partly_online(libvirtd):
+    """A guest with one of its two vCPUs online: the page's vCPUs (online) differ from the maximum."""
+    bed = tb.Testbed()
+    try:
+        guest = bed.make_guest("blank", vcpus=2, vcpus_current=1)
+        guest.wait_booted()
+        yield guest
+    finally:
+        bed.cleanup()
+
+
+def test_page_shows_what_metrics_shows_for_every_running_guest(standard_guests, partly_online, exporter, tmp_path):
     time.sleep(MIN_INTERVAL_S + 0.5)  # past the min-interval: the page's request takes a fresh sample
     with scraping_proxy(exporter) as proxy:
         dom, console = dump_dom(proxy.url + "/")
@@ -143,7 +155,7 @@ def test_page_shows_what_metrics_shows_for_every_running_guest(standard_guests, 
     assert len(proxy.scrapes) == 1, "the browser asked for the page %d times" % len(proxy.scrapes)
     samples = proxy.scrapes[0]
     rows = _rows_by_name(dom)
-    for guest in standard_guests:
+    for guest in list(standard_guests) + [partly_online]:
         cells = [text_of(td) for td in rows[guest.name].xpath("./td")]
         assert cells[1].startswith("running") and samples.get("libvirt_domain_state", domain=guest.name) == 1
         mhz = samples.get("libvirt_domain_cpu_usage_mhz", domain=guest.name)
@@ -155,6 +167,7 @@ def test_page_shows_what_metrics_shows_for_every_running_guest(standard_guests, 
         rss = samples.get("libvirt_domain_memory_rss_bytes", domain=guest.name)
         assert size_close(cells[6], rss), (guest.name, cells[6], rss)
         assert number(cells[3]) == samples.get("libvirt_domain_vcpus", domain=guest.name), cells[3]
+        assert number(cells[3]) == tb.virsh_domstats(guest.name, "vcpu")["vcpu.current"], cells[3]
         # NUMA: the cells /metrics gives memory / a vCPU on ("–" while the reader has not read the guest)
         assert cells[7] == cells_with(samples, "libvirt_domain_numa_memory_bytes", guest.name), cells[7]
         assert cells[8] == cells_with(samples, "libvirt_domain_numa_vcpus", guest.name), cells[8]
