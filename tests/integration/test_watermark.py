@@ -2,7 +2,7 @@
 on a loop block device (physical = the device size, as on an LV) grows its allocation through BIOS
 writes; the exporter's values are compared with virsh, qemu-img, blockdev and virt-admin.
 
-Small chunk/utilization flags (64 MiB, 50 % → limit 32 MiB) let a 64 MiB volume cross the watermark
+Small chunk/utilization flags (64 MiB, 75 % → limit 16 MiB) let a 64 MiB volume cross the watermark
 within seconds. The guest is suspended wherever exact equality is checked: allocation then stands still.
 """
 
@@ -20,9 +20,15 @@ from watermark_bed import MIB, value
 
 pytestmark = pytest.mark.libvirt
 
-WM_FLAGS = ("--collector.watermark.chunk-mib", "64", "--collector.watermark.utilization-percent", "50")
-LIMIT = 32 * MIB
+WM_FLAGS = ("--collector.watermark.chunk-mib", "64", "--collector.watermark.utilization-percent", "75")
+# vdsm's rule: extend when free space falls under (100 - utilization) % of the chunk. Not 50 %, where
+# utilization % of the chunk (a slip of the formula) would give the same limit.
+LIMIT = 16 * MIB
 CHUNK = 64 * MIB
+# The threshold test wants room past each threshold for the writer to go on before it is suspended:
+# a limit of half the chunk, 32 MiB (the limit's formula is checked with WM_FLAGS).
+THRESHOLD_FLAGS = ("--collector.watermark.chunk-mib", "64", "--collector.watermark.utilization-percent", "50",
+                   "--collector.watermark.threshold")
 GROW_TIMEOUT_S = 180  # one BIOS write (1 MiB of allocation here) takes 50-150 ms, more on a loaded host
 # A domain whose job was busy (suspend, I/O-error pause) or that the sampler set apart as a suspect
 # comes back without its block group for a moment (the sampler's prober clears it within seconds).
@@ -73,11 +79,11 @@ def check_sizes_and_rule(exp, guest, host: wb.Host = wb.HERE) -> dict:
 
 
 def test_watermark_follows_the_rule_across_the_limit_read_only(testbed):
-    guest = wb.make_writer(testbed, writer(physical_mib=64, writes=48))
+    guest = wb.make_writer(testbed, writer(physical_mib=64, writes=56))
     clients_before = wb.libvirt_clients(os.getpid())
     with wb.running_exporter(*WM_FLAGS) as exp:
         guest.wait_booted()
-        # below the watermark: headroom > 32 MiB
+        # below the watermark: headroom > LIMIT
         wb.wait_for(lambda: wb.allocation(guest) > 4 * MIB, GROW_TIMEOUT_S, "allocation over 4 MiB", 0.1)
         wb.suspend(guest)
         before = check_sizes_and_rule(exp, guest)
@@ -136,7 +142,7 @@ def test_enospc_pauses_the_guest_and_is_counted(testbed):
 def test_threshold_one_event_per_crossing_and_rearmed_after_extension(testbed):
     guest = wb.make_writer(testbed, writer(physical_mib=64, writes=120), start=False)
     clients_before = wb.libvirt_clients(os.getpid())
-    with wb.running_exporter(*WM_FLAGS, "--collector.watermark.threshold") as exp:
+    with wb.running_exporter(*THRESHOLD_FLAGS) as exp:
         ours = {c: ro for c, ro in wb.libvirt_clients(os.getpid()).items() if c not in clients_before}
         assert ours and not any(ours.values()), ours
         guest.start()

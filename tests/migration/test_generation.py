@@ -172,7 +172,7 @@ def test_watermark_on_libvirt_11_matches_qemu_img_and_domblkinfo_there(bed, hv2)
     watermark and past it, with the guest suspended, its sizes equal `virsh domblkinfo` and domstats of
     that libvirtd, `qemu-img info` and `blockdev` inside the container, and the watermark values follow
     the rule (the host test's check, tests/integration/test_watermark.py, read there)."""
-    guest = wb.make_writer(bed, writer(physical_mib=64, writes=40), start=False)
+    guest = wb.make_writer(bed, writer(physical_mib=64, writes=56), start=False)
     share_block_device(guest.disk_path)
     virsh_at(hv2, "create", str(guest.directory / "domain.xml"))
     there = wb.Host(virsh=functools.partial(virsh_at, hv2), run=run_inside)
