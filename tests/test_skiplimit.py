@@ -1,6 +1,12 @@
-"""The bed-skip limit (tests/skiplimit.py), run on a throw-away suite with pytester."""
+"""The bed-skip limit (tests/skiplimit.py), run on a throw-away suite with pytester, and the limit this
+very run has: the one CONTRIBUTING.md states."""
+
+import re
+from pathlib import Path
 
 import pytest
+
+from skiplimit import MAX_BED_SKIPS, BedSkipLimit
 
 pytest_plugins = ["pytester"]
 
@@ -41,3 +47,15 @@ def test_session_fails_past_the_limit_of_bed_skips(pytester, bed, other, fails):
         result.stdout.fnmatch_lines(["*" + summary + "*", "*::test_bed?2?: host too loaded"])
     else:
         assert summary not in result.stdout.str()
+
+
+NUMBER_WORDS = {"no": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5}
+
+
+def test_this_run_counts_bed_skips_against_the_limit_contributing_states(pytestconfig):
+    plugin = pytestconfig.pluginmanager.get_plugin("bed-skip-limit")
+    assert isinstance(plugin, BedSkipLimit), "tests/conftest.py does not register the bed-skip limit"
+    text = " ".join((Path(__file__).resolve().parents[1] / "CONTRIBUTING.md").read_text().split())
+    stated = re.search(r"More than (\w+) such skips \(tests marked `libvirt`\) in one run fail it", text)
+    assert stated, "CONTRIBUTING.md no longer states the limit"
+    assert plugin.limit == MAX_BED_SKIPS == NUMBER_WORDS[stated.group(1)]
