@@ -373,3 +373,14 @@ def test_fs_usage_exact_fraction_alarms_where_perfmons_whole_percent_does_for_wh
         fired += engine
     assert 0 < fired < 300  # both outcomes were exercised
     assert alarms(8935, 1065, "0.894") == (0, 1)   # 89.35 % used: df says 90 % > 89.4 %, exactly it is not
+    # With levels finer than a percent, each side follows its own reading: the engine the exact
+    # fraction, perfmon df's whole percent (written out here, not taken from either).
+    differ = 0
+    for _ in range(200):
+        used, avail = rng.randint(0, 10 ** 6), rng.randint(1, 10 ** 6)
+        level = "0.%04d" % rng.randint(0, 9999)
+        exact = Fraction(used, used + avail)
+        want = (int(exact > Fraction(level)), int(math.ceil(exact * 100) / 100.0 > float(level)))
+        assert alarms(used, avail, level) == want, (used, avail, level)
+        differ += want[0] != want[1]
+    assert differ > 0  # the cases where the deviation shows were exercised
