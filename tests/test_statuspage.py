@@ -25,7 +25,9 @@ HEALTH = statuspage.Health(sample_age_s=0.5, bulk_stats_s=0.01, unresponsive=0, 
 def _context(cell_cpus=None, numa=None, pids=None):
     facts = HostFacts(hostname="<b>host</b>", libvirt_version="9.0.0", hypervisor_version="7.2.0",
                       cpu_model="x86_64", cell_cpus={0: [0, 1]} if cell_cpus is None else cell_cpus)
-    vcpu = {"vcpu.current": 1, "vcpu.maximum": 1, "balloon.current": 65536, "balloon.rss": 32768}
+    # current apart from maximum (vCPUs and memory): the page shows what is online and assigned now
+    vcpu = {"vcpu.current": 1, "vcpu.maximum": 2, "balloon.current": 65536, "balloon.maximum": 131072,
+            "balloon.rss": 32768}
     prev = cpu_sample(10.0, [domain("u1", 0, name=NASTY, **vcpu, **{"vcpu.0.delay": 0}),
                              domain("u2", 0, name="paused-vm", state=3, **{"state.reason": 5})], busy=0, total=0)
     cur = cpu_sample(12.0, [domain("u1", 1_000_000_000, name=NASTY, **vcpu, **{"vcpu.0.delay": 200_000_000}),
@@ -53,7 +55,7 @@ def test_view_holds_mhz_steal_state_and_memory():
     vms = {d.name: d for d in view.domains}
     assert vms[NASTY].mhz == 1000.0  # core 2000 MHz × 1 s of CPU in 2 s
     assert vms[NASTY].steal == 0.1    # 0.2 s of run-queue wait in 2 s, one vCPU
-    assert vms[NASTY].memory_current_bytes == 64 << 20
+    assert vms[NASTY].memory_current_bytes == 64 << 20 and vms[NASTY].vcpus == 1
     assert (vms["paused-vm"].state, vms["paused-vm"].reason) == ("paused", "I/O error")
     assert vms["paused-vm"].steal is None  # not running: no run queue to wait in
     assert view.host.cpu.capacity_mhz == 4000 and view.host.cpu.busy_mhz == 2000
