@@ -96,6 +96,49 @@ def test_domain_flags_are_two_filtered_list_calls_and_a_failure_clears_the_last(
     assert reader.last_domain_flags is None  # a failed listing is not the last listing
 
 
+class Dom:
+    def __init__(self, uuid: str) -> None:
+        self.uuid = uuid
+
+    def UUIDString(self) -> str:
+        return self.uuid
+
+
+class Listing:
+    """A connection whose domain listings answer ``uuids``, or fail; held at ``gate`` until it is set."""
+
+    def __init__(self, uuids: List[str], gate: Optional[threading.Event] = None, fail: bool = False) -> None:
+        self.uuids, self.gate, self.fail = uuids, gate, fail
+        self.entered = threading.Event()
+
+    def listAllDomains(self, flags: int = 0) -> List[Dom]:
+        self.entered.set()
+        if self.gate is not None:
+            self.gate.wait(10)
+        if self.fail:
+            raise libvirt_error(libvirt.VIR_ERR_INTERNAL_ERROR)
+        return [Dom(u) for u in self.uuids]
+
+
+@pytest.mark.parametrize("late_fails", [False, True], ids=["late-answer", "late-error"])
+def test_a_late_listing_leaves_a_newer_one_standing(late_fails: bool):
+    """An abandoned listing that returns after a newer one neither puts its older flags back nor,
+    failing, clears the newer ones."""
+    reader = ListingReader([DOMAIN_FLAGS])
+    gate = threading.Event()
+    old = Listing(["old"], gate, fail=late_fails)
+    late = threading.Thread(target=lambda: pytest.raises(libvirt.libvirtError, reader.domain_flags, old)
+                            if late_fails else reader.domain_flags(old))
+    late.start()
+    assert old.entered.wait(10)
+    new = frozenset({"new"})
+    assert reader.domain_flags(Listing(["new"])) == (new, new)
+    gate.set()
+    late.join(10)
+    assert not late.is_alive()
+    assert reader.last_domain_flags == (new, new)
+
+
 def test_other_pool_errors_are_raised_for_the_connection_to_judge():
     pool = Pool("x")
     pool.info = lambda: (_ for _ in ()).throw(libvirt_error(libvirt.VIR_ERR_INTERNAL_ERROR))  # type: ignore
@@ -168,13 +211,13 @@ def test_a_late_domain_listing_leaves_the_pools_and_the_last_listing_until_it_re
     answer in time costs the pools nothing, and the last listing stands until the late one lands."""
     release, late = threading.Event(), threading.Event()
 
-    def slow_once_late() -> Optional[int]:
+    def slow_while_late() -> Optional[int]:
         if late.is_set():
             release.wait(20)
             return 1
         return None
 
-    calls = _filtered_listings(monkeypatch, slow_once_late)
+    calls = _filtered_listings(monkeypatch, slow_while_late)
     _one_pool(monkeypatch)
     with connected() as conn:
         reader = _reader(conn)
@@ -195,7 +238,7 @@ def test_a_late_domain_listing_leaves_the_pools_and_the_last_listing_until_it_re
         assert len(calls) == 4
 
 
-def test_listings_are_not_sent_once_the_sample_deadline_has_passed(host: FakeHost, monkeypatch):
+def test_listings_are_not_sent_once_the_sample_deadline_is_too_near(host: FakeHost, monkeypatch):
     """The domain XML takes the whole deadline: the listings are not sent at all (a call sure to be
     abandoned would take a lane out of use)."""
     release = threading.Event()
@@ -215,8 +258,8 @@ def test_listings_are_not_sent_once_the_sample_deadline_has_passed(host: FakeHos
         finally:
             release.set()
     assert sample.up and sample.autostart is None and sample.storage_pools is None
-    assert sample.listings_error == ("domain listings: not read, the sample's deadline had passed; "
-                                     "storage pools: not read, the sample's deadline had passed")
+    assert sample.listings_error == ("domain listings: not read, the sample's deadline was too near; "
+                                     "storage pools: not read, the sample's deadline was too near")
     assert calls == [] and pools == []
 
 

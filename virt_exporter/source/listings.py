@@ -11,6 +11,8 @@ they fail apart: a libvirt error in one leaves the other standing. A libvirtd wi
 from __future__ import annotations
 
 import dataclasses
+import itertools
+import threading
 from typing import Dict, FrozenSet, Optional, Sequence, Tuple
 
 import libvirt
@@ -53,6 +55,11 @@ class ListingReader:
         self.kinds = tuple(kinds)
         self._pool_types: Dict[str, str] = {}
         self._domain_flags: Optional[Tuple[FrozenSet[str], FrozenSet[str]]] = None
+        # Calls are numbered as they start: a late call (abandoned, still running on its lane) that
+        # ends after a newer one must not put back older flags, nor clear newer ones.
+        self._flags_calls = itertools.count(1)
+        self._flags_from = 0
+        self._flags_lock = threading.Lock()
 
     def wants(self, kind: str) -> bool:
         return kind in self.kinds
@@ -69,15 +76,22 @@ class ListingReader:
 
         A libvirtError is raised, not kept: the caller's connection judges from it whether the
         connection is lost. The last listing is replaced only when this one is complete; a failure
-        clears it. A call the caller gave up waiting for still lands here when it returns."""
+        clears it. A call the caller gave up waiting for still lands here when it returns, unless a
+        call started after it has landed first."""
+        call = next(self._flags_calls)
         try:
             flags = (_uuids(conn, libvirt.VIR_CONNECT_LIST_DOMAINS_AUTOSTART),
                      _uuids(conn, libvirt.VIR_CONNECT_LIST_DOMAINS_PERSISTENT))
         except libvirt.libvirtError:
-            self._domain_flags = None
+            self._land(call, None)
             raise
-        self._domain_flags = flags
+        self._land(call, flags)
         return flags
+
+    def _land(self, call: int, flags: Optional[Tuple[FrozenSet[str], FrozenSet[str]]]) -> None:
+        with self._flags_lock:
+            if call > self._flags_from:
+                self._flags_from, self._domain_flags = call, flags
 
     def storage_pools(self, conn: libvirt.virConnect) -> Tuple[StoragePool, ...]:
         """The storage pools, sorted by name; a libvirtd without a storage driver has none. Other
