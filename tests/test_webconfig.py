@@ -492,5 +492,10 @@ rate_limit:
     assert statuses(1) == ["429"]
     clock.now_s += 1.0
     assert statuses(2) == ["200", "429"]
+    for _ in range(5):           # an interval in sixths, refused at each
+        clock.now_s += 10.0
+        assert statuses(1) == ["429"]
+    clock.now_s += 10.0          # the sixth sixth: a whole token (six sixths add up to a hair under 1 in floats)
+    assert statuses(2) == ["200", "429"]
     clock.now_s += 600.0         # ten intervals: no more than the burst
     assert statuses(3) == ["200", "200", "429"]

@@ -44,7 +44,8 @@ class TokenBucket:
             refill = (now_s - self._tokens_at_s) / self.interval_s
             self._tokens = min(float(self.burst), self._tokens + refill)
             self._tokens_at_s = now_s
-            if self._tokens >= 1.0:
-                self._tokens -= 1.0
+            # A token refilled in steps adds up in floats to a hair under 1 (six sixths): it counts.
+            if self._tokens >= 1.0 - 1e-9:
+                self._tokens = max(0.0, self._tokens - 1.0)
                 return True
             return False
