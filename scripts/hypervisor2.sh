@@ -217,13 +217,14 @@ cmd_exporter() {
   # The package is packed first, so that a failed tar stops here (a process substitution would lose
   # its exit code); the open file outlives its name.
   tarball=$(mktemp)
+  trap 'rm -f "$tarball"' EXIT
   if ! tar -C "$REPO" -c --exclude=__pycache__ virt_exporter > "$tarball"; then
-    rm -f "$tarball"
     log "cannot pack the exporter from $REPO"
     exit 1
   fi
   exec 3< "$tarball"
   rm -f "$tarball"
+  trap - EXIT
   # One exec unpacks and runs, under a lock while it clears old copies and claims its own: copies
   # whose exporter is gone (an earlier run's that ended without exporter-stop) go, and a copy being
   # unpacked by a concurrent start already holds its pid, so it is never taken for one of those.

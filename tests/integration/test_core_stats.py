@@ -23,6 +23,7 @@ from typing import Callable, Dict, FrozenSet, List, Tuple
 import pytest
 
 import testbed as tb
+from bounds import wait_for
 from exporterproc import ExporterProcess
 from promtool import check_metrics
 from scrape import Samples, families
@@ -73,6 +74,8 @@ def guests(libvirtd):
         writer = bed.make_guest("writer")
         for g in (busy, chain, writer):
             g.wait_booted(timeout=TEST_BOUND_S)
+        wait_for(lambda: writer.domstats("block").get("block.0.wr.reqs", 0) > 0, TEST_BOUND_S,
+                 "the writer guest's first write")
         tb.virsh("snapshot-create-as", chain.name, "--disk-only", "--atomic", "--no-metadata",
                  "--diskspec", "vda,file=%s" % (chain.directory / "overlay.qcow2"))
         yield {"busy": busy, "chain": chain, "writer": writer}

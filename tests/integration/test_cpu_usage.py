@@ -58,7 +58,7 @@ class Window:
     guest_ref_mhz: Dict[str, float]
     # Every running domain's MHz from virsh (other sessions' guests too), for the host's overhead.
     all_guests_ref_mhz: float
-    host_ref_mhz: float          # Neat's host busy MHz from /proc/stat read around [A, B]
+    host_ref_mhz: float          # Neat's host busy MHz from /proc/stat read right before A and before B
     process_ref_mhz: Dict[int, float]
     # How long the test's own virsh calls took at the most. They read what the exporter's call reads
     # (every domain's cpu group), so they stand for the exporter's call too: the exporter stamps a
@@ -126,12 +126,13 @@ def _window(exporter, guests, core_mhz: float, accept: Optional[Callable[[Window
 
     Each guest's (and process's) reference is read just before scrape A and just before scrape B, so
     it spans the exporter's window with the same lag at both ends; the host reference is two reads of
-    /proc/stat bracketing [A, B]. While ``budget_s`` lasts, a window is taken again when it cannot be
-    measured (libvirt did not answer; with ``timed``, its calls were too slow to time) or when
-    ``accept(window)`` says why not (USABLE takes it): on these shared machines other test runs start
-    and stop domains (the exporter then withholds the overhead) and load the host. When no window is
-    usable the test is skipped with the reason if the last reason was the host's, and fails if it was
-    the exporter's: a skip never hides a broken exporter.
+    /proc/stat, each right before a scrape (as the exporter reads it when its sample starts). While
+    ``budget_s`` lasts, a window is taken again when it cannot be measured (libvirt did not answer;
+    with ``timed``, its calls were too slow to time) or when ``accept(window)`` says why not (USABLE
+    takes it): on these shared machines other test runs start and stop domains (the exporter then
+    withholds the overhead) and load the host. When no window is usable the test is skipped with the
+    reason if the last reason was the host's, and fails if it was the exporter's: a skip never hides a
+    broken exporter.
     """
     deadline = time.monotonic() + budget_s
     tries = 0
@@ -142,15 +143,16 @@ def _window(exporter, guests, core_mhz: float, accept: Optional[Callable[[Window
         # past the exporter's --libvirt.min-interval, so scrape A takes a fresh sample, not the last B
         time.sleep(1.0)
         ids_before = _running_domain_ids()
-        busy0, total0 = proc_stat_busy_total()
         t_before, before, virsh_before_s = _cpu_times()
         p_before = {pid: (time.monotonic(), _proc_cpu_s(pid)) for pid in pids}
+        # /proc/stat right before each scrape: the exporter reads it as a sample starts
+        busy0, total0 = proc_stat_busy_total()
         first = exporter.scrape()
         time.sleep(window_s)
         t_after, after, virsh_after_s = _cpu_times()
         p_after = {pid: (time.monotonic(), _proc_cpu_s(pid)) for pid in pids}
-        series = exporter.scrape()
         busy1, total1 = proc_stat_busy_total()
+        series = exporter.scrape()
         ids_after = _running_domain_ids()
         ref_mhz = {n: core_mhz * (after[n] - before[n]) / ((t_after - t_before) * 1e9)
                    for n in set(before) & set(after)}
@@ -306,8 +308,9 @@ def test_host_cpu_burner_shows_up_as_hypervisor_overhead(testbed):
     assert burning.overhead() >= 0.95 * burner_mhz
     assert burning.overhead() - baseline >= 0.5 * core
     # and no more than the host's own account of it: /proc/stat's busy MHz less every running domain's
-    # virsh MHz over the same window (the references span the scrapes with up to a second more, in
-    # which other work may differ: 5 % of the host; measured 0 to 2 MHz apart with the burner)
+    # virsh MHz over the same window (the references and the samples start their windows a few ms
+    # to a virsh call apart, in which other work may differ: 5 % of the host; measured 0 to 2 MHz
+    # apart with the burner)
     capacity = _host_capacity_mhz(core)
     assert burning.overhead() == pytest.approx(reference, abs=0.05 * capacity), (
         "overhead %.0f MHz against /proc/stat less virsh's domains %.0f MHz" % (burning.overhead(), reference))

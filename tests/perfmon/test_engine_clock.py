@@ -68,7 +68,7 @@ def run(step_s: int, sample_s: Sequence[float], failing: Sequence[int] = ()) -> 
                            stop_event=timer)
     engine.start()
     assert timer.stopped.wait(30), "the timer did not reach its last step"
-    engine.stop()  # joins the timer's thread: its last step is done
+    assert engine.stop(), "the timer's thread did not end"  # joined: its last step is done
     assert not timer.back_to_back, "steps ran back to back at %r" % timer.back_to_back
     return began, engine
 

@@ -490,11 +490,14 @@ class PerfmonEngine:
         self._thread = threading.Thread(target=self._run, name="perfmon", daemon=True)
         self._thread.start()
 
-    def stop(self, timeout_s: float = 10.0) -> None:
+    def stop(self, timeout_s: float = 10.0) -> bool:
+        """Stop the timer; whether its thread ended within ``timeout_s``."""
         self._stop.set()
         thread, self._thread = self._thread, None
         if thread is not None:
             thread.join(timeout_s)
+            return not thread.is_alive()
+        return True
 
     def _run(self) -> None:
         next_s = self._clock()
