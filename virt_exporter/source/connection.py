@@ -294,10 +294,17 @@ class Connection:
 
     def call(self, fn: Callable[[libvirt.virConnect], T], timeout_s: float, *, cheap: bool = False) -> T:
         """Run ``fn(conn)`` with a deadline. Raises LibvirtUnavailable, CallTimeout or libvirtError."""
-        future = self.submit(fn, cheap=cheap)
+        return self.wait(self.submit(fn, cheap=cheap), timeout_s)
+
+    def wait(self, future: "Future[T]", timeout_s: float) -> T:
+        """The answer of a submitted call, waited for ``timeout_s``; past that the call is abandoned
+        and CallTimeout raised (an answer that came in the meantime is taken). Raises what the call
+        raised otherwise."""
         try:
             return future.result(timeout=max(0.0, timeout_s))
         except FuturesTimeout:
+            if future.done():
+                return future.result()
             self.abandon(future)
             raise CallTimeout("libvirt call did not answer within %.2fs" % timeout_s) from None
 

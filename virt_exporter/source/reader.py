@@ -8,7 +8,6 @@ import logging
 import re
 import time
 from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FuturesTimeout
 from typing import Callable, Dict, FrozenSet, Iterable, List, Optional, Sequence, Tuple, TypeVar
 
 import libvirt
@@ -138,9 +137,8 @@ class SampleReader:
         """This sample's host memory if it came in time, else the last one."""
         grace_end = min(deadline, self._clock() + HOST_CALL_GRACE_S)
         try:
-            self._last_memory = future.result(timeout=max(0.0, grace_end - self._clock()))
-        except FuturesTimeout:
-            self.connection.abandon(future)
+            self._last_memory = self.connection.wait(future, grace_end - self._clock())
+        except CallTimeout:  # abandoned: the answer, if it comes, is kept for the next sample
             future.add_done_callback(self._late_memory)
         except (libvirt.libvirtError, LibvirtUnavailable) as e:
             log.warning("host memory stats failed: %s", one_line(e))
@@ -210,8 +208,7 @@ class SampleReader:
         pools_future: Optional[Future] = None
         flags: Optional[Tuple[FrozenSet[str], FrozenSet[str]]] = None
         pools: Optional[Tuple[StoragePool, ...]] = None
-        sent = self._clock()
-        in_time = deadline - sent >= LISTING_MIN_BUDGET_S
+        in_time = deadline - self._clock() >= LISTING_MIN_BUDGET_S
         if reader.wants(DOMAIN_FLAGS):
             if self.stats.closing():
                 # Listing domains would wait for libvirtd's teardown of the closing domain
@@ -227,9 +224,9 @@ class SampleReader:
             else:
                 errors.append("storage pools: not read, the sample's deadline was too near")
         if flags_future is not None:
-            flags = self._listing_answer(flags_future, "domain listings", sent, deadline, errors)
+            flags = self._listing_answer(flags_future, "domain listings", deadline, errors)
         if pools_future is not None:
-            pools = self._listing_answer(pools_future, "storage pools", sent, deadline, errors)
+            pools = self._listing_answer(pools_future, "storage pools", deadline, errors)
         errors.sort()  # domain listings before storage pools, however they failed
         listings = Listings(autostart=flags[0] if flags else None, persistent=flags[1] if flags else None,
                             storage_pools=pools, error="; ".join(errors))
@@ -247,15 +244,9 @@ class SampleReader:
             errors.append("%s: %s" % (what, one_line(e)))
             return None
 
-    def _listing_answer(self, future: "Future[T]", what: str, sent: float, deadline: float,
-                        errors: List[str]) -> Optional[T]:
+    def _listing_answer(self, future: "Future[T]", what: str, deadline: float, errors: List[str]) -> Optional[T]:
         try:
-            return future.result(timeout=max(0.0, deadline - self._clock()))
-        except FuturesTimeout:
-            if future.done():  # it answered between the timeout and now
-                return self._listing_answer(future, what, sent, deadline, errors)
-            self.connection.abandon(future)
-            errors.append("%s: libvirt call did not answer within %.2fs" % (what, deadline - sent))
+            return self.connection.wait(future, deadline - self._clock())
         except Exception as e:  # noqa: BLE001 - listings are extras: the sample's stats stand
             errors.append("%s: %s" % (what, one_line(e)))
         return None
