@@ -30,11 +30,16 @@ CAPABILITIES_ONE_CELL = ("<capabilities><host><topology><cells num='1'><cell id=
                          "<cpu id='0'/><cpu id='1'/></cpus></cell></cells></topology></host></capabilities>")
 
 
+def libvirt_error(code: int, message: str = "scripted", level: int = 0) -> libvirt.libvirtError:
+    """A libvirtError as libvirt raises it: ``get_error_code()`` gives ``code``."""
+    e = libvirt.libvirtError(message)
+    e.err = (code, 0, message, level, None, None, None, 0, 0)
+    return e
+
+
 def no_domain_error() -> libvirt.libvirtError:
     """The error libvirt raises for a domain that is gone (VIR_ERR_NO_DOMAIN)."""
-    e = libvirt.libvirtError("no domain")
-    e.err = (libvirt.VIR_ERR_NO_DOMAIN, 0, "Domain not found", 2, None, None, None, 0, 0)
-    return e
+    return libvirt_error(libvirt.VIR_ERR_NO_DOMAIN, "Domain not found", 2)
 
 
 class FakeConnect:

@@ -12,6 +12,7 @@ import libvirt
 import pytest
 
 from bounds import wait_for
+from fakelibvirt import libvirt_error
 from virt_exporter.source.guest_agent import GuestAgentReader, parse_guest_info
 
 pytestmark = pytest.mark.timeout(30)
@@ -36,9 +37,7 @@ class Dom:
         self.conn.calls[self.uuid] = self.conn.calls.get(self.uuid, 0) + 1
         behaviour = self.conn.behaviour[self.uuid]
         if behaviour == "fail":
-            e = libvirt.libvirtError("agent not connected")
-            e.err = (libvirt.VIR_ERR_AGENT_UNRESPONSIVE, 0, "agent not connected", 0, "", "", "", 0, 0)
-            raise e
+            raise libvirt_error(libvirt.VIR_ERR_AGENT_UNRESPONSIVE, "agent not connected")
         if behaviour == "hang":
             self.conn.release.wait(20)
         return INFO

@@ -13,7 +13,7 @@ import pytest
 
 import fakelibvirt
 from bounds import wait_for
-from fakelibvirt import FakeHost, connected
+from fakelibvirt import FakeHost, connected, libvirt_error
 from virt_exporter.collectors import load_all
 from virt_exporter.collectors.base import REGISTRY
 from virt_exporter.exporter import Exporter
@@ -25,12 +25,6 @@ from virt_exporter.source.listings import ListingReader
 from virt_exporter.source.reader import SampleReader
 
 pytestmark = pytest.mark.timeout(30)
-
-
-def libvirt_error(code: int) -> libvirt.libvirtError:
-    e = libvirt.libvirtError("scripted")
-    e.err = (code, 0, "scripted", 0, "", "", "", 0, 0)
-    return e
 
 
 class Pool:

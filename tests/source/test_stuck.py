@@ -18,7 +18,7 @@ import libvirt
 import pytest
 
 from bounds import wait_for
-from fakelibvirt import FakeHost, connected
+from fakelibvirt import FakeHost, connected, libvirt_error
 from virt_exporter.source import bulk, stuck
 from virt_exporter.source.connection import CallTimeout, LibvirtUnavailable
 
@@ -241,9 +241,7 @@ def test_a_ping_answered_with_an_error_judges_no_call_late(host: FakeHost) -> No
         vm = list(host.vms.values())[2]
 
         def refuse() -> None:
-            e = libvirt.libvirtError("scripted")
-            e.err = (libvirt.VIR_ERR_INTERNAL_ERROR, 0, "scripted", 0, "", "", "", 0, 0)
-            raise e
+            raise libvirt_error(libvirt.VIR_ERR_INTERNAL_ERROR)
 
         host.on_ping = refuse
         host.stop_qemu(vm)
